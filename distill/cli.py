@@ -1,0 +1,63 @@
+"""`distill teach|train|label|monitor|run recipe=NAME [key=value ...]`."""
+
+from __future__ import annotations
+
+import sys
+
+from distill.errors import DistillError
+
+USAGE = """usage: distill STAGE recipe=NAME [key=value ...]
+
+stages:
+  teach     the teacher labels the seed pool (and the gold texts, for scoring)
+  train     LoRA-fine-tune the student on the teacher's labels (teaches first if needed)
+  label     the student labels the corpus
+  monitor   score student and teacher against human gold
+  run       all of the above, in order
+
+Any key=value overrides the recipe, e.g. train.epochs=3 teacher.model=gpt-4o-mini.
+Multi-process training: accelerate launch distill/train.py recipe=NAME"""
+
+
+def run_stage(fn, argv: list[str]):
+    """Load the config, run one stage; bad input ends with one clear message and exit status 2."""
+    from distill.config import load_config
+
+    try:
+        return fn(load_config(argv))
+    except DistillError as e:
+        print(f"distill: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_all(cfg) -> dict:
+    from distill.label import label
+    from distill.monitor import monitor
+    from distill.train import train
+
+    train(cfg)  # runs the teacher first for missing seed labels
+    label(cfg)
+    return monitor(cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    stage, rest = argv[0], argv[1:]
+    from distill.label import label
+    from distill.monitor import monitor
+    from distill.teach import teach
+    from distill.train import train
+
+    stages = {"teach": teach, "train": train, "label": label, "monitor": monitor, "run": run_all}
+    if stage not in stages:
+        print(f"distill: error: unknown stage {stage!r}; choose one of: {', '.join(stages)}\n\n{USAGE}",
+              file=sys.stderr)
+        sys.exit(2)
+    run_stage(stages[stage], rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Task kinds own everything task-specific: prompt, schema, parsing, student target, metrics."""
+
+from distill.errors import ConfigError
+from distill.tasks.base import Task
+from distill.tasks.classification import Classification
+from distill.tasks.ner import NER
+
+KINDS = {"classification": Classification, "ner": NER}
+
+
+def build_task(cfg) -> Task:
+    if cfg.kind not in KINDS:
+        raise ConfigError(f"task.kind {cfg.kind!r} is unknown; choose one of: {', '.join(KINDS)}")
+    return KINDS[cfg.kind](cfg)

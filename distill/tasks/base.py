@@ -1,0 +1,108 @@
+"""What every task kind provides; stages call only this interface."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from distill.errors import DataError, OutputError
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def extract_json(content: str | None) -> Any:
+    """Parse a JSON value from a model reply: bare JSON, a ```json fence, or JSON inside prose."""
+    if content is None or not content.strip():
+        raise OutputError("empty_output", "the reply is empty")
+    text = content.strip()
+    candidates = [text, *_FENCE.findall(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+    raise OutputError("invalid_json", f"no JSON object in reply {content[:80]!r}")
+
+
+def norm(text: str) -> str:
+    return " ".join(str(text).split()).lower()
+
+
+class Task:
+    """A labeling task: prompt and schema, parsing, the student's target format, metrics."""
+
+    kind: str
+    answer_prefix: str
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.labels: list[str] = list(cfg.labels)
+        self.guidelines: str = (cfg.get("guidelines") or "").strip()
+        self.examples = list(cfg.get("examples") or [])
+        lookup = {norm(label): label for label in self.labels}
+        for alias, label in (cfg.get("aliases") or {}).items():
+            if label not in self.labels:
+                raise DataError(f"task.aliases: {alias!r} maps to {label!r}, which is not one of {self.labels}")
+            lookup[norm(alias)] = label
+        self._lookup = lookup
+
+    # -- labels -------------------------------------------------------------------------------
+    def normalize_label(self, value: Any) -> str:
+        """Map a label string to the label set (case, whitespace, aliases) or raise OutputError."""
+        if not isinstance(value, str) or norm(value) not in self._lookup:
+            raise OutputError("label_not_in_schema", f"{value!r} is not one of {self.labels}")
+        return self._lookup[norm(value)]
+
+    # -- teacher ------------------------------------------------------------------------------
+    def messages(self, row: dict) -> list[dict]:
+        msgs = [{"role": "system", "content": self.system_prompt()}]
+        for ex in self.examples:
+            msgs.append({"role": "user", "content": self.example_input(ex)})
+            msgs.append({"role": "assistant", "content": json.dumps(self.example_answer(ex))})
+        msgs.append({"role": "user", "content": self.user_message(row)})
+        return msgs
+
+    def user_message(self, row: dict) -> str:
+        return row["text"]
+
+    def example_input(self, example) -> str:
+        return example["text"]
+
+    def parse_teacher(self, content: str | None, row: dict):
+        return self.from_answer(extract_json(content), row)
+
+    def response_format(self) -> dict:
+        return {"type": "json_schema", "json_schema": {"name": self.kind, "strict": True,
+                                                        "schema": self.schema()}}
+
+    # -- student ------------------------------------------------------------------------------
+    def student_prompt(self, row: dict) -> str:
+        return f"{row['text']}\n{self.answer_prefix}"
+
+    def candidates(self) -> list[str] | None:
+        """Target strings a student can score instead of generating; None means generate."""
+        return None
+
+    # -- to implement -------------------------------------------------------------------------
+    def system_prompt(self) -> str: ...
+    def schema(self) -> dict: ...
+    def example_answer(self, example) -> dict: ...
+    def from_answer(self, answer, row: dict): ...
+    def simulate(self, gold, row: dict, rng, sim) -> tuple[dict, bool]: ...
+    def student_target(self, label, row: dict) -> str: ...
+    def parse_student(self, text: str, row: dict): ...
+    def check_gold(self, value, where: str): ...
+    def metrics(self, gold: list, pred: list) -> dict: ...
+    def majority(self, gold: list) -> list: ...
+    def summarize(self, labels: list) -> dict: ...
+
+
+def prf(tp: int, n_pred: int, n_gold: int) -> dict:
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f, "support": n_gold}

@@ -1,0 +1,89 @@
+"""One label per text from a fixed set."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from distill.errors import DataError, OutputError
+from distill.tasks.base import Task, prf
+
+
+class Classification(Task):
+    kind = "classification"
+    answer_prefix = "Label:"
+    headline = ("accuracy", "macro_f1")
+
+    def system_prompt(self) -> str:
+        parts = [
+            "You label texts. Read the text and choose exactly one label from this set: "
+            + ", ".join(self.labels) + ".",
+            'Reply with a JSON object only: {"label": "<one of the labels>"}.',
+        ]
+        if self.guidelines:
+            parts.insert(1, "Guidelines:\n" + self.guidelines)
+        return "\n\n".join(parts)
+
+    def schema(self) -> dict:
+        return {"type": "object", "properties": {"label": {"type": "string", "enum": self.labels}},
+                "required": ["label"], "additionalProperties": False}
+
+    def example_answer(self, example) -> dict:
+        return {"label": example["label"]}
+
+    def from_answer(self, answer, row: dict) -> str:
+        if isinstance(answer, dict):
+            if "label" not in answer:
+                raise OutputError("missing_field", f"no 'label' key in {answer!r}")
+            answer = answer["label"]
+        return self.normalize_label(answer)
+
+    def simulate(self, gold: str, row: dict, rng, sim) -> tuple[dict, bool]:
+        if rng.random() < sim["accuracy"]:
+            return {"label": gold}, True
+        confused = (sim.get("confusions") or {}).get(gold)
+        if confused is None or rng.random() >= sim.get("confusion_share", 1.0):
+            confused = rng.choice([label for label in self.labels if label != gold])
+        elif not isinstance(confused, str):
+            confused = rng.choice(list(confused))
+        return {"label": confused}, False
+
+    def student_target(self, label: str, row: dict) -> str:
+        return label
+
+    def parse_student(self, text: str, row: dict) -> str:
+        return self.normalize_label(text)
+
+    def candidates(self) -> list[str]:
+        return self.labels
+
+    def check_gold(self, value, where: str) -> str:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{where}: label is empty; expected one of {self.labels}")
+        try:
+            return self.normalize_label(str(value))
+        except OutputError:
+            raise DataError(f"{where}: label {value!r} is not in the label set {self.labels}") from None
+
+    def metrics(self, gold: list[str], pred: list[str | None]) -> dict:
+        n = len(gold)
+        per_class = {}
+        for label in self.labels:
+            tp = sum(g == label and p == label for g, p in zip(gold, pred))
+            per_class[label] = prf(tp, sum(p == label for p in pred), sum(g == label for g in gold))
+        present = [m["f1"] for lab, m in per_class.items() if m["support"] or any(p == lab for p in pred)]
+        return {
+            "n": n,
+            "accuracy": sum(g == p for g, p in zip(gold, pred)) / n if n else 0.0,
+            "macro_f1": sum(present) / len(present) if present else 0.0,
+            "invalid": sum(p is None for p in pred),
+            "per_class": per_class,
+        }
+
+    def majority(self, gold: list[str]) -> list[str]:
+        top = Counter(gold).most_common(1)[0][0]
+        return [top] * len(gold)
+
+    def summarize(self, labels: list[str | None]) -> dict:
+        counts = Counter(label for label in labels if label is not None)
+        total = sum(counts.values()) or 1
+        return {label: counts.get(label, 0) / total for label in self.labels}

@@ -1,0 +1,169 @@
+"""Typed entity spans over whitespace tokens; IOB2 tags in and out."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from distill.errors import DataError, OutputError
+from distill.tasks.base import Task, norm, prf
+
+
+def spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """Strict IOB2 entities as (type, start, end); an I- that opens an entity is not one."""
+    out, start, typ = [], None, None
+    for i, tag in enumerate([*tags, "O"]):
+        if start is not None and tag != f"I-{typ}":
+            out.append((typ, start, i))
+            start = None
+        if tag.startswith("B-"):
+            start, typ = i, tag[2:]
+    return out
+
+
+def to_tags(entities: list[tuple[str, int, int]], n: int) -> list[str]:
+    tags = ["O"] * n
+    for typ, start, end in entities:
+        tags[start] = f"B-{typ}"
+        for i in range(start + 1, end):
+            tags[i] = f"I-{typ}"
+    return tags
+
+
+def align(entities: list[tuple[str, str]], tokens: list[str]) -> list[tuple[str, int, int]]:
+    """Place (type, surface text) entities on the tokens, in order; unplaceable ones are dropped."""
+    placed, taken, cursor = [], [False] * len(tokens), 0
+    for typ, surface in entities:
+        words = surface.split()
+        if not words:
+            continue
+        n = len(words)
+        starts = [*range(cursor, len(tokens) - n + 1), *range(0, min(cursor, len(tokens) - n + 1))]
+        for s in starts:
+            if tokens[s : s + n] == words and not any(taken[s : s + n]):
+                placed.append((typ, s, s + n))
+                taken[s : s + n] = [True] * n
+                cursor = s + n
+                break
+    return sorted(placed, key=lambda e: e[1])
+
+
+class NER(Task):
+    kind = "ner"
+    answer_prefix = "Entities:"
+    headline = ("precision", "recall", "f1", "macro_f1")
+
+    def system_prompt(self) -> str:
+        parts = [
+            "You find named entities in a text. Entity types: " + ", ".join(self.labels) + ".",
+            "Reply with a JSON object only: "
+            '{"entities": [{"text": "<exact words from the text>", "type": "<entity type>"}]}, '
+            "entities in the order they appear; an empty list when there are none.",
+        ]
+        if self.guidelines:
+            parts.insert(1, "Guidelines:\n" + self.guidelines)
+        return "\n\n".join(parts)
+
+    def schema(self) -> dict:
+        entity = {"type": "object", "properties": {"text": {"type": "string"},
+                                                   "type": {"type": "string", "enum": self.labels}},
+                  "required": ["text", "type"], "additionalProperties": False}
+        return {"type": "object", "properties": {"entities": {"type": "array", "items": entity}},
+                "required": ["entities"], "additionalProperties": False}
+
+    def example_answer(self, example) -> dict:
+        return {"entities": list(example["entities"])}
+
+    def from_answer(self, answer, row: dict) -> list[str]:
+        if isinstance(answer, dict):
+            if "entities" not in answer:
+                raise OutputError("missing_field", f"no 'entities' key in {str(answer)[:80]!r}")
+            answer = answer["entities"]
+        if not isinstance(answer, list):
+            raise OutputError("missing_field", f"'entities' is not a list: {str(answer)[:80]!r}")
+        found = []
+        for ent in answer:
+            if not isinstance(ent, dict) or "text" not in ent or "type" not in ent:
+                raise OutputError("missing_field", f"entity {ent!r} lacks 'text' or 'type'")
+            found.append((self.normalize_label(ent["type"]), str(ent["text"])))
+        return to_tags(align(found, row["tokens"]), len(row["tokens"]))
+
+    def simulate(self, gold: list[str], row: dict, rng, sim) -> tuple[dict, bool]:
+        """Teacher noise: each entity is kept, missed, retyped or mis-bounded."""
+        tokens, out, exact = row["tokens"], [], True
+        errors = sim.get("ner_errors") or {"missed": 1, "wrong_type": 1, "boundary": 1}
+        kinds, weights = list(errors), list(errors.values())
+        for typ, start, end in spans(gold):
+            if rng.random() < sim["accuracy"]:
+                out.append({"text": " ".join(tokens[start:end]), "type": typ})
+                continue
+            exact = False
+            error = rng.choices(kinds, weights)[0]
+            if error == "wrong_type" and len(self.labels) > 1:
+                typ = rng.choice([t for t in self.labels if t != typ])
+            elif error == "boundary":
+                if end - start > 1 and rng.random() < 0.5:
+                    end -= 1
+                elif end < len(tokens) and rng.random() < 0.5:
+                    end += 1
+                elif start > 0:
+                    start -= 1
+                else:
+                    continue
+            elif error == "missed":
+                continue
+            out.append({"text": " ".join(tokens[start:end]), "type": typ})
+        return {"entities": out}, exact
+
+    def student_target(self, label: list[str], row: dict) -> str:
+        ents = spans(label)
+        if not ents:
+            return "none"
+        return "; ".join(f"{typ}: {' '.join(row['tokens'][s:e])}" for typ, s, e in ents)
+
+    def parse_student(self, text: str, row: dict) -> list[str]:
+        text = text.strip()
+        found = []
+        if norm(text) not in ("none", ""):
+            for part in text.split(";"):
+                typ, sep, surface = part.partition(":")
+                if not sep:
+                    raise OutputError("unparseable", f"entity {part.strip()!r} is not 'TYPE: words'")
+                found.append((self.normalize_label(typ.strip()), surface.strip()))
+        return to_tags(align(found, row["tokens"]), len(row["tokens"]))
+
+    def check_gold(self, value, where: str) -> list[str]:
+        if not isinstance(value, (list, tuple)):
+            raise DataError(f"{where}: NER labels must be a list of IOB2 tags, got {value!r}")
+        for tag in value:
+            if tag != "O" and not (tag[:2] in ("B-", "I-") and tag[2:] in self.labels):
+                raise DataError(f"{where}: tag {tag!r} is not O or B-/I- of the types {self.labels}")
+        return list(value)
+
+    def metrics(self, gold: list[list[str]], pred: list[list[str] | None]) -> dict:
+        counts = {t: [0, 0, 0] for t in self.labels}  # tp, predicted, gold
+        for g, p in zip(gold, pred):
+            gs, ps = set(spans(g)), set(spans(p or ["O"] * len(g)))
+            for typ, *_ in gs:
+                counts[typ][2] += 1
+            for typ, *_ in ps:
+                counts[typ][1] += 1
+            for typ, *_ in gs & ps:
+                counts[typ][0] += 1
+        per_type = {t: prf(*c) for t, c in counts.items()}
+        micro = prf(*(sum(c[i] for c in counts.values()) for i in range(3)))
+        return {
+            "n": len(gold),
+            "precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1"],
+            "macro_f1": sum(m["f1"] for m in per_type.values()) / len(per_type),
+            "invalid": sum(p is None for p in pred),
+            "per_class": per_type,
+        }
+
+    def majority(self, gold: list[list[str]]) -> list[list[str]]:
+        # the majority tag is O: a model that finds nothing
+        return [["O"] * len(g) for g in gold]
+
+    def summarize(self, labels: list[list[str] | None]) -> dict:
+        counts = Counter(typ for tags in labels if tags for typ, *_ in spans(tags))
+        total = sum(counts.values()) or 1
+        return {t: counts.get(t, 0) / total for t in self.labels}

@@ -1,0 +1,68 @@
+"""Teach stage: the teacher labels the seed pool (training data) and the gold texts (for scoring).
+
+    distill teach recipe=NAME
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from distill.config import save_config
+from distill.data import check_held_out, load_split
+from distill.demo import write_demo
+from distill.tasks import build_task
+from distill.teacher import open_teacher
+
+
+def prepare_data(cfg) -> None:
+    """Write the built-in demo data when the recipe asks for it and it is not there yet."""
+    if cfg.data.get("demo"):
+        write_demo(cfg.data.demo.name, Path(cfg.data.demo.dir), dict(cfg.data.demo.sizes), cfg.seed)
+
+
+def gold_rows_for_simulator(cfg, task) -> list[dict]:
+    """Rows whose human labels the simulated teacher answers from: every labeled seed and gold row."""
+    prepare_data(cfg)
+    rows = list(load_split(cfg, "gold", task, labels=True))
+    if cfg.data.seed.get("label_column"):
+        rows += list(load_split(cfg, "seed", task))
+    return rows
+
+
+def teach(cfg) -> dict:
+    run_dir = Path(cfg.run_dir)
+    save_config(cfg, run_dir)
+    task = build_task(cfg.task)
+    prepare_data(cfg)
+
+    # data: the seed pool is what the student learns from; gold must be held out from it
+    seed = load_split(cfg, "seed", task)
+    gold = load_split(cfg, "gold", task, labels=True)
+    check_held_out(gold["text"], seed["text"], "seed pool")
+
+    # label: the seed pool, and the gold texts so the monitor can score the teacher too
+    sim_rows = [*gold, *seed] if cfg.teacher.simulated else []
+    with open_teacher(cfg.teacher, task, sim_rows) as teacher:
+        summary = {"model": cfg.teacher.model, "simulated": bool(cfg.teacher.simulated),
+                   "seed": teacher.label(seed, run_dir / "teacher" / "seed.jsonl", "teacher: seed pool")}
+        if cfg.monitor.score_teacher:
+            summary["gold"] = teacher.label(gold, run_dir / "teacher" / "gold.jsonl", "teacher: gold texts")
+    if cfg.teacher.simulated:
+        summary["sim"] = {"accuracy": cfg.teacher.sim.accuracy}
+    (run_dir / "teacher" / "summary.json").write_text(json.dumps(summary, indent=2))
+    seed_summary = summary["seed"]
+    print(f"teacher {cfg.teacher.model}{' (simulated)' if cfg.teacher.simulated else ''}: "
+          f"{seed_summary['labeled']}/{seed_summary['rows']} seed rows labeled, errors {seed_summary['errors'] or 'none'}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    from distill.cli import run_stage
+
+    run_stage(teach, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()
