@@ -52,18 +52,17 @@ def _compose(recipe: str, overrides: list[str]) -> DictConfig:
 
 def _check_overrides(recipe: str, overrides: list[str]) -> None:
     """Reject unknown keys before Hydra does, with the list of valid ones."""
-    base = _compose(recipe, [f"+recipe={recipe}", *(o for o in overrides if o.split("=", 1)[0] in GROUPS)])
-    valid = _leaf_keys(base)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"argument {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        if key in GROUPS and value not in group_options(key):
+            raise ConfigError(f"unknown {key} config {value!r}; choose one of: {', '.join(group_options(key))}")
+    base = _compose(recipe, [f"+recipe={recipe}", *(o for o in overrides if o.split("=", 1)[0] in GROUPS)])
+    valid = _leaf_keys(base)
+    for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
         if key in GROUPS:
-            if item.split("=", 1)[1] not in group_options(key):
-                raise ConfigError(
-                    f"unknown {key} config {item.split('=', 1)[1]!r}; "
-                    f"choose one of: {', '.join(group_options(key))}"
-                )
             continue
         if key in valid or OmegaConf.select(base, key) is not None or any(v.startswith(key + ".") for v in valid):
             continue

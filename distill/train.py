@@ -64,7 +64,7 @@ def train(cfg) -> dict:
         if val_rows:
             preds = student.predict(val_rows, cfg.label.batch_size, progress=False)
             scores = task.metrics([r["label"] for r in val_rows], [p["label"] for p in preds])
-            metrics["val_agreement"] = scores[task.headline[0]]
+            metrics["val_agreement"] = scores[task.main_metric]
         metrics.update(train_rows=len(train_rows), val_rows=len(val_rows),
                        teacher=cfg.teacher.model, simulated_teacher=bool(cfg.teacher.simulated),
                        world_size=state.num_processes)

@@ -11,6 +11,7 @@ from distill.tasks.base import Task, prf
 class Classification(Task):
     kind = "classification"
     answer_prefix = "Label:"
+    main_metric = "accuracy"
     headline = ("accuracy", "macro_f1")
 
     def system_prompt(self) -> str:

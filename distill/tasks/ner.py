@@ -50,6 +50,7 @@ def align(entities: list[tuple[str, str]], tokens: list[str]) -> list[tuple[str,
 class NER(Task):
     kind = "ner"
     answer_prefix = "Entities:"
+    main_metric = "f1"
     headline = ("precision", "recall", "f1", "macro_f1")
 
     def system_prompt(self) -> str:

@@ -1,0 +1,22 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from distill.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """Compose a recipe with its run directory under tmp_path."""
+
+    def make(recipe: str = "demo", *overrides: str, run: str = "run"):
+        return load_config([f"recipe={recipe}", f"run_dir={tmp_path / run}", *overrides])
+
+    return make

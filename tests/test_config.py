@@ -1,0 +1,56 @@
+import pytest
+from omegaconf import OmegaConf
+
+from distill.config import available_recipes, group_options, load_config, save_config
+from distill.errors import ConfigError
+from distill.students import student_class
+from distill.tasks import build_task
+
+
+@pytest.mark.parametrize("recipe", available_recipes())
+def test_every_recipe_composes_and_validates(recipe):
+    cfg = load_config([f"recipe={recipe}"])
+    assert cfg.recipe == recipe
+    assert cfg.run_dir == f"runs/{recipe}"
+    task = build_task(cfg.task)
+    assert task.labels
+    assert student_class(cfg.student).kind == cfg.student.kind
+    for split in ("seed", "corpus", "gold"):
+        assert cfg.data[split].path
+    assert cfg.data.gold.label_column, "gold must carry human labels"
+
+
+@pytest.mark.parametrize("group", ["teacher", "student", "train", "monitor"])
+def test_every_config_group_option_composes(group):
+    for option in group_options(group):
+        cfg = load_config(["recipe=demo", f"{group}={option}"])
+        assert cfg[group] is not None
+
+
+def test_overrides_apply_and_config_is_saved(tmp_path):
+    cfg = load_config(["recipe=demo", "train.epochs=2", "teacher.sim.accuracy=0.5", f"run_dir={tmp_path}/r"])
+    assert cfg.train.epochs == 2 and cfg.teacher.sim.accuracy == 0.5
+    assert cfg.data.seed.path == f"{tmp_path}/r/data/seed.jsonl"  # interpolations resolved
+    saved = OmegaConf.load(save_config(cfg, tmp_path / "r"))
+    assert saved == cfg
+
+
+def test_run_dir_is_deterministic():
+    assert load_config(["recipe=demo"]).run_dir == load_config(["recipe=demo"]).run_dir
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as e:
+        load_config(["recipe=demo", "train.epoch=3"])
+    assert "train.epoch" in str(e.value) and "train.epochs" in str(e.value)
+    with pytest.raises(ConfigError, match="valid keys: .*run_dir"):
+        load_config(["recipe=demo", "+nonsense=1"])
+
+
+def test_unknown_recipe_and_group_option_list_choices():
+    with pytest.raises(ConfigError, match="available recipes: .*demo"):
+        load_config(["recipe=nope"])
+    with pytest.raises(ConfigError, match="choose one of: .*simulated"):
+        load_config(["recipe=demo", "teacher=nope"])
+    with pytest.raises(ConfigError, match="missing recipe"):
+        load_config(["train.epochs=1"])

@@ -1,0 +1,104 @@
+"""Bad input: one clear message naming file, row and field; exit status 2 from the CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from distill.data import load_split, read_conll
+from distill.errors import DataError
+from distill.tasks import build_task
+from distill.teach import teach
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    seed = write_jsonl(tmp_path / "seed.jsonl", [{"text": f"the Rovers won match {i}"} for i in range(20)])
+    gold = write_jsonl(tmp_path / "gold.jsonl", [{"text": f"rain in Oslo on day {i}", "label": "weather"}
+                                                 for i in range(10)])
+    return seed, gold
+
+
+def cfg_with(make_cfg, seed, gold, *extra):
+    return make_cfg("demo", "data.demo=null", f"data.seed.path={seed}", f"data.corpus.path={seed}",
+                    f"data.gold.path={gold}", "data.seed.label_column=null", *extra)
+
+
+def test_reads_jsonl_csv_parquet_with_stable_ids(make_cfg, tmp_path, files):
+    seed, gold = files
+    import pandas as pd
+
+    frame = pd.read_json(seed, lines=True)
+    frame.to_csv(tmp_path / "seed.csv", index=False)
+    frame.to_parquet(tmp_path / "seed.parquet")
+    ids = None
+    for path in (seed, tmp_path / "seed.csv", tmp_path / "seed.parquet"):
+        cfg = cfg_with(make_cfg, path, gold)
+        ds = load_split(cfg, "seed", build_task(cfg.task))
+        assert len(ds) == 20 and set(ds.column_names) == {"id", "text"}
+        ids = ids or ds["id"]
+        assert ds["id"] == ids  # a content hash: the same whatever the file format
+    assert len(set(ids)) == 20
+
+
+def test_missing_file(make_cfg, files, tmp_path):
+    cfg = cfg_with(make_cfg, tmp_path / "nope.jsonl", files[1])
+    with pytest.raises(DataError, match=r"seed data: file .*nope.jsonl does not exist"):
+        teach(cfg)
+
+
+def test_missing_column_lists_columns(make_cfg, files):
+    cfg = cfg_with(make_cfg, *files, "data.seed.text_column=body")
+    with pytest.raises(DataError, match=r"seed.jsonl: no column 'body' .*columns are: text"):
+        teach(cfg)
+
+
+def test_empty_text_names_the_row(make_cfg, tmp_path, files):
+    seed = write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine"}, {"text": "  "}])
+    cfg = cfg_with(make_cfg, seed, files[1])
+    with pytest.raises(DataError, match=r"bad.jsonl row 2: field 'text' is empty"):
+        teach(cfg)
+
+
+def test_label_outside_the_schema(make_cfg, tmp_path, files):
+    gold = write_jsonl(tmp_path / "gold2.jsonl", [{"text": "a", "label": "sports"}, {"text": "b", "label": "cooking"}])
+    cfg = cfg_with(make_cfg, files[0], gold)
+    with pytest.raises(DataError, match=r"gold2.jsonl row 2 field 'label': label 'cooking' is not in the label set"):
+        teach(cfg)
+
+
+def test_gold_overlapping_seed_pool_is_refused(make_cfg, tmp_path, files):
+    seed, _ = files
+    gold = write_jsonl(tmp_path / "leaky.jsonl", [{"text": "the Rovers won match 3", "label": "sports"},
+                                                  {"text": "the  Rovers won match 7", "label": "sports"},
+                                                  {"text": "new text", "label": "sports"}])
+    cfg = cfg_with(make_cfg, seed, gold)
+    with pytest.raises(DataError, match=r"2 gold rows also appear in the seed pool \(first: 'the Rovers won match 3'"):
+        teach(cfg)
+    assert not (tmp_path / "run" / "teacher" / "seed.jsonl").exists()  # nothing spent
+
+
+def test_conll_reader(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_text("-DOCSTART- -X- O O\n\nEU NNP B-NP I-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n"
+                    "Blackburn NNP I-NP I-PER\n")
+    ds = read_conll(path)
+    assert ds["tokens"] == [["EU", "rejects"], ["Peter", "Blackburn"]]
+    assert ds["tags"] == [["B-ORG", "O"], ["B-PER", "I-PER"]]  # IOB1 converted to IOB2
+
+
+def test_cli_reports_bad_input_with_exit_status_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "distill", "teach", "recipe=demo", f"run_dir={tmp_path}/r",
+                           "data.demo=null", f"data.seed.path={tmp_path}/missing.jsonl"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "missing.jsonl does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "distill", "train", "recipe=demo", "train.epoch=1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "train.epochs" in proc.stderr

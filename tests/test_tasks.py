@@ -1,0 +1,129 @@
+import json
+import random
+
+import pytest
+from omegaconf import OmegaConf
+
+from distill.data import iob2
+from distill.errors import DataError, OutputError
+from distill.tasks import build_task
+from distill.tasks.ner import spans
+
+
+@pytest.fixture
+def clf():
+    return build_task(OmegaConf.create({"kind": "classification", "labels": ["ham", "spam"],
+                                        "aliases": {"junk": "spam"}, "guidelines": "spam sells things"}))
+
+
+@pytest.fixture
+def ner():
+    return build_task(OmegaConf.create({"kind": "ner", "labels": ["PER", "ORG", "LOC"],
+                                        "aliases": {"PERSON": "PER"}}))
+
+
+ROW = {"id": "1", "text": "win a prize now"}
+
+
+@pytest.mark.parametrize("reply", [
+    '{"label": "spam"}', '{"label": " SPAM "}', '{"label": "junk"}',
+    'Sure! Here is the answer: {"label": "Spam"} Hope it helps.', '```json\n{"label": "spam"}\n```',
+])
+def test_classification_round_trip(clf, reply):
+    label = clf.parse_teacher(reply, ROW)
+    assert label == "spam"
+    target = clf.student_target(label, ROW)
+    assert clf.parse_student(target, ROW) == "spam"
+
+
+@pytest.mark.parametrize("reply,kind", [
+    ('{"label": "spa', "invalid_json"), ("no json here", "invalid_json"), ("", "empty_output"),
+    (None, "empty_output"), ('{"answer": "spam"}', "missing_field"), ('{"label": "eggs"}', "label_not_in_schema"),
+])
+def test_classification_malformed_output_has_error_type(clf, reply, kind):
+    with pytest.raises(OutputError) as e:
+        clf.parse_teacher(reply, ROW)
+    assert e.value.kind == kind
+    with pytest.raises(OutputError):
+        clf.parse_student("eggs", ROW)
+
+
+def test_prompt_carries_labels_guidelines_and_schema(clf):
+    msgs = clf.messages(ROW)
+    assert msgs[0]["role"] == "system" and "ham, spam" in msgs[0]["content"]
+    assert "spam sells things" in msgs[0]["content"]
+    assert msgs[-1] == {"role": "user", "content": ROW["text"]}
+    assert clf.response_format()["json_schema"]["schema"]["properties"]["label"]["enum"] == ["ham", "spam"]
+
+
+def test_classification_metrics_by_hand(clf):
+    gold = ["ham", "ham", "spam", "spam"]
+    pred = ["ham", "spam", "spam", None]
+    m = clf.metrics(gold, pred)
+    assert m["accuracy"] == 0.5 and m["invalid"] == 1
+    assert m["per_class"]["spam"]["precision"] == 0.5 and m["per_class"]["spam"]["recall"] == 0.5
+    assert m["per_class"]["ham"]["precision"] == 1.0 and m["per_class"]["ham"]["recall"] == 0.5
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5) / 2)
+
+
+NER_ROW = {"id": "2", "tokens": "Peter Blackburn visited New York with Peter .".split()}
+NER_ROW["text"] = " ".join(NER_ROW["tokens"])
+
+
+def test_ner_round_trip(ner):
+    reply = json.dumps({"entities": [{"text": "Peter Blackburn", "type": "person"},
+                                     {"text": "New York", "type": "LOC"}, {"text": "Peter", "type": "PER"}]})
+    tags = ner.parse_teacher(reply, NER_ROW)
+    assert tags == ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "B-PER", "O"]
+    target = ner.student_target(tags, NER_ROW)
+    assert target == "PER: Peter Blackburn; LOC: New York; PER: Peter"
+    assert ner.parse_student(target, NER_ROW) == tags
+    assert ner.parse_student("none", NER_ROW) == ["O"] * 8
+
+
+def test_ner_malformed_output(ner):
+    for reply, kind in [('{"entities": [{"text": "Peter"}]}', "missing_field"),
+                        ('{"entities": "Peter"}', "missing_field"),
+                        ('{"entities": [{"text": "Peter", "type": "ANIMAL"}]}', "label_not_in_schema"),
+                        ('{"entities": [', "invalid_json")]:
+        with pytest.raises(OutputError) as e:
+            ner.parse_teacher(reply, NER_ROW)
+        assert e.value.kind == kind
+    with pytest.raises(OutputError) as e:
+        ner.parse_student("PER Peter", NER_ROW)
+    assert e.value.kind == "unparseable"
+    # an entity that is not in the text is dropped, the rest kept
+    tags = ner.parse_teacher('{"entities": [{"text": "Paris", "type": "LOC"}, {"text": "New York", "type": "LOC"}]}', NER_ROW)
+    assert tags == ["O", "O", "O", "B-LOC", "I-LOC", "O", "O", "O"]
+
+
+def test_strict_iob2_spans_and_iob1_conversion():
+    assert spans(["B-PER", "I-PER", "I-ORG", "O", "I-LOC", "B-LOC"]) == [("PER", 0, 2), ("LOC", 5, 6)]
+    assert iob2(["I-PER", "I-PER", "O", "I-LOC", "B-LOC"]) == ["B-PER", "I-PER", "O", "B-LOC", "B-LOC"]
+
+
+def test_ner_entity_metrics_by_hand(ner):
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    pred = [["B-PER", "O", "O", "B-LOC"], ["B-ORG", "O"]]  # boundary error on the person
+    m = ner.metrics(gold, pred)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["per_class"]["PER"]["f1"] == 0.0 and m["per_class"]["LOC"]["f1"] == 1.0
+
+
+def test_simulated_noise_hits_target_accuracy(clf, ner):
+    sim = {"accuracy": 0.8, "confusions": {"ham": "spam"}}
+    rng = random.Random(0)
+    right = sum(clf.simulate("ham", ROW, rng, sim)[0]["label"] == "ham" for _ in range(2000))
+    assert 0.77 < right / 2000 < 0.83
+    tags = ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "B-PER", "O"]
+    pred = [ner.parse_teacher(json.dumps(ner.simulate(tags, NER_ROW, rng, sim)[0]), NER_ROW) for _ in range(500)]
+    f1 = ner.metrics([tags] * 500, pred)["f1"]
+    assert 0.7 < f1 < 0.9
+
+
+def test_gold_label_checks(clf, ner):
+    assert clf.check_gold("Junk", "f row 1") == "spam"
+    with pytest.raises(DataError, match="f row 3: label 'eggs' is not in the label set"):
+        clf.check_gold("eggs", "f row 3")
+    with pytest.raises(DataError, match="tag 'B-ANIMAL'"):
+        ner.check_gold(["O", "B-ANIMAL"], "f row 2")
