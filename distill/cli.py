@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from distill.errors import DistillError
+
+# deprecation notices from inside the libraries are not the user's to act on
+warnings.filterwarnings("ignore", category=FutureWarning)
 
 USAGE = """usage: distill STAGE recipe=NAME [key=value ...]
 

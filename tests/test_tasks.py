@@ -127,3 +127,11 @@ def test_gold_label_checks(clf, ner):
         clf.check_gold("eggs", "f row 3")
     with pytest.raises(DataError, match="tag 'B-ANIMAL'"):
         ner.check_gold(["O", "B-ANIMAL"], "f row 2")
+
+
+def test_few_shot_examples_from_a_recipe_become_chat_turns():
+    cfg = OmegaConf.create({"kind": "ner", "labels": ["PER", "ORG"], "examples": [
+        {"text": "Ana joined Acme .", "entities": [{"text": "Ana", "type": "PER"}, {"text": "Acme", "type": "ORG"}]}]})
+    msgs = build_task(cfg).messages(NER_ROW)
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert json.loads(msgs[2]["content"]) == {"entities": [{"text": "Ana", "type": "PER"}, {"text": "Acme", "type": "ORG"}]}

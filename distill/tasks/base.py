@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+from omegaconf import ListConfig, OmegaConf
+
 from distill.errors import DataError, OutputError
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
@@ -42,7 +44,8 @@ class Task:
         self.cfg = cfg
         self.labels: list[str] = list(cfg.labels)
         self.guidelines: str = (cfg.get("guidelines") or "").strip()
-        self.examples = list(cfg.get("examples") or [])
+        examples = cfg.get("examples") or []
+        self.examples = OmegaConf.to_container(examples) if isinstance(examples, ListConfig) else list(examples)
         lookup = {norm(label): label for label in self.labels}
         for alias, label in (cfg.get("aliases") or {}).items():
             if label not in self.labels:

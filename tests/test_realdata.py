@@ -1,0 +1,34 @@
+"""Opt-in (pytest -m realdata): the loop on real CoNLL-2003 sentences from ../shared/data."""
+
+import json
+import subprocess
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, SHARED_DATA
+
+CONLL = SHARED_DATA / "conll2003"
+
+pytestmark = [pytest.mark.realdata,
+              pytest.mark.skipif(not CONLL.is_dir(), reason="../shared/data/conll2003 is absent")]
+
+
+def test_ner_recipe_on_conll(tmp_path):
+    run_dir = tmp_path / "conll"
+    proc = subprocess.run(
+        ["distill", "run", "recipe=ner", f"run_dir={run_dir}", "teacher=simulated", "student=tiny_t5",
+         "train=tiny", "train.epochs=3", "student.max_target_length=64",
+         f"data.seed.path={CONLL / 'train.txt'}", "data.seed.limit=200",
+         f"data.corpus.path={CONLL / 'valid.txt'}", "data.corpus.limit=100",
+         f"data.gold.path={CONLL / 'test.txt'}", "data.gold.limit=200"],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seed = [json.loads(line) for line in open(run_dir / "teacher" / "seed.jsonl")]
+    assert len(seed) == 200 and sum(r["label"] is not None for r in seed) >= 190
+    assert len(pd.read_parquet(run_dir / "labels" / "corpus.parquet")) == 100
+    report = json.loads((run_dir / "monitor" / "metrics.json").read_text())
+    assert report["gold_rows"] == 200
+    assert set(report["systems"]["teacher"]["per_class"]) == {"PER", "ORG", "LOC", "MISC"}
+    assert 0.8 < report["systems"]["teacher"]["f1"] < 0.97
+    assert "SIMULATED" in proc.stdout
