@@ -18,6 +18,7 @@ stages:
   label     the student labels the corpus
   monitor   score student and teacher against human gold
   run       all of the above, in order
+  simulate  serve the recipe's simulated teacher over HTTP (teacher.sim.port=8000)
 
 Any key=value overrides the recipe, e.g. train.epochs=3 teacher.model=gpt-4o-mini.
 Multi-process training: accelerate launch distill/train.py recipe=NAME"""
@@ -53,9 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     from distill.label import label
     from distill.monitor import monitor
     from distill.teach import teach
+    from distill.teacher.simulator import serve
     from distill.train import train
 
-    stages = {"teach": teach, "train": train, "label": label, "monitor": monitor, "run": run_all}
+    stages = {"teach": teach, "train": train, "label": label, "monitor": monitor, "run": run_all,
+              "simulate": serve}
     if stage not in stages:
         print(f"distill: error: unknown stage {stage!r}; choose one of: {', '.join(stages)}\n\n{USAGE}",
               file=sys.stderr)

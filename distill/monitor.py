@@ -45,8 +45,9 @@ def monitor(cfg) -> dict:
     corpus = read_parquet(run_dir / "labels" / "corpus.parquet")
     report = {
         "recipe": cfg.recipe, "task": task.kind, "gold_rows": len(truth), "headline": list(task.headline),
-        "teacher": {"model": cfg.teacher.model, "simulated": bool(cfg.teacher.simulated),
-                    "sim_accuracy": cfg.teacher.sim.accuracy if cfg.teacher.simulated else None},
+        "teacher": {"model": teacher_summary.get("model", cfg.teacher.model),
+                    "simulated": teacher_summary.get("simulated", bool(cfg.teacher.simulated)),
+                    "sim_accuracy": teacher_summary.get("sim", {}).get("accuracy")},
         "student": student_labels[0]["model"] if student_labels else None,
         "systems": systems,
         "label_mix": {"gold": task.summarize(truth), "student_corpus": task.summarize([r["label"] for r in corpus])},

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 from distill.config import save_config
-from distill.data import check_held_out, load_split
+from distill.data import check_held_out, load_split, read_jsonl
 from distill.demo import write_demo
 from distill.tasks import build_task
 from distill.teacher import open_teacher
+from distill.teacher.client import label_summary
 
 
 def prepare_data(cfg) -> None:
@@ -42,18 +43,30 @@ def teach(cfg) -> dict:
     gold = load_split(cfg, "gold", task, labels=True)
     check_held_out(gold["text"], seed["text"], "seed pool")
 
-    # label: the seed pool, and the gold texts so the monitor can score the teacher too
-    sim_rows = [*gold, *seed] if cfg.teacher.simulated else []
-    with open_teacher(cfg.teacher, task, sim_rows) as teacher:
-        summary = {"model": cfg.teacher.model, "simulated": bool(cfg.teacher.simulated),
-                   "seed": teacher.label(seed, run_dir / "teacher" / "seed.jsonl", "teacher: seed pool")}
-        if cfg.monitor.score_teacher:
-            summary["gold"] = teacher.label(gold, run_dir / "teacher" / "gold.jsonl", "teacher: gold texts")
-    if cfg.teacher.simulated:
+    # label: the seed pool, and the gold texts so the monitor can score the teacher too;
+    # the teacher is only contacted when some row is still unlabeled
+    jobs = {"seed": (seed, "teacher: seed pool")}
+    if cfg.monitor.score_teacher:
+        jobs["gold"] = (gold, "teacher: gold texts")
+    paths = {name: run_dir / "teacher" / f"{name}.jsonl" for name in jobs}
+    pending = [name for name, (rows, _) in jobs.items()
+               if set(rows["id"]) - {r["id"] for r in read_jsonl(paths[name])}]
+    new = dict.fromkeys(jobs, 0)
+    if pending:
+        sim_rows = [*gold, *seed] if cfg.teacher.simulated else []
+        with open_teacher(cfg.teacher, task, sim_rows) as teacher:
+            for name in pending:
+                new[name] = teacher.label(jobs[name][0], paths[name], jobs[name][1])
+    records = {name: read_jsonl(path) for name, path in paths.items()}
+    # provenance comes from the rows: labels made earlier by a simulated teacher stay marked so
+    simulated = any(r["simulated"] for rows in records.values() for r in rows)
+    summary = {"model": cfg.teacher.model, "simulated": simulated,
+               **{name: {**label_summary(rows), "new_requests": new[name]} for name, rows in records.items()}}
+    if simulated:
         summary["sim"] = {"accuracy": cfg.teacher.sim.accuracy}
     (run_dir / "teacher" / "summary.json").write_text(json.dumps(summary, indent=2))
     seed_summary = summary["seed"]
-    print(f"teacher {cfg.teacher.model}{' (simulated)' if cfg.teacher.simulated else ''}: "
+    print(f"teacher {cfg.teacher.model}{' (simulated)' if simulated else ''}: "
           f"{seed_summary['labeled']}/{seed_summary['rows']} seed rows labeled, errors {seed_summary['errors'] or 'none'}")
     return summary
 

@@ -13,6 +13,7 @@ from distill.errors import TeacherError
 from distill.tasks import build_task
 from distill.teach import prepare_data, teach
 from distill.teacher import Simulator, Teacher
+from distill.teacher.client import label_summary
 
 
 @pytest.fixture
@@ -45,8 +46,9 @@ def test_invalid_json_from_teacher_is_a_row_error_not_a_crash(demo, tmp_path):
     cfg, task, rows = demo
     with Simulator(task, rows[:60], {**cfg.teacher.sim, "malformed_rate": 0.5}) as sim:
         teacher = Teacher(cfg.teacher, task, base_url=sim.base_url, simulated=True)
-        summary = teacher.label(rows[:60], tmp_path / "seed.jsonl")
+        assert teacher.label(rows[:60], tmp_path / "seed.jsonl") == 60
     records = read_jsonl(tmp_path / "seed.jsonl")
+    summary = label_summary(records)
     assert len(records) == 60 and summary["rows"] == 60
     bad = [r for r in records if r["error"]]
     assert 15 <= len(bad) <= 45
@@ -63,11 +65,10 @@ def test_rerun_resumes_without_repeating_requests(demo, tmp_path):
         with open(out, "a") as f:
             f.write('{"id": "torn')  # a crash mid-write leaves a torn line
         assert sim.billed == 50
-        summary = teacher.label(rows[:120], out)
+        assert teacher.label(rows[:120], out) == 70
         assert sim.billed == 120
     records = read_jsonl(out)
     assert sorted(r["id"] for r in records) == sorted(r["id"] for r in rows[:120])
-    assert summary["new_requests"] == 70
 
 
 def test_unreachable_endpoint_becomes_row_errors(demo, tmp_path):
@@ -112,7 +113,31 @@ def test_teach_stage_labels_seed_and_gold(make_cfg):
     assert summary["seed"]["rows"] == 40 and summary["gold"]["rows"] == 30
     seed = read_jsonl(Path(cfg.run_dir) / "teacher" / "seed.jsonl")
     assert all(r["source"] == "teacher" and r["simulated"] and r["model"] == cfg.teacher.model for r in seed)
-    # idempotent: a second run asks nothing new
-    assert teach(cfg)["seed"]["new_requests"] == 0
+    # idempotent: a second run asks nothing new, and needs no teacher at all
+    assert teach(OmegaConf.merge(cfg, {"teacher": {"simulated": False, "api_key_env": "DISTILL_UNSET_KEY"}}))[
+        "seed"]["new_requests"] == 0
     assert json.loads((Path(cfg.run_dir) / "teacher" / "summary.json").read_text())["simulated"]
     assert not any(math.isnan(r["confidence"]) for r in seed if r["confidence"] is not None)
+
+
+def test_distill_simulate_serves_the_recipe(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "distill", "simulate", "recipe=demo", f"run_dir={tmp_path}",
+                             f"teacher.sim.port={port}", "teacher.sim.accuracy=1.0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert f"127.0.0.1:{port}" in proc.stdout.readline()
+        gold = read_jsonl(tmp_path / "data" / "gold.jsonl")[:5]
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test")
+        for row in gold:
+            reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": row["text"]}])
+            assert json.loads(reply.choices[0].message.content) == {"label": row["label"]}
+    finally:
+        proc.terminate()
+        proc.wait(10)

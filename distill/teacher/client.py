@@ -67,8 +67,8 @@ class Teacher:
             record["confidence"] = math.exp(sum(t.logprob for t in choice.logprobs.content))
         return record
 
-    def label(self, rows, out_path: Path, desc: str = "teacher") -> dict:
-        """Label every row not already in `out_path`; return counts for the summary."""
+    def label(self, rows, out_path: Path, desc: str = "teacher") -> int:
+        """Label every row not already in `out_path`; return how many requests were made."""
         out_path.parent.mkdir(parents=True, exist_ok=True)
         done = read_jsonl(out_path)
         # rewrite what survived, dropping a line torn by a crash mid-write
@@ -84,12 +84,15 @@ class Teacher:
                 f.write(json.dumps(future.result()) + "\n")
                 f.flush()
                 bar.update()
-        records = read_jsonl(out_path)
-        errors = {}
-        for r in records:
-            if r["error"]:
-                errors[r["error"]] = errors.get(r["error"], 0) + 1
-        return {"rows": len(records), "labeled": sum(r["label"] is not None for r in records),
-                "new_requests": len(todo), "errors": errors,
-                "prompt_tokens": sum(r["prompt_tokens"] for r in records),
-                "completion_tokens": sum(r["completion_tokens"] for r in records)}
+        return len(todo)
+
+
+def label_summary(records: list[dict]) -> dict:
+    """Counts for a label file: rows, valid labels, error types, tokens spent."""
+    errors: dict[str, int] = {}
+    for r in records:
+        if r["error"]:
+            errors[r["error"]] = errors.get(r["error"], 0) + 1
+    return {"rows": len(records), "labeled": sum(r["label"] is not None for r in records), "errors": errors,
+            "prompt_tokens": sum(r["prompt_tokens"] for r in records),
+            "completion_tokens": sum(r["completion_tokens"] for r in records)}

@@ -6,7 +6,7 @@ among the rows it was given; the task's noise model turns that row's gold label 
 entity). Token logprobs come back when asked for: confident when right, less so when wrong. The
 same text always gets the same answer, so caches and reruns agree.
 
-Run one by hand:  python -m distill.teacher.simulator recipe=demo [port=8000]
+Serve one by hand:  distill simulate recipe=demo teacher.sim.port=8000
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import math
 import random
 import re
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -88,6 +87,7 @@ class Simulator:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in separate writes
 
             def _send(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode()
@@ -132,24 +132,15 @@ class Simulator:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
-    from distill.config import load_config
+def serve(cfg) -> None:
+    """`distill simulate recipe=NAME [teacher.sim.port=8000]`: serve the recipe's gold until Ctrl-C."""
+    from distill.tasks import build_task
     from distill.teach import gold_rows_for_simulator
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    port = next((a.split("=", 1)[1] for a in argv if a.startswith("port=")), "8000")
-    cfg = load_config([a for a in argv if not a.startswith("port=")])
-    from distill.tasks import build_task
-
     task = build_task(cfg.task)
-    sim = Simulator(task, gold_rows_for_simulator(cfg, task), {**cfg.teacher.sim, "port": int(port)},
-                    cfg.teacher.model)
-    print(f"simulated teacher for recipe {cfg.recipe!r} at {sim.base_url} (Ctrl-C stops)")
+    sim = Simulator(task, gold_rows_for_simulator(cfg, task), cfg.teacher.sim, cfg.teacher.model)
+    print(f"simulated teacher for recipe {cfg.recipe!r} at {sim.base_url} (Ctrl-C stops)", flush=True)
     try:
         sim.server.serve_forever()
     except KeyboardInterrupt:
         sim.server.server_close()
-
-
-if __name__ == "__main__":
-    main()
