@@ -13,7 +13,6 @@ if __name__ == "__main__" and not __package__:
 
     sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
-import json
 import random
 import sys
 from pathlib import Path
@@ -22,7 +21,6 @@ import torch
 from accelerate import PartialState
 
 from distill.card import write_card
-from distill.config import load_config
 from distill.data import check_held_out, load_split, read_jsonl
 from distill.errors import DataError
 from distill.students import student_class

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import ByT5Tokenizer, TrainingArguments, set_seed
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, ByT5Tokenizer, TrainingArguments, set_seed
 
 from distill.errors import OutputError
 from distill.tasks import Task
@@ -54,8 +55,6 @@ class Student:
             base = cls.tiny_model(cfg.tiny, tokenizer)
             name = f"tiny-random-{cfg.kind}"
         else:
-            from transformers import AutoTokenizer
-
             tokenizer = AutoTokenizer.from_pretrained(cfg.model)
             base = cls.auto_class.from_pretrained(cfg.model, dtype=torch.bfloat16 if bf16_ok() else torch.float32)
             name = cfg.model
@@ -77,8 +76,6 @@ class Student:
         meta = json.loads((student_dir / "student.json").read_text())
         base_path = student_dir / "base" if (student_dir / "base").exists() else meta["base_model"]
         base = cls.auto_class.from_pretrained(base_path)
-        from transformers import AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(student_dir / "adapter")
         model = PeftModel.from_pretrained(base, student_dir / "adapter").to(device()).eval()
         if tokenizer.pad_token is None:
@@ -115,10 +112,7 @@ class Student:
     # -- prediction ---------------------------------------------------------------------------
     def predict(self, rows: list[dict], batch_size: int = 32, progress: bool = True) -> list[dict]:
         """One dict per row: label (None when invalid), confidence, error type, raw output."""
-        from tqdm.auto import tqdm
-
         self.model.eval()
-        out = []
         candidates = self.task.candidates()
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))  # fewer pad tokens
         results: dict[int, dict] = {}
@@ -143,8 +137,7 @@ class Student:
                     except OutputError as e:
                         error = e.kind
                 results[i] = {"label": label, "confidence": conf, "error": error, "raw": raw}
-        out = [results[i] for i in range(len(rows))]
-        return out
+        return [results[i] for i in range(len(rows))]
 
     def score(self, prompts: list[str], targets: list[str]) -> torch.Tensor:
         """Log-likelihood of each target after each prompt: [len(prompts), len(targets)]."""
