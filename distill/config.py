@@ -62,13 +62,10 @@ def _check_overrides(recipe: str, overrides: list[str]) -> None:
     valid = _leaf_keys(base)
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
-        if key in GROUPS:
+        if key in GROUPS or key in valid or any(v.startswith(key + ".") for v in valid):
             continue
-        if key in valid or OmegaConf.select(base, key) is not None or any(v.startswith(key + ".") for v in valid):
-            continue
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        siblings = [v for v in valid if v.startswith(parent + ".")] if parent and any(
-            v.startswith(parent + ".") for v in valid) else valid
+        parent = key.rpartition(".")[0]
+        siblings = [v for v in valid if parent and v.startswith(parent + ".")] or valid
         raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(siblings)}")
 
 

@@ -23,15 +23,6 @@ def prepare_data(cfg) -> None:
         write_demo(cfg.data.demo.name, Path(cfg.data.demo.dir), dict(cfg.data.demo.sizes), cfg.seed)
 
 
-def gold_rows_for_simulator(cfg, task) -> list[dict]:
-    """Rows whose human labels the simulated teacher answers from: every labeled seed and gold row."""
-    prepare_data(cfg)
-    rows = list(load_split(cfg, "gold", task, labels=True))
-    if cfg.data.seed.get("label_column"):
-        rows += list(load_split(cfg, "seed", task))
-    return rows
-
-
 def teach(cfg) -> dict:
     run_dir = Path(cfg.run_dir)
     save_config(cfg, run_dir)
@@ -49,15 +40,16 @@ def teach(cfg) -> dict:
     if cfg.monitor.score_teacher:
         jobs["gold"] = (gold, "teacher: gold texts")
     paths = {name: run_dir / "teacher" / f"{name}.jsonl" for name in jobs}
+    records = {name: read_jsonl(path) for name, path in paths.items()}
     pending = [name for name, (rows, _) in jobs.items()
-               if set(rows["id"]) - {r["id"] for r in read_jsonl(paths[name])}]
+               if set(rows["id"]) - {r["id"] for r in records[name]}]
     new = dict.fromkeys(jobs, 0)
     if pending:
         sim_rows = [*gold, *seed] if cfg.teacher.simulated else []
         with open_teacher(cfg.teacher, task, sim_rows) as teacher:
             for name in pending:
                 new[name] = teacher.label(jobs[name][0], paths[name], jobs[name][1])
-    records = {name: read_jsonl(path) for name, path in paths.items()}
+                records[name] = read_jsonl(paths[name])
     # provenance comes from the rows: labels made earlier by a simulated teacher stay marked so
     simulated = any(r["simulated"] for rows in records.values() for r in rows)
     summary = {"model": cfg.teacher.model, "simulated": simulated,

@@ -34,9 +34,9 @@ def train(cfg) -> dict:
     task = build_task(cfg.task)
 
     # teacher labels: rank 0 fills in what is missing while the other ranks wait
-    with state.main_process_first():
-        if state.is_main_process:
-            teach(cfg)
+    if state.is_main_process:
+        teach(cfg)
+    state.wait_for_everyone()
 
     # data: the teacher's valid labels, a slice held back to measure agreement with the teacher
     labeled = read_jsonl(run_dir / "teacher" / "seed.jsonl")

@@ -39,8 +39,7 @@ def one_run(recipe: str, overrides: list[str], run_dir: Path) -> dict:
     seconds["total"] = sum(seconds.values())
     systems = report["systems"]
     key = "accuracy" if "accuracy" in systems["student"] else "f1"
-    return {"seconds": seconds, "metric": key,
-            **{f"{name.split()[0]}_{key}": m[key] for name, m in systems.items()}}
+    return {"seconds": seconds, "metric": key, "quality": {name: m[key] for name, m in systems.items()}}
 
 
 def main() -> None:
@@ -55,7 +54,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             runs.append(one_run(args.recipe, overrides, Path(tmp) / "run"))
     medians = {k: statistics.median(r["seconds"][k] for r in runs) for k in runs[0]["seconds"]}
-    quality = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k.endswith(runs[0]["metric"])}
+    quality = {k: statistics.median(r["quality"][k] for r in runs) for k in runs[0]["quality"]}
     result = {"recipe": args.recipe, "overrides": overrides, "repeats": args.repeats,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                           "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
@@ -66,9 +65,9 @@ def main() -> None:
     print(f"{'stage':<10}{'seconds':>10}")
     for k, v in medians.items():
         print(f"{k:<10}{v:>10.1f}")
-    print(f"\n{'system':<12}{runs[0]['metric']:>10}")
+    print(f"\n{'system':<20}{runs[0]['metric']:>10}")
     for k, v in quality.items():
-        print(f"{k.rsplit('_', 1)[0]:<12}{v:>10.3f}")
+        print(f"{k:<20}{v:>10.3f}")
     print(f"\nwrote {args.out}")
 
 

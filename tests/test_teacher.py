@@ -141,3 +141,14 @@ def test_distill_simulate_serves_the_recipe(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_simulator_answers_unlabeled_rows_without_failing(demo, tmp_path):
+    cfg, task, rows = demo
+    unlabeled = [{k: v for k, v in r.items() if k != "label"} for r in rows[:5]]
+    with Simulator(task, [*rows[5:10], *unlabeled], cfg.teacher.sim) as sim:
+        teacher = Teacher(cfg.teacher, task, base_url=sim.base_url, simulated=True)
+        records = [teacher.request(r) for r in rows[:10]]
+    # no gold to answer from: a reply without the field, recorded as such, never a server error
+    assert [r["error"] for r in records[:5]] == ["missing_field"] * 5
+    assert all(r["error"] is None for r in records[5:])

@@ -114,6 +114,7 @@ class Student:
         """One dict per row: label (None when invalid), confidence, error type, raw output."""
         self.model.eval()
         candidates = self.task.candidates()
+        targets = [self.task.student_target(c, None) for c in candidates] if candidates else None
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))  # fewer pad tokens
         results: dict[int, dict] = {}
         for start in tqdm(range(0, len(order), batch_size), desc="student: labeling", unit="batch",
@@ -123,7 +124,7 @@ class Student:
             prompts = [self.task.student_prompt(r) for r in batch]
             with torch.inference_mode():
                 if candidates:
-                    scores = self.score(prompts, [self.task.student_target(c, None) for c in candidates])
+                    scores = self.score(prompts, targets)
                     probs = scores.float().softmax(-1)
                     conf, best = probs.max(-1)
                     preds = [(candidates[b], c, candidates[b]) for b, c in zip(best.tolist(), conf.tolist())]

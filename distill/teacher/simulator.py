@@ -44,7 +44,7 @@ class Simulator:
 
     def __init__(self, task: Task, rows, sim, model: str = "simulated-teacher"):
         self.task, self.sim, self.model = task, sim, model
-        self.rows = {task.user_message(r): r for r in rows}
+        self.rows = {task.user_message(r): r for r in rows if r.get("label") is not None}
         self.billed = 0
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", int(sim.get("port", 0) or 0)), self._handler())
@@ -134,11 +134,14 @@ class Simulator:
 
 def serve(cfg) -> None:
     """`distill simulate recipe=NAME [teacher.sim.port=8000]`: serve the recipe's gold until Ctrl-C."""
+    from distill.data import load_split
     from distill.tasks import build_task
-    from distill.teach import gold_rows_for_simulator
+    from distill.teach import prepare_data
 
     task = build_task(cfg.task)
-    sim = Simulator(task, gold_rows_for_simulator(cfg, task), cfg.teacher.sim, cfg.teacher.model)
+    prepare_data(cfg)
+    rows = [*load_split(cfg, "gold", task, labels=True), *load_split(cfg, "seed", task)]
+    sim = Simulator(task, rows, cfg.teacher.sim, cfg.teacher.model)
     print(f"simulated teacher for recipe {cfg.recipe!r} at {sim.base_url} (Ctrl-C stops)", flush=True)
     try:
         sim.server.serve_forever()
