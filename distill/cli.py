@@ -40,7 +40,12 @@ def run_all(cfg) -> dict:
     from distill.monitor import monitor
     from distill.train import train
 
-    train(cfg)  # runs the teacher first for missing seed labels
+    from distill.teach import teach
+
+    summary = teach(cfg)
+    if summary.get("dry_run") or summary.get("stopped"):
+        return summary  # an estimate only, or the budget ran out: nothing more to do
+    train(cfg)
     label(cfg)
     return monitor(cfg)
 

@@ -14,7 +14,8 @@ from distill.data import check_held_out, load_split, read_jsonl
 from distill.demo import write_demo
 from distill.tasks import build_task
 from distill.teacher import open_teacher
-from distill.teacher.client import label_summary
+from distill.teacher.batch import label_batch
+from distill.teacher.client import TRANSIENT, label_summary
 
 
 def prepare_data(cfg) -> None:
@@ -41,26 +42,73 @@ def teach(cfg) -> dict:
         jobs["gold"] = (gold, "teacher: gold texts")
     paths = {name: run_dir / "teacher" / f"{name}.jsonl" for name in jobs}
     records = {name: read_jsonl(path) for name, path in paths.items()}
-    pending = [name for name, (rows, _) in jobs.items()
-               if set(rows["id"]) - {r["id"] for r in records[name]}]
-    new = dict.fromkeys(jobs, 0)
-    if pending:
+    finished = {name: {r["id"] for r in records[name] if r["error"] not in TRANSIENT} for name in jobs}
+    pending = {name: [r for r in rows if r["id"] not in finished[name]] for name, (rows, _) in jobs.items()}
+    stats = {name: None for name in jobs}
+    stopped = None
+    if cfg.teacher.dry_run:
+        return dry_run(cfg, task, pending, [*gold, *seed])
+    if any(pending.values()):
         sim_rows = [*gold, *seed] if cfg.teacher.simulated else []
         with open_teacher(cfg.teacher, task, sim_rows) as teacher:
-            for name in pending:
-                new[name] = teacher.label(jobs[name][0], paths[name], jobs[name][1])
+            # the budget covers everything this run directory has paid for, across reruns
+            teacher.spent_before = sum(r.get("cost_usd") or 0.0 for rows in records.values() for r in rows)
+            for name in [n for n in jobs if pending[n]]:
+                labeler = label_batch if cfg.teacher.mode == "batch" else teacher.label
+                stats[name] = labeler(jobs[name][0], paths[name], jobs[name][1])
                 records[name] = read_jsonl(paths[name])
+                if stats[name]["stopped"]:
+                    stopped = stats[name]["stopped"]
+                    break
+
     # provenance comes from the rows: labels made earlier by a simulated teacher stay marked so
     simulated = any(r["simulated"] for rows in records.values() for r in rows)
-    summary = {"model": cfg.teacher.model, "simulated": simulated,
-               **{name: {**label_summary(rows), "new_requests": new[name]} for name, rows in records.items()}}
+    summary = {"model": cfg.teacher.model, "simulated": simulated, "stopped": stopped,
+               **{name: {**label_summary(rows), "rows_expected": len(jobs[name][0]), "this_run": stats[name]}
+                  for name, rows in records.items()}}
     if simulated:
         summary["sim"] = {"accuracy": cfg.teacher.sim.accuracy}
     (run_dir / "teacher" / "summary.json").write_text(json.dumps(summary, indent=2))
-    seed_summary = summary["seed"]
-    print(f"teacher {cfg.teacher.model}{' (simulated)' if simulated else ''}: "
-          f"{seed_summary['labeled']}/{seed_summary['rows']} seed rows labeled, errors {seed_summary['errors'] or 'none'}")
+    print(format_summary(summary, cfg))
     return summary
+
+
+def dry_run(cfg, task, pending: dict, sim_rows) -> dict:
+    """Rows, estimated tokens and estimated USD for what is still unlabeled; no request is made."""
+    with open_teacher(cfg.teacher, task, sim_rows, dry=True) as teacher:
+        estimates = {name: teacher.estimate(rows) for name, rows in pending.items()}
+    total = {k: sum(e[k] or 0 for e in estimates.values()) for k in ("rows", "cached", "prompt_tokens", "completion_tokens")}
+    priced = teacher.price is not None
+    lines = [f"dry run: teacher {cfg.teacher.model} ({cfg.teacher.mode} mode), nothing was sent",
+             f"{'split':<6} {'rows':>7} {'cached':>7} {'prompt tok':>11} {'answer tok':>11} {'online $':>10} {'batch $':>10}"]
+    for name, e in {**estimates, "total": None}.items():
+        e = e or {**total, "cost_usd": sum(x["cost_usd"] or 0 for x in estimates.values()),
+                  "batch_cost_usd": sum(x["batch_cost_usd"] or 0 for x in estimates.values())}
+        money = (f"{e['cost_usd']:>10.4f} {e['batch_cost_usd']:>10.4f}" if priced else f"{'no price':>10} {'':>10}")
+        lines.append(f"{name:<6} {e['rows']:>7} {e['cached']:>7} {e['prompt_tokens']:>11} {e['completion_tokens']:>11} {money}")
+    lines.append("(tokens estimated at 4 characters each; cached rows cost nothing)")
+    print("\n".join(lines))
+    return {"dry_run": True, "model": cfg.teacher.model, **estimates}
+
+
+def format_summary(summary: dict, cfg) -> str:
+    lines = []
+    for name in ("seed", "gold"):
+        if name not in summary:
+            continue
+        s, run = summary[name], summary[name]["this_run"]
+        line = (f"teacher {summary['model']}{' (simulated)' if summary['simulated'] else ''}, {name}: "
+                f"{s['labeled']}/{s['rows_expected']} rows labeled, errors {s['errors'] or 'none'}")
+        if run:
+            line += (f"; this run: {run['billed']} billed requests, {run['cache_hits']} cache hits, "
+                     f"{run['retries']} retries, {run['reasks']} re-asks, "
+                     f"{run['prompt_tokens'] + run['completion_tokens']} tokens, ${run['cost_usd']:.4f}")
+        lines.append(line)
+    if summary["stopped"] == "budget":
+        spent = sum(summary[n]["cost_usd"] for n in ("seed", "gold") if n in summary)
+        lines.append(f"teacher: stopped at the budget (teacher.budget_usd={cfg.teacher.budget_usd}, ${spent:.4f} spent); "
+                     f"every finished row is kept. Raise teacher.budget_usd and rerun to label the rest.")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,6 +37,8 @@ def train(cfg) -> dict:
     if state.is_main_process:
         teach(cfg)
     state.wait_for_everyone()
+    if cfg.teacher.dry_run:  # the estimate is all that was asked for
+        return {"dry_run": True}
 
     # data: the teacher's valid labels, a slice held back to measure agreement with the teacher
     labeled = read_jsonl(run_dir / "teacher" / "seed.jsonl")

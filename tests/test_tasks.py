@@ -1,4 +1,5 @@
 import json
+import math
 import random
 
 import pytest
@@ -135,3 +136,37 @@ def test_few_shot_examples_from_a_recipe_become_chat_turns():
     msgs = build_task(cfg).messages(NER_ROW)
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
     assert json.loads(msgs[2]["content"]) == {"entities": [{"text": "Ana", "type": "PER"}, {"text": "Acme", "type": "ORG"}]}
+
+
+@pytest.mark.parametrize("value,expected", [("spamm", "spam"), ("Hamm", "ham"), ("junkk", "spam"),
+                                            ("sham", None), ("eggs", None), ("s", None)])
+def test_closest_label_within_a_small_edit_distance(clf, value, expected):
+    if expected is None:  # too far, or as close to two labels
+        with pytest.raises(OutputError):
+            clf.normalize_label(value)
+    else:
+        assert clf.normalize_label(value) == expected
+
+
+def test_confidence_from_the_label_tokens_only(clf):
+    content = '{"label": "spam"}'
+    tokens = [['{"', -0.01], ["label", -0.02], ['":', 0.0], [' "', -0.1], ["sp", -0.2], ["am", -0.05], ['"}', -0.3]]
+    conf, units = clf.logprob_confidence(content, tokens, "spam", ROW)
+    assert conf == pytest.approx(math.exp(-0.25)) and units is None
+    # tokens that do not spell the reply: fall back to the whole reply's probability
+    conf, _ = clf.logprob_confidence(content, [["x", -0.5]], "spam", ROW)
+    assert conf == pytest.approx(math.exp(-0.5))
+
+
+def test_ner_confidence_per_entity_and_entity_vote(ner):
+    content = json.dumps({"entities": [{"text": "Peter Blackburn", "type": "PER"}, {"text": "New York", "type": "LOC"}]})
+    label = ner.parse_teacher(content, NER_ROW)
+    second = content.index('{"text": "New')
+    tokens = [[content[:second], -0.1], [content[second:second + 10], -0.7], [content[second + 10:], 0.0]]
+    conf, per_entity = ner.logprob_confidence(content, tokens, label, NER_ROW)
+    assert conf == pytest.approx(math.exp(-0.8))
+    assert per_entity == [pytest.approx(math.exp(-0.1)), pytest.approx(math.exp(-0.7))]
+    a = ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O", "O"]
+    b = ["B-PER", "I-PER", "O", "O", "O", "O", "B-PER", "O"]
+    tags, agreement, per_entity = ner.vote([a, a, b], 3, NER_ROW)
+    assert tags == a and agreement == pytest.approx(2 / 3) and per_entity == [1.0, pytest.approx(2 / 3)]

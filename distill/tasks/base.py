@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections import Counter
 from typing import Any
 
 from omegaconf import ListConfig, OmegaConf
@@ -34,6 +36,30 @@ def norm(text: str) -> str:
     return " ".join(str(text).split()).lower()
 
 
+def edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def token_offsets(content: str, logprobs: list) -> list[tuple[int, int, float]] | None:
+    """Character span and logprob of each reply token; None when the tokens do not spell the reply."""
+    out, pos = [], 0
+    for token, logprob in logprobs:
+        out.append((pos, pos + len(token), logprob))
+        pos += len(token)
+    return out if "".join(t for t, _ in logprobs) == content else None
+
+
+def span_probability(offsets, start: int, end: int) -> float:
+    """Probability of the tokens overlapping content[start:end]."""
+    return math.exp(sum(lp for s, e, lp in offsets if s < end and e > start))
+
+
 class Task:
     """A labeling task: prompt and schema, parsing, the student's target format, metrics."""
 
@@ -52,13 +78,22 @@ class Task:
                 raise DataError(f"task.aliases: {alias!r} maps to {label!r}, which is not one of {self.labels}")
             lookup[norm(alias)] = label
         self._lookup = lookup
+        self.max_edit_distance = int(cfg.get("max_edit_distance", 2))
 
     # -- labels -------------------------------------------------------------------------------
     def normalize_label(self, value: Any) -> str:
-        """Map a label string to the label set (case, whitespace, aliases) or raise OutputError."""
-        if not isinstance(value, str) or norm(value) not in self._lookup:
+        """Map a label string to the label set or raise OutputError: case, whitespace, aliases, then
+        the single closest label (or alias) within `max_edit_distance` edits and under half its length."""
+        if not isinstance(value, str):
             raise OutputError("label_not_in_schema", f"{value!r} is not one of {self.labels}")
-        return self._lookup[norm(value)]
+        key = norm(value)
+        if key in self._lookup:
+            return self._lookup[key]
+        dist = sorted((edit_distance(key, k), k) for k in self._lookup)
+        if dist and dist[0][0] <= self.max_edit_distance and dist[0][0] < len(dist[0][1]) / 2 and \
+                (len(dist) == 1 or dist[1][0] > dist[0][0] or self._lookup[dist[1][1]] == self._lookup[dist[0][1]]):
+            return self._lookup[dist[0][1]]
+        raise OutputError("label_not_in_schema", f"{value!r} is not one of {self.labels}")
 
     # -- teacher ------------------------------------------------------------------------------
     def messages(self, row: dict) -> list[dict]:
@@ -77,6 +112,24 @@ class Task:
 
     def parse_teacher(self, content: str | None, row: dict):
         return self.from_answer(extract_json(content), row)
+
+    def estimate_answer_tokens(self, row: dict) -> int:
+        """A rough size of the teacher's answer in tokens, for cost estimates before asking."""
+        return len(json.dumps(self.example_answer({"label": max(self.labels, key=len), "entities": []}))) // 4 + 2
+
+    def confidence_spans(self, content: str) -> list[tuple[int, int]]:
+        """Character spans of the reply that carry the answer (one per unit: a label, an entity)."""
+        return []
+
+    def logprob_confidence(self, content: str, logprobs: list, label, row: dict):
+        """(row confidence, per-unit confidences or None) from the reply's token logprobs."""
+        return math.exp(sum(lp for _, lp in logprobs)), None
+
+    def vote(self, labels: list, n: int, row: dict):
+        """Self-consistency: the most common of n sampled labels, with agreement as confidence."""
+        counts = Counter(json.dumps(label) for label in labels)
+        top, count = counts.most_common(1)[0]
+        return json.loads(top), count / n, None
 
     def response_format(self) -> dict:
         return {"type": "json_schema", "json_schema": {"name": self.kind, "strict": True,

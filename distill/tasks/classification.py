@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from distill.errors import DataError, OutputError
-from distill.tasks.base import Task, prf
+from distill.tasks.base import Task, prf, span_probability, token_offsets
+
+_LABEL_VALUE = re.compile(r'"label"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 class Classification(Task):
@@ -38,15 +41,27 @@ class Classification(Task):
             answer = answer["label"]
         return self.normalize_label(answer)
 
-    def simulate(self, gold: str, row: dict, rng, sim) -> tuple[dict, bool]:
+    def confidence_spans(self, content: str) -> list[tuple[int, int]]:
+        match = _LABEL_VALUE.search(content)
+        return [match.span(1)] if match else []
+
+    def logprob_confidence(self, content: str, logprobs: list, label, row: dict):
+        """The probability of the label's own tokens (autolabel's approach), else of the whole reply."""
+        offsets, spans = token_offsets(content, logprobs), self.confidence_spans(content)
+        if offsets is None or not spans:
+            return super().logprob_confidence(content, logprobs, label, row)
+        return span_probability(offsets, *spans[0]), None
+
+    def simulate(self, gold: str, row: dict, rng, sim) -> tuple[dict, bool, list[bool]]:
+        """(answer, whole answer right, rightness of each confidence unit)."""
         if rng.random() < sim["accuracy"]:
-            return {"label": gold}, True
+            return {"label": gold}, True, [True]
         confused = (sim.get("confusions") or {}).get(gold)
         if confused is None or rng.random() >= sim.get("confusion_share", 1.0):
             confused = rng.choice([label for label in self.labels if label != gold])
         elif not isinstance(confused, str):
             confused = rng.choice(list(confused))
-        return {"label": confused}, False
+        return {"label": confused}, False, [False]
 
     def student_target(self, label: str, row: dict) -> str:
         return label

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 
 from distill.errors import DataError, OutputError
-from distill.tasks.base import Task, norm, prf
+from distill.tasks.base import Task, norm, prf, span_probability, token_offsets
+
+_OBJECT = re.compile(r"\{[^{}]*\}")
 
 
 def spans(tags: list[str]) -> list[tuple[str, int, int]]:
@@ -88,14 +92,53 @@ class NER(Task):
             found.append((self.normalize_label(ent["type"]), str(ent["text"])))
         return to_tags(align(found, row["tokens"]), len(row["tokens"]))
 
-    def simulate(self, gold: list[str], row: dict, rng, sim) -> tuple[dict, bool]:
-        """Teacher noise: each entity is kept, missed, retyped or mis-bounded."""
-        tokens, out, exact = row["tokens"], [], True
+    def estimate_answer_tokens(self, row: dict) -> int:
+        return 8 + len(row["text"]) // 6  # about a third of the words end up inside entity objects
+
+    def confidence_spans(self, content: str) -> list[tuple[int, int]]:
+        """One span per entity object inside the "entities" list."""
+        start = content.find('"entities"')
+        return [m.span() for m in _OBJECT.finditer(content, start)] if start >= 0 else []
+
+    def logprob_confidence(self, content: str, logprobs: list, label, row: dict):
+        """Whole-answer probability for the row; each entity's own tokens for its confidence."""
+        total = super().logprob_confidence(content, logprobs, label, row)[0]
+        offsets = token_offsets(content, logprobs)
+        if offsets is None:
+            return total, None
+        units = []
+        for start, end in self.confidence_spans(content):
+            try:
+                ent = json.loads(content[start:end])
+                units.append([norm(ent["type"]), norm(ent["text"]), span_probability(offsets, start, end)])
+            except (ValueError, KeyError, TypeError):
+                continue
+        per_entity = []
+        for typ, s, e in spans(label):
+            surface = norm(" ".join(row["tokens"][s:e]))
+            match = next((u for u in units if u[0] == norm(typ) and u[1] == surface), None)
+            per_entity.append(round(match[2], 6) if match else None)
+            if match:
+                units.remove(match)
+        return total, per_entity
+
+    def vote(self, labels: list, n: int, row: dict):
+        """Entity-level majority: an entity found by more than half the n samples is kept."""
+        counts = Counter(e for tags in labels for e in spans(tags))
+        kept = sorted((e for e, c in counts.items() if c > n / 2), key=lambda e: e[1])
+        tags = to_tags(kept, len(row["tokens"]))
+        return tags, sum(t == tags for t in labels) / n, [counts[e] / n for e in kept]
+
+    def simulate(self, gold: list[str], row: dict, rng, sim) -> tuple[dict, bool, list[bool]]:
+        """Teacher noise: each entity is kept, missed, retyped or mis-bounded.
+        Returns (answer, whole answer right, rightness of each answered entity)."""
+        tokens, out, exact, units = row["tokens"], [], True, []
         errors = sim.get("ner_errors") or {"missed": 1, "wrong_type": 1, "boundary": 1}
         kinds, weights = list(errors), list(errors.values())
         for typ, start, end in spans(gold):
             if rng.random() < sim["accuracy"]:
                 out.append({"text": " ".join(tokens[start:end]), "type": typ})
+                units.append(True)
                 continue
             exact = False
             error = rng.choices(kinds, weights)[0]
@@ -113,7 +156,8 @@ class NER(Task):
             elif error == "missed":
                 continue
             out.append({"text": " ".join(tokens[start:end]), "type": typ})
-        return {"entities": out}, exact
+            units.append(False)
+        return {"entities": out}, exact, units
 
     def student_target(self, label: list[str], row: dict) -> str:
         ents = spans(label)

@@ -1,98 +1,395 @@
-"""The teacher: any OpenAI-compatible chat endpoint through the `openai` client.
+"""The teacher engine: any OpenAI-compatible chat endpoint through the async `openai` client.
 
-Each labeled row keeps the raw output, the parsed label (or an error type), a confidence from
-token logprobs when the endpoint returns them, and token usage. Rows are appended to a JSONL file
-as they finish; a rerun skips the ids already there, so a crash loses at most the rows in flight.
+For each row it builds the task's messages, serves the reply from the SQLite cache or asks the
+endpoint (bounded concurrency, token-bucket rpm/tpm limits, retries with backoff that honour
+`Retry-After`, API keys rotated when one is rate-limited or rejected), validates the answer and
+re-asks with the validation error when it is invalid. Each finished row is appended to a JSONL
+file right after its reply is committed to the cache, so a killed run loses nothing it paid for.
+A request that keeps failing ends as a row with an error type; a rerun retries only those.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
 import os
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import openai
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
+from distill.config import configs_dir
 from distill.data import read_jsonl
-from distill.errors import OutputError, TeacherError
+from distill.errors import ConfigError, OutputError, TeacherError
 from distill.tasks import Task
+from distill.teacher.cache import Cache, request_key
+from distill.teacher.limits import (
+    KeyPool,
+    KeyRejected,
+    TokenBucket,
+    backoff,
+    retry_after,
+)
 
 SIMULATED_KEY = "sk-simulated"
+MODES = ("json_schema", "json_object", "text")
+# errors worth another try on a rerun (the endpoint failed us), as opposed to answers we judged invalid
+TRANSIENT = {"rate_limited", "server_error", "timeout", "connection_error", "auth_failed", "batch_failed"}
+REASK = ("Your reply is not valid: {error}. Answer again with only the JSON object described above, "
+         "using exactly the allowed labels.")
+
+
+class RequestFailed(Exception):
+    def __init__(self, kind: str, detail: str = ""):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+class FormatRefused(Exception):
+    """The endpoint does not support the requested response_format."""
+
+
+class NotCached(Exception):
+    """Cache-only pass (Batch API mode): this request has to go into a batch first."""
+
+
+class BudgetReached(Exception):
+    pass
+
+
+def prices(model: str, override=None) -> dict | None:
+    """USD per 1M input/output tokens, from `teacher.price` or configs/prices.yaml."""
+    if override:
+        return {"input": float(override["input"]), "output": float(override["output"])}
+    table = OmegaConf.to_container(OmegaConf.load(configs_dir() / "prices.yaml"))
+    return table.get(model)
+
+
+def compact(reply: dict) -> dict:
+    """Keep what labeling needs from a chat.completion: contents, token logprobs, usage."""
+    choices = []
+    for choice in reply.get("choices") or []:
+        lp = (choice.get("logprobs") or {}).get("content")
+        choices.append({"content": (choice.get("message") or {}).get("content"),
+                        "logprobs": [[t["token"], t["logprob"]] for t in lp] if lp else None})
+    usage = reply.get("usage") or {}
+    return {"choices": choices, "usage": {"prompt_tokens": usage.get("prompt_tokens") or 0,
+                                          "completion_tokens": usage.get("completion_tokens") or 0}}
+
+
+class _Attrs(dict):
+    """Plain-dict config with attribute access: OmegaConf lookups are too slow per row."""
+
+    __getattr__ = dict.__getitem__
+
+    @classmethod
+    def of(cls, value):
+        return cls({k: cls.of(v) for k, v in value.items()}) if isinstance(value, dict) else value
 
 
 class Teacher:
-    def __init__(self, cfg, task: Task, base_url: str | None = None, simulated: bool = False):
+    def __init__(self, cfg, task: Task, base_url: str | None = None, simulated: bool = False,
+                 cache_path: str | Path | None = None, need_key: bool = True):
+        cfg = _Attrs.of(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg))
         self.cfg, self.task, self.simulated = cfg, task, simulated
-        key = SIMULATED_KEY if simulated else os.environ.get(cfg.api_key_env)
-        if not key:
-            raise TeacherError(f"the teacher's API key is not set: export {cfg.api_key_env}=... "
-                               f"(teacher.api_key_env names the variable)")
-        self.client = openai.OpenAI(base_url=base_url or cfg.base_url, api_key=key,
-                                    timeout=cfg.timeout, max_retries=cfg.max_retries)
+        self.base_url = base_url or cfg.base_url
+        envs = [cfg.api_key_env] if isinstance(cfg.api_key_env, str) else list(cfg.api_key_env)
+        keys = [("simulated", SIMULATED_KEY)] if simulated else \
+            [(env, os.environ[env]) for env in envs if os.environ.get(env)]
+        if not keys and need_key:
+            raise TeacherError(f"the teacher's API key is not set: export {envs[0]}=... "
+                               f"(teacher.api_key_env names the variable, or a list of them)")
+        self._keys = keys
+        if cfg.output not in MODES:
+            raise ConfigError(f"teacher.output must be one of {list(MODES)}, not {cfg.output!r}")
+        self.mode = cfg.output
+        self.price = prices(cfg.model, cfg.get("price"))
+        if cfg.get("budget_usd") is not None and self.price is None:
+            raise ConfigError(f"teacher.budget_usd is set but model {cfg.model!r} has no price: add it to "
+                              f"{configs_dir() / 'prices.yaml'} or set teacher.price={{input: .., output: ..}}")
+        self.cache = Cache(cache_path or cfg.cache)
+        self.spent = 0.0  # USD paid by this process, across label() calls
+        self.spent_before = 0.0  # paid by earlier runs into the same output files (set by the caller)
+        self.cache_only: str | None = None  # None | "collect" | "fail" (Batch API mode)
+        self.needed: dict[str, dict] = {}  # request key -> body, collected in a cache-only pass
+        self.fresh: dict[str, float] = {}  # request key -> USD, replies a batch just fetched
+        self.stats = self._new_stats()
 
-    def request(self, row: dict) -> dict:
-        """Label one row; failures become an error type on the row, never an exception."""
-        kwargs = dict(model=self.cfg.model, messages=self.task.messages(row),
-                      temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens)
-        if self.cfg.output == "json_schema":
-            kwargs["response_format"] = self.task.response_format()
-        elif self.cfg.output == "json_object":
-            kwargs["response_format"] = {"type": "json_object"}
+    # -- request bodies and cost ----------------------------------------------------------------
+    def body(self, messages: list[dict]) -> dict:
+        body = {"model": self.cfg.model, "messages": messages, "temperature": self.cfg.temperature,
+                "max_tokens": self.cfg.max_tokens}
+        if self.cfg.samples > 1:
+            body.update(n=self.cfg.samples, temperature=self.cfg.sample_temperature)
+        if self.mode == "json_schema":
+            body["response_format"] = self.task.response_format()
+        elif self.mode == "json_object":
+            body["response_format"] = {"type": "json_object"}
         if self.cfg.logprobs:
-            kwargs["logprobs"] = True
+            body["logprobs"] = True
+        return body
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, discount: float = 1.0) -> float:
+        if not self.price:
+            return 0.0
+        return discount * (prompt_tokens * self.price["input"] + completion_tokens * self.price["output"]) / 1e6
+
+    def estimate_tokens(self, body: dict, row: dict) -> tuple[int, int]:
+        """Rough token counts before asking (4 characters a token), for limits, dry runs and budgets."""
+        prompt = sum(len(m["content"] or "") // 4 + 4 for m in body["messages"])
+        return prompt, self.task.estimate_answer_tokens(row) * body.get("n", 1)
+
+    def estimate(self, rows) -> dict:
+        """What labeling `rows` would take: rows, cache hits, estimated tokens and USD (dry run)."""
+        bodies = [(self.body(self.task.messages(r)), r) for r in rows]
+        keys = [request_key(b) for b, _ in bodies]
+        cached = self.cache.has(keys)
+        prompt = completion = 0
+        for key, (body, row) in zip(keys, bodies):
+            if key not in cached:
+                p, c = self.estimate_tokens(body, row)
+                prompt, completion = prompt + p, completion + c
+        cost = self.cost(prompt, completion) if self.price else None
+        return {"rows": len(rows), "cached": len(cached), "prompt_tokens": prompt,
+                "completion_tokens": completion, "cost_usd": cost,
+                "batch_cost_usd": cost * self.cfg.batch_discount if cost is not None else None}
+
+    # -- one HTTP request, with retries ---------------------------------------------------------
+    async def _send(self, body: dict, key: str, est: tuple[int, int]) -> dict:
+        kind, detail = "server_error", ""
+        for attempt in range(self.cfg.max_retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+            try:
+                k = await self._pool.acquire()
+            except KeyRejected as e:
+                raise RequestFailed("auth_failed", str(e)) from None
+            await self._rpm.take(1)
+            await self._tpm.take(sum(est))
+            wait = None
+            try:
+                # the idempotency key lets endpoints that honour it answer a repeat without billing
+                # it again (a request in flight when the process was killed)
+                if self._clients[k] is None:
+                    self._clients[k] = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._keys[k][1],
+                                                          timeout=self.cfg.timeout, max_retries=0)
+                reply = await self._clients[k].chat.completions.create(
+                    **body, extra_headers={"Idempotency-Key": f"{self.cache.nonce[:8]}-{key}"})
+                reply = compact(reply.model_dump())
+                self._pool.ok(k)
+                usage = reply["usage"]
+                self._tpm.refund(sum(est) - usage["prompt_tokens"] - usage["completion_tokens"])
+                return reply
+            except openai.RateLimitError as e:
+                kind, detail = "rate_limited", e.message
+                # rotate: this key rests for the time the server asked, the next request takes another
+                self._pool.cool(k, backoff(attempt, self.cfg.backoff.base, self.cfg.backoff.max,
+                                           retry_after(e.response.headers)))
+                continue
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+                kind, detail = "auth_failed", f"key from ${self._pool.names[k]} rejected (HTTP {e.status_code})"
+                if self._pool.reject(k):
+                    tqdm.write(f"teacher: the API key in ${self._pool.names[k]} was rejected "
+                               f"(HTTP {e.status_code}); carrying on with the other keys", file=sys.stderr)
+                continue
+            except openai.BadRequestError as e:
+                if "response_format" in body and ("response_format" in e.message or "json_schema" in e.message):
+                    raise FormatRefused(e.message) from None
+                raise RequestFailed("bad_request", e.message) from None
+            except openai.APITimeoutError:
+                kind, detail = "timeout", f"no reply within {self.cfg.timeout}s"
+            except openai.APIConnectionError as e:
+                kind, detail = "connection_error", str(e.__cause__ or e)
+            except openai.APIStatusError as e:
+                if e.status_code < 500:
+                    raise RequestFailed(f"http_{e.status_code}", e.message) from None
+                kind, detail, wait = "server_error", f"HTTP {e.status_code}", retry_after(e.response.headers)
+            if attempt < self.cfg.max_retries:
+                await asyncio.sleep(backoff(attempt, self.cfg.backoff.base, self.cfg.backoff.max, wait))
+        raise RequestFailed(kind, detail)
+
+    async def _complete(self, messages: list[dict], row: dict) -> tuple[dict, float, bool]:
+        """The reply to `messages` from the cache, else from the endpoint (then cached); its cost; cached?"""
+        while True:
+            mode, body = self.mode, self.body(messages)
+            key = request_key(body)
+            reply = self.cache.get(key)
+            if reply is not None:
+                if key in self.fresh:  # paid for by this run's batch: counted on its row
+                    return reply, self.fresh.pop(key), False
+                self.stats["cache_hits"] += 1
+                return reply, 0.0, True
+            if self.cache_only == "collect":
+                self.needed[key] = body
+                raise NotCached
+            if self.cache_only == "fail":
+                raise RequestFailed("batch_failed", "the Batch API returned no reply for this request")
+            est = self.estimate_tokens(body, row)
+            budget = self.cfg.get("budget_usd")
+            if budget is not None and self.spent_before + self.spent + self._reserved + self.cost(*est) > budget:
+                raise BudgetReached
+            self._reserved += self.cost(*est)
+            try:
+                reply = await self._send(body, key, est)
+            except FormatRefused as e:
+                if self.mode == mode:  # concurrent refusals downgrade once
+                    self._downgrade(str(e))
+                continue
+            finally:
+                self._reserved -= self.cost(*est)
+            usage = reply["usage"]
+            cost = self.cost(usage["prompt_tokens"], usage["completion_tokens"])
+            self.cache.put(key, self.cfg.model, reply, cost)
+            self.spent += cost
+            self.stats["billed"] += 1
+            self.stats["prompt_tokens"] += usage["prompt_tokens"]
+            self.stats["completion_tokens"] += usage["completion_tokens"]
+            self.stats["cost_usd"] += cost
+            return reply, cost, False
+
+    def _downgrade(self, why: str) -> None:
+        old = self.mode
+        self.mode = MODES[MODES.index(old) + 1]
+        tqdm.write(f"teacher: the endpoint refused response_format {old} ({why[:100]}); using {self.mode}",
+                   file=sys.stderr)
+
+    # -- one row ------------------------------------------------------------------------------
+    def _record(self, row: dict) -> dict:
         record = {"id": row["id"], "text": row["text"], "label": None, "confidence": None,
-                  "error": None, "raw": None, "source": "teacher", "model": self.cfg.model,
-                  "simulated": self.simulated, "prompt_tokens": 0, "completion_tokens": 0}
+                  "confidence_source": None, "entity_confidence": None, "error": None, "raw": None,
+                  "source": "teacher", "model": self.cfg.model, "simulated": self.simulated,
+                  "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "requests": 0,
+                  "cached": True, "time": None}
         if "tokens" in row:
             record["tokens"] = row["tokens"]
-        try:
-            response = self.client.chat.completions.create(**kwargs)
-        except openai.APIError as e:
-            record["error"] = f"request_failed:{type(e).__name__}"
-            return record
-        choice = response.choices[0]
-        record["raw"] = choice.message.content
-        if response.usage:
-            record["prompt_tokens"] = response.usage.prompt_tokens
-            record["completion_tokens"] = response.usage.completion_tokens
-        try:
-            record["label"] = self.task.parse_teacher(choice.message.content, row)
-        except OutputError as e:
-            record["error"] = e.kind
-            return record
-        if choice.logprobs and choice.logprobs.content:
-            record["confidence"] = math.exp(sum(t.logprob for t in choice.logprobs.content))
         return record
 
-    def label(self, rows, out_path: Path, desc: str = "teacher") -> int:
-        """Label every row not already in `out_path`; return how many requests were made."""
+    async def _label_row(self, row: dict) -> dict:
+        record = self._record(row)
+        messages = self.task.messages(row)
+        for ask in range(self.cfg.reask + 1):
+            try:
+                reply, cost, cached = await self._complete(messages, row)
+            except RequestFailed as e:
+                record["error"], record["raw"] = e.kind, None
+                break
+            self.stats["reasks"] += ask > 0
+            record["requests"] += 1
+            record["cached"] = record["cached"] and cached
+            record["cost_usd"] += cost
+            record["prompt_tokens"] += reply["usage"]["prompt_tokens"]
+            record["completion_tokens"] += reply["usage"]["completion_tokens"]
+            error = self._read(reply, row, record)
+            if error is None:
+                break
+            record["error"] = error.kind
+            messages = [*messages, {"role": "assistant", "content": record["raw"] or ""},
+                        {"role": "user", "content": REASK.format(error=error)}]
+        record["cached"] = record["requests"] > 0 and record["cached"]
+        record["time"] = round(time.time(), 3)
+        return record
+
+    def _read(self, reply: dict, row: dict, record: dict) -> OutputError | None:
+        """Parse the reply's choices into the record; the validation error when none is valid."""
+        labels, errors = [], []
+        for choice in reply["choices"]:
+            try:
+                labels.append((self.task.parse_teacher(choice["content"], row), choice))
+            except OutputError as e:
+                errors.append(e)
+        record["raw"] = (labels[0][1] if labels else (reply["choices"] or [{"content": None}])[0])["content"]
+        if not labels:
+            return errors[0] if errors else OutputError("empty_output", "the reply has no choices")
+        record["error"] = None
+        if len(reply["choices"]) > 1:  # self-consistency: majority vote, agreement as confidence
+            record["label"], record["confidence"], record["entity_confidence"] = self.task.vote(
+                [label for label, _ in labels], len(reply["choices"]), row)
+            record["confidence_source"] = "agreement"
+        else:
+            label, choice = labels[0]
+            record["label"] = label
+            if choice["logprobs"]:
+                record["confidence"], record["entity_confidence"] = self.task.logprob_confidence(
+                    choice["content"], choice["logprobs"], label, row)
+                record["confidence_source"] = "logprobs"
+        return None
+
+    # -- many rows ----------------------------------------------------------------------------
+    def _new_stats(self) -> dict:
+        return {"rows": 0, "billed": 0, "cache_hits": 0, "retries": 0, "reasks": 0, "errors": {},
+                "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "stopped": None}
+
+    async def _run(self, rows: list[dict], sink, bar) -> None:
+        self._clients = [None] * len(self._keys)  # made on first use: a run served from cache needs none
+        self._pool = KeyPool(self._keys)
+        self._rpm, self._tpm = TokenBucket(self.cfg.rpm), TokenBucket(self.cfg.tpm)
+        self._reserved = 0.0
+        todo = iter(rows)
+        errors: Counter = Counter()
+
+        async def worker():
+            for row in todo:
+                if self.stats["stopped"]:
+                    return
+                try:
+                    record = await self._label_row(row)
+                except NotCached:
+                    continue
+                except BudgetReached:
+                    self.stats["stopped"] = "budget"
+                    return
+                sink(record)
+                self.stats["rows"] += 1
+                if record["error"]:
+                    errors[record["error"]] += 1
+                bar.update()
+                bar.set_postfix(spent=f"${self.spent_before + self.spent:.4f}", cached=self.stats["cache_hits"],
+                                retries=self.stats["retries"], errors=sum(errors.values()), refresh=False)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(self.cfg.concurrency)))
+        finally:
+            self.stats["errors"] = dict(errors)
+            for client in filter(None, self._clients):
+                await client.close()
+
+    def label_records(self, rows) -> list[dict]:
+        """Label rows in memory and return their records in input order."""
+        out: dict[str, dict] = {}
+        with tqdm(total=len(rows), disable=True) as bar:
+            asyncio.run(self._run(list(rows), lambda r: out.__setitem__(r["id"], r), bar))
+        return [out[r["id"]] for r in rows if r["id"] in out]
+
+    def label(self, rows, out_path: Path, desc: str = "teacher") -> dict:
+        """Label every row of `rows` not yet in `out_path` (JSONL); return this call's stats."""
+        out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        done = read_jsonl(out_path)
-        # rewrite what survived, dropping a line torn by a crash mid-write
+        # keep finished rows (valid, or judged invalid); drop a torn last line and rows the endpoint failed
+        done = [r for r in read_jsonl(out_path) if r.get("error") not in TRANSIENT]
         with open(out_path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in done)
         done_ids = {r["id"] for r in done}
         todo = [r for r in rows if r["id"] not in done_ids]
+        self.stats = self._new_stats()
         with open(out_path, "a", encoding="utf-8") as f, \
-                ThreadPoolExecutor(self.cfg.concurrency) as pool, \
                 tqdm(total=len(rows), initial=len(rows) - len(todo), desc=desc, unit="row") as bar:
-            futures = [pool.submit(self.request, r) for r in todo]
-            for future in as_completed(futures):
-                f.write(json.dumps(future.result()) + "\n")
+            def sink(record):
+                f.write(json.dumps(record) + "\n")
                 f.flush()
-                bar.update()
-        return len(todo)
+            asyncio.run(self._run(todo, sink, bar))
+        return dict(self.stats)
 
 
 def label_summary(records: list[dict]) -> dict:
-    """Counts for a label file: rows, valid labels, error types, tokens spent."""
-    errors: dict[str, int] = {}
-    for r in records:
-        if r["error"]:
-            errors[r["error"]] = errors.get(r["error"], 0) + 1
-    return {"rows": len(records), "labeled": sum(r["label"] is not None for r in records), "errors": errors,
+    """Counts for a label file: rows, valid labels, error types, tokens and USD spent."""
+    errors = Counter(r["error"] for r in records if r["error"])
+    return {"rows": len(records), "labeled": sum(r["label"] is not None for r in records),
+            "errors": dict(errors),
             "prompt_tokens": sum(r["prompt_tokens"] for r in records),
-            "completion_tokens": sum(r["completion_tokens"] for r in records)}
+            "completion_tokens": sum(r["completion_tokens"] for r in records),
+            "cost_usd": round(sum(r.get("cost_usd") or 0.0 for r in records), 6)}
+

@@ -1,16 +1,27 @@
 """A simulated teacher: an OpenAI-compatible HTTP server on loopback that answers from gold.
 
-It serves `POST /v1/chat/completions` (and `GET /v1/models`). The last user message is looked up
-among the rows it was given; the task's noise model turns that row's gold label into the answer
-(right with probability `accuracy`, else a confusion, or for NER a missed, retyped or mis-bounded
-entity). Token logprobs come back when asked for: confident when right, less so when wrong. The
-same text always gets the same answer, so caches and reruns agree.
+Routes: `POST /v1/chat/completions`, `GET /v1/models`, and what the Batch API needs:
+`POST /v1/files`, `GET /v1/files/{id}[/content]`, `POST /v1/batches`, `GET /v1/batches[/{id}]`.
+`GET /v1/sim/stats` reports what it has billed.
+
+The last user message is looked up among the rows it was given; the task's noise model turns that
+row's gold label into the answer (right with probability `accuracy`, else a confusion, or for NER
+a missed, retyped or mis-bounded entity). Token logprobs come back when asked for: confident on
+right answers (per entity for NER), less so on wrong ones. The same request gets the same answer.
+
+Faults, all off by default (`teacher.sim.*`): `latency` seconds per reply; `rate_limit` requests/s
+above which it answers 429 with `Retry-After`; `error_rate` random 500s; `drop_rate` connections
+closed without a reply; `malformed_rate` replies cut into invalid JSON; `output_modes` the
+response_format types it accepts (400 otherwise); `key_faults` {api key: invalid | rate_limited}.
+A request is billed when its reply is sent; one that repeats an `Idempotency-Key` is answered
+from memory and not billed again.
 
 Serve one by hand:  distill simulate recipe=demo teacher.sim.port=8000
 """
 
 from __future__ import annotations
 
+import email.parser
 import hashlib
 import json
 import math
@@ -18,6 +29,7 @@ import random
 import re
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from distill.tasks import Task
@@ -25,29 +37,49 @@ from distill.tasks import Task
 _TOKEN = re.compile(r"\w+|[^\w\s]|\s+")
 
 
-def _logprobs(content: str, confidence: float) -> dict:
-    """Token logprobs whose product is `confidence`: the first word after the first ':' carries it."""
-    tokens, carrier = _TOKEN.findall(content), None
-    colon = content.find(":")
-    pos = 0
-    for i, tok in enumerate(tokens):
-        if carrier is None and pos > colon and tok.strip() and re.match(r"\w", tok):
-            carrier = i
+def key_id(api_key: str) -> str:
+    """How the simulator names an API key in its stats (never the key itself)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:12]
+
+
+def _logprobs(content: str, units: list[tuple[int, int, float]], whole: float) -> dict:
+    """Token logprobs: each unit's first word carries its confidence, the first token `whole`."""
+    tokens, pos, offsets = _TOKEN.findall(content), 0, []
+    for tok in tokens:
+        offsets.append(pos)
         pos += len(tok)
-    carrier = 0 if carrier is None else carrier
-    return {"content": [{"token": t, "logprob": math.log(confidence) if i == carrier else 0.0,
-                         "bytes": list(t.encode()), "top_logprobs": []} for i, t in enumerate(tokens)]}
+    lps = [0.0] * len(tokens)
+    if tokens:
+        lps[0] = math.log(whole)
+    for start, end, conf in units:
+        carrier = next((i for i, (o, t) in enumerate(zip(offsets, tokens))
+                        if start <= o < end and re.match(r"\w", t)), None)
+        if carrier is not None:
+            lps[carrier] += math.log(conf)
+    return {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
+                        for t, lp in zip(tokens, lps)]}
 
 
 class Simulator:
     """Serve `rows` (dicts with `text`/`tokens` and gold `label`) as a noisy teacher model."""
 
     def __init__(self, task: Task, rows, sim, model: str = "simulated-teacher"):
-        self.task, self.sim, self.model = task, sim, model
+        self.task, self.model = task, model
+        self.sim = dict(sim)
         self.rows = {task.user_message(r): r for r in rows if r.get("label") is not None}
-        self.billed = 0
+        self.billed = 0  # chat completions answered and billed
+        self.billed_by_request: Counter = Counter()  # idempotency key (or body hash) -> times billed
+        self.batch_billed = 0  # batch lines answered (half price on OpenAI)
+        self.requests_by_key: Counter = Counter()  # key_id(api key) -> requests seen
+        self.faults: Counter = Counter()  # fault name -> times injected
+        self.files: dict[str, dict] = {}
+        self.batches: dict[str, dict] = {}
+        self._replies: dict[str, dict] = {}
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", int(sim.get("port", 0) or 0)), self._handler())
+        self._fault_rng = random.Random(self.sim.get("seed", 0))
+        rate = self.sim.get("rate_limit")
+        self._bucket = [float(rate or 0), time.monotonic()]  # tokens, last refill
+        self.server = ThreadingHTTPServer(("127.0.0.1", int(self.sim.get("port", 0) or 0)), self._handler())
         self.server.daemon_threads = True
         self._thread = None
 
@@ -55,33 +87,110 @@ class Simulator:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def answer(self, body: dict) -> dict:
-        user = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
-        row = self.rows.get(user)
-        seed = hashlib.sha256(f"{self.sim.get('seed', 0)}\x00{user}".encode()).digest()
-        rng = random.Random(seed)
-        if row is None:
-            content, confidence = "{}", 0.5  # a text it has no gold for: an answer without the field
-        else:
-            answer, right = self.task.simulate(row["label"], row, rng, self.sim)
-            content = json.dumps(answer)
-            confidence = rng.uniform(0.75, 0.995) if right else rng.uniform(0.3, 0.8)
-            if rng.random() < self.sim.get("malformed_rate", 0.0):
-                content = content[: len(content) // 2]
-        prompt_chars = sum(len(m["content"] or "") for m in body["messages"])
-        choice = {"index": 0, "message": {"role": "assistant", "content": content},
-                  "finish_reason": "stop", "logprobs": None}
-        if body.get("logprobs"):
-            choice["logprobs"] = _logprobs(content, confidence)
+    def stats(self) -> dict:
         with self._lock:
-            self.billed += 1
+            return {"billed": self.billed, "batch_billed": self.batch_billed,
+                    "duplicate_billed": sum(c - 1 for c in self.billed_by_request.values()),
+                    "requests_by_key": dict(self.requests_by_key), "faults": dict(self.faults)}
+
+    # -- answers ------------------------------------------------------------------------------
+    def answer(self, body: dict) -> dict:
+        # the text to label: the latest user turn it has a row for (a re-ask comes after it)
+        users = [m["content"] for m in body["messages"] if m["role"] == "user"]
+        user = next((u for u in reversed(users) if u in self.rows), users[-1] if users else "")
+        row = self.rows.get(user)
+        n = int(body.get("n") or 1)
+        sampled = n > 1 and (body.get("temperature") or 0) > 0
+        text_mode = (body.get("response_format") or {}).get("type") in (None, "text")
+        choices, prompt_chars, completion_chars = [], sum(len(m["content"] or "") for m in body["messages"]), 0
+        for i in range(n):
+            # the same request always gets the same answer; samples differ when temperature > 0
+            salt = f"{self.sim.get('seed', 0)}\x00{len(body['messages'])}\x00{user}" + (f"\x00{i}" if sampled else "")
+            rng = random.Random(hashlib.sha256(salt.encode()).digest())
+            if row is None:
+                content, units, whole = "{}", [], 0.5  # no gold for this text: a reply without the field
+            else:
+                answer, right, unit_right = self.task.simulate(row["label"], row, rng, self.sim)
+                content = json.dumps(answer)
+                confs = [rng.uniform(0.75, 0.995) if ok else rng.uniform(0.3, 0.8) for ok in unit_right]
+                units = [(s, e, c) for (s, e), c in zip(self.task.confidence_spans(content), confs)]
+                whole = 0.7 if not right and all(unit_right) else 1.0  # e.g. an entity it missed
+                if rng.random() < self.sim.get("malformed_rate", 0.0):
+                    content, units = content[: len(content) // 2], []
+            if text_mode:  # no JSON mode: the answer comes wrapped in prose
+                prefix = "Sure. Here is the answer:\n```json\n"
+                content = prefix + content + "\n```"
+                units = [(s + len(prefix), e + len(prefix), c) for s, e, c in units]
+            choice = {"index": i, "message": {"role": "assistant", "content": content},
+                      "finish_reason": "stop", "logprobs": None}
+            if body.get("logprobs"):
+                choice["logprobs"] = _logprobs(content, units, whole)
+            choices.append(choice)
+            completion_chars += len(content)
         return {
-            "id": "chatcmpl-" + seed.hex()[:24], "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", self.model), "choices": [choice],
-            "usage": {"prompt_tokens": prompt_chars // 4 + 1, "completion_tokens": len(content) // 4 + 1,
-                      "total_tokens": prompt_chars // 4 + len(content) // 4 + 2},
+            "id": "chatcmpl-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24],
+            "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", self.model), "choices": choices,
+            "usage": {"prompt_tokens": prompt_chars // 4 + 1, "completion_tokens": completion_chars // 4 + 1,
+                      "total_tokens": prompt_chars // 4 + completion_chars // 4 + 2},
         }
 
+    # -- faults -------------------------------------------------------------------------------
+    def _rate_wait(self) -> float:
+        """0 when a request may pass the rate limit now, else the seconds until it could."""
+        rate = self.sim.get("rate_limit")
+        if not rate:
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            self._bucket[0] = min(rate, self._bucket[0] + (now - self._bucket[1]) * rate)
+            self._bucket[1] = now
+            if self._bucket[0] >= 1:
+                self._bucket[0] -= 1
+                return 0.0
+            return (1 - self._bucket[0]) / rate
+
+    def _roll(self, name: str) -> bool:
+        rate = self.sim.get(name) or 0.0
+        with self._lock:
+            hit = rate > 0 and self._fault_rng.random() < rate
+            if hit:
+                self.faults[name] += 1
+        return hit
+
+    # -- batches ------------------------------------------------------------------------------
+    def _run_batch(self, batch_id: str) -> None:
+        time.sleep(self.sim.get("batch_seconds", 0.5))
+        batch = self.batches[batch_id]
+        lines = self.files[batch["input_file_id"]]["data"].decode().splitlines()
+        out, done, failed = [], 0, 0
+        for line in filter(str.strip, lines):
+            request = json.loads(line)
+            if self._roll("error_rate"):
+                failed += 1
+                out.append({"id": f"batch_req_{len(out)}", "custom_id": request["custom_id"],
+                            "response": {"status_code": 500, "body": {"error": {"message": "server error"}}},
+                            "error": None})
+                continue
+            done += 1
+            out.append({"id": f"batch_req_{len(out)}", "custom_id": request["custom_id"],
+                        "response": {"status_code": 200, "request_id": f"req_{len(out)}",
+                                     "body": self.answer(request["body"])}, "error": None})
+        output = self._add_file("batch_output.jsonl", "batch_output", "\n".join(map(json.dumps, out)).encode())
+        with self._lock:
+            self.batch_billed += done
+        batch.update(status="completed", output_file_id=output["id"], completed_at=int(time.time()),
+                     request_counts={"total": len(out), "completed": done, "failed": failed})
+
+    def _add_file(self, filename: str, purpose: str, data: bytes) -> dict:
+        with self._lock:
+            file_id = f"file-{len(self.files) + 1:06d}"
+            self.files[file_id] = {"data": data, "object": {
+                "id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": filename, "purpose": purpose, "status": "processed"}}
+        return self.files[file_id]["object"]
+
+    # -- HTTP ---------------------------------------------------------------------------------
     def _handler(self):
         sim = self
 
@@ -89,27 +198,118 @@ class Simulator:
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body go out in separate writes
 
-            def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
+            def _send(self, status: int, payload, headers: dict | None = None) -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _error(self, status: int, message: str, kind: str, headers: dict | None = None) -> None:
+                self._send(status, {"error": {"message": message, "type": kind, "code": None}}, headers)
+
             def do_GET(self):
-                if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": sim.model, "object": "model"}]})
-                else:
-                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                path = self.path.split("?")[0].rstrip("/")
+                parts = path.split("/")
+                if path.endswith("/models"):
+                    return self._send(200, {"object": "list", "data": [{"id": sim.model, "object": "model"}]})
+                if path.endswith("/sim/stats"):
+                    return self._send(200, sim.stats())
+                if "/files/" in path and parts[-1] == "content" and parts[-2] in sim.files:
+                    return self._send(200, sim.files[parts[-2]]["data"])
+                if "/files/" in path and parts[-1] in sim.files:
+                    return self._send(200, sim.files[parts[-1]]["object"])
+                if path.endswith("/batches"):
+                    data = sorted(sim.batches.values(), key=lambda b: b["id"], reverse=True)
+                    return self._send(200, {"object": "list", "data": data, "has_more": False,
+                                            "first_id": data[0]["id"] if data else None,
+                                            "last_id": data[-1]["id"] if data else None})
+                if "/batches/" in path and parts[-1] in sim.batches:
+                    return self._send(200, sim.batches[parts[-1]])
+                self._error(404, f"no route {self.path}", "invalid_request_error")
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                if not self.path.rstrip("/").endswith("/chat/completions"):
-                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                path = self.path.split("?")[0].rstrip("/")
+                if path.endswith("/files"):
+                    return self._upload(raw)
+                try:
+                    body = json.loads(raw or b"{}")
+                except json.JSONDecodeError:
+                    return self._error(400, "the request body is not JSON", "invalid_request_error")
+                if path.endswith("/batches"):
+                    return self._create_batch(body)
+                if not path.endswith("/chat/completions"):
+                    return self._error(404, f"no route {self.path}", "invalid_request_error")
+                self._chat(body)
+
+            def _chat(self, body: dict) -> None:
+                api_key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                with sim._lock:
+                    sim.requests_by_key[key_id(api_key)] += 1
+                fault = (sim.sim.get("key_faults") or {}).get(api_key)
+                if fault == "invalid":
+                    return self._error(401, "Incorrect API key provided.", "invalid_request_error")
+                if fault == "rate_limited":
+                    return self._error(429, "Rate limit reached for this key.", "requests",
+                                       {"Retry-After": "30", "retry-after-ms": "30000"})
+                wait = sim._rate_wait()
+                if wait > 0:
+                    with sim._lock:
+                        sim.faults["rate_limit"] += 1
+                    return self._error(429, "Rate limit reached: requests per second.", "requests",
+                                       {"Retry-After": str(math.ceil(wait)), "retry-after-ms": f"{wait * 1000:.0f}"})
+                if sim._roll("drop_rate"):
+                    self.close_connection = True  # hang up without a reply
+                    return
+                if sim._roll("error_rate"):
+                    return self._error(500, "The server had an error while processing your request.", "server_error")
                 if not body.get("messages"):
-                    return self._send(400, {"error": {"message": "messages is required", "type": "invalid_request_error"}})
-                self._send(200, sim.answer(body))
+                    return self._error(400, "messages is required", "invalid_request_error")
+                mode = (body.get("response_format") or {}).get("type", "text")
+                if mode not in sim.sim.get("output_modes", ("json_schema", "json_object", "text")):
+                    return self._error(400, f"response_format {mode} is not supported by this model",
+                                       "invalid_request_error")
+                time.sleep(sim.sim.get("latency", 0.0))
+                key = self.headers.get("Idempotency-Key") or hashlib.sha256(raw_key(body)).hexdigest()
+                with sim._lock:
+                    reply = sim._replies.get(key) if self.headers.get("Idempotency-Key") else None
+                if reply is None:
+                    reply = sim.answer(body)
+                    with sim._lock:
+                        sim._replies[key] = reply
+                        sim.billed += 1
+                        sim.billed_by_request[key] += 1
+                self._send(200, reply)
+
+            def _upload(self, raw: bytes) -> None:
+                ctype = self.headers.get("Content-Type", "")
+                msg = email.parser.BytesParser().parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + raw)
+                fields = {part.get_param("name", header="content-disposition"): part for part in msg.get_payload()} \
+                    if msg.is_multipart() else {}
+                if "file" not in fields:
+                    return self._error(400, "a multipart 'file' field is required", "invalid_request_error")
+                purpose = (fields.get("purpose").get_payload(decode=True) or b"").decode() if "purpose" in fields else ""
+                self._send(200, sim._add_file(fields["file"].get_filename() or "upload.jsonl", purpose,
+                                              fields["file"].get_payload(decode=True)))
+
+            def _create_batch(self, body: dict) -> None:
+                if body.get("input_file_id") not in sim.files:
+                    return self._error(400, f"no file {body.get('input_file_id')!r}", "invalid_request_error")
+                with sim._lock:
+                    batch_id = f"batch_{len(sim.batches) + 1:06d}"
+                    sim.batches[batch_id] = batch = {
+                        "id": batch_id, "object": "batch", "endpoint": body.get("endpoint"),
+                        "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window"),
+                        "status": "in_progress", "output_file_id": None, "error_file_id": None,
+                        "created_at": int(time.time()), "in_progress_at": int(time.time()),
+                        "metadata": body.get("metadata"), "errors": None,
+                        "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+                threading.Thread(target=sim._run_batch, args=(batch_id,), daemon=True).start()
+                self._send(200, batch)
 
             def log_message(self, *args):  # keep request lines out of the user's console
                 pass
@@ -130,6 +330,10 @@ class Simulator:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def raw_key(body: dict) -> bytes:
+    return json.dumps(body, sort_keys=True).encode()
 
 
 def serve(cfg) -> None:
