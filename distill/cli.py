@@ -38,14 +38,13 @@ def run_stage(fn, argv: list[str]):
 def run_all(cfg) -> dict:
     from distill.label import label
     from distill.monitor import monitor
-    from distill.train import train
-
     from distill.teach import teach
+    from distill.train import train
 
     summary = teach(cfg)
     if summary.get("dry_run") or summary.get("stopped"):
         return summary  # an estimate only, or the budget ran out: nothing more to do
-    train(cfg)
+    train(cfg, teach_first=False)
     label(cfg)
     return monitor(cfg)
 

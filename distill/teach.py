@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from distill.config import save_config
 from distill.data import check_held_out, load_split, read_jsonl
 from distill.demo import write_demo
 from distill.tasks import build_task
-from distill.teacher import open_teacher
+from distill.teacher import Teacher, open_teacher
 from distill.teacher.batch import label_batch
-from distill.teacher.client import TRANSIENT, label_summary
+from distill.teacher.client import finished, label_summary
 
 
 def prepare_data(cfg) -> None:
@@ -42,19 +43,19 @@ def teach(cfg) -> dict:
         jobs["gold"] = (gold, "teacher: gold texts")
     paths = {name: run_dir / "teacher" / f"{name}.jsonl" for name in jobs}
     records = {name: read_jsonl(path) for name, path in paths.items()}
-    finished = {name: {r["id"] for r in records[name] if r["error"] not in TRANSIENT} for name in jobs}
-    pending = {name: [r for r in rows if r["id"] not in finished[name]] for name, (rows, _) in jobs.items()}
-    stats = {name: None for name in jobs}
+    done = {name: {r["id"] for r in records[name] if finished(r)} for name in jobs}
+    pending = {name: [r for r in rows if r["id"] not in done[name]] for name, (rows, _) in jobs.items()}
+    stats = dict.fromkeys(jobs)
     stopped = None
     if cfg.teacher.dry_run:
-        return dry_run(cfg, task, pending, [*gold, *seed])
+        return dry_run(cfg, task, pending)
     if any(pending.values()):
         sim_rows = [*gold, *seed] if cfg.teacher.simulated else []
         with open_teacher(cfg.teacher, task, sim_rows) as teacher:
             # the budget covers everything this run directory has paid for, across reruns
             teacher.spent_before = sum(r.get("cost_usd") or 0.0 for rows in records.values() for r in rows)
+            labeler = partial(label_batch, teacher) if cfg.teacher.mode == "batch" else teacher.label
             for name in [n for n in jobs if pending[n]]:
-                labeler = label_batch if cfg.teacher.mode == "batch" else teacher.label
                 stats[name] = labeler(jobs[name][0], paths[name], jobs[name][1])
                 records[name] = read_jsonl(paths[name])
                 if stats[name]["stopped"]:
@@ -73,18 +74,16 @@ def teach(cfg) -> dict:
     return summary
 
 
-def dry_run(cfg, task, pending: dict, sim_rows) -> dict:
+def dry_run(cfg, task, pending: dict) -> dict:
     """Rows, estimated tokens and estimated USD for what is still unlabeled; no request is made."""
-    with open_teacher(cfg.teacher, task, sim_rows, dry=True) as teacher:
-        estimates = {name: teacher.estimate(rows) for name, rows in pending.items()}
-    total = {k: sum(e[k] or 0 for e in estimates.values()) for k in ("rows", "cached", "prompt_tokens", "completion_tokens")}
-    priced = teacher.price is not None
+    teacher = Teacher(cfg.teacher, task, simulated=cfg.teacher.simulated, need_key=False)
+    estimates = {name: teacher.estimate(rows) for name, rows in pending.items()}
+    total = {k: sum(e[k] or 0 for e in estimates.values()) for k in next(iter(estimates.values()))}
     lines = [f"dry run: teacher {cfg.teacher.model} ({cfg.teacher.mode} mode), nothing was sent",
              f"{'split':<6} {'rows':>7} {'cached':>7} {'prompt tok':>11} {'answer tok':>11} {'online $':>10} {'batch $':>10}"]
-    for name, e in {**estimates, "total": None}.items():
-        e = e or {**total, "cost_usd": sum(x["cost_usd"] or 0 for x in estimates.values()),
-                  "batch_cost_usd": sum(x["batch_cost_usd"] or 0 for x in estimates.values())}
-        money = (f"{e['cost_usd']:>10.4f} {e['batch_cost_usd']:>10.4f}" if priced else f"{'no price':>10} {'':>10}")
+    for name, e in {**estimates, "total": total}.items():
+        money = (f"{e['cost_usd']:>10.4f} {e['batch_cost_usd']:>10.4f}" if teacher.price is not None
+                 else f"{'no price':>10} {'':>10}")
         lines.append(f"{name:<6} {e['rows']:>7} {e['cached']:>7} {e['prompt_tokens']:>11} {e['completion_tokens']:>11} {money}")
     lines.append("(tokens estimated at 4 characters each; cached rows cost nothing)")
     print("\n".join(lines))

@@ -28,13 +28,13 @@ from distill.tasks import build_task
 from distill.teach import prepare_data, teach
 
 
-def train(cfg) -> dict:
+def train(cfg, teach_first: bool = True) -> dict:
     state = PartialState(cpu=not torch.cuda.is_available())
     run_dir = Path(cfg.run_dir)
     task = build_task(cfg.task)
 
     # teacher labels: rank 0 fills in what is missing while the other ranks wait
-    if state.is_main_process:
+    if teach_first and state.is_main_process:
         teach(cfg)
     state.wait_for_everyone()
     if cfg.teacher.dry_run:  # the estimate is all that was asked for

@@ -89,10 +89,11 @@ class Task:
         key = norm(value)
         if key in self._lookup:
             return self._lookup[key]
-        dist = sorted((edit_distance(key, k), k) for k in self._lookup)
-        if dist and dist[0][0] <= self.max_edit_distance and dist[0][0] < len(dist[0][1]) / 2 and \
-                (len(dist) == 1 or dist[1][0] > dist[0][0] or self._lookup[dist[1][1]] == self._lookup[dist[0][1]]):
-            return self._lookup[dist[0][1]]
+        (best, closest), *rest = sorted((edit_distance(key, k), k) for k in self._lookup)
+        near = best <= self.max_edit_distance and best < len(closest) / 2
+        unique = not rest or rest[0][0] > best or self._lookup[rest[0][1]] == self._lookup[closest]
+        if near and unique:
+            return self._lookup[closest]
         raise OutputError("label_not_in_schema", f"{value!r} is not one of {self.labels}")
 
     # -- teacher ------------------------------------------------------------------------------
@@ -112,10 +113,6 @@ class Task:
 
     def parse_teacher(self, content: str | None, row: dict):
         return self.from_answer(extract_json(content), row)
-
-    def estimate_answer_tokens(self, row: dict) -> int:
-        """A rough size of the teacher's answer in tokens, for cost estimates before asking."""
-        return len(json.dumps(self.example_answer({"label": max(self.labels, key=len), "entities": []}))) // 4 + 2
 
     def confidence_spans(self, content: str) -> list[tuple[int, int]]:
         """Character spans of the reply that carry the answer (one per unit: a label, an entity)."""
@@ -147,6 +144,7 @@ class Task:
     def system_prompt(self) -> str: ...
     def schema(self) -> dict: ...
     def example_answer(self, example) -> dict: ...
+    def estimate_answer_tokens(self, row: dict) -> int: ...  # rough answer size, for estimates before asking
     def from_answer(self, answer, row: dict): ...
     def simulate(self, gold, row: dict, rng, sim) -> tuple[dict, bool]: ...
     def student_target(self, label, row: dict) -> str: ...

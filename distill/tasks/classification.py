@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
@@ -40,6 +41,9 @@ class Classification(Task):
                 raise OutputError("missing_field", f"no 'label' key in {answer!r}")
             answer = answer["label"]
         return self.normalize_label(answer)
+
+    def estimate_answer_tokens(self, row: dict) -> int:
+        return len(json.dumps({"label": max(self.labels, key=len)})) // 4 + 2
 
     def confidence_spans(self, content: str) -> list[tuple[int, int]]:
         match = _LABEL_VALUE.search(content)

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from distill.teacher.client import Teacher, compact
 
-FINISHED = {"completed", "failed", "expired", "cancelled"}
+DEAD = {"failed", "expired", "cancelled"}
+FINISHED = DEAD | {"completed"}
 
 
 def _find(client: openai.OpenAI, state_path: Path, job: str):
@@ -28,7 +29,7 @@ def _find(client: openai.OpenAI, state_path: Path, job: str):
     if state_path.exists():
         return client.batches.retrieve(json.loads(state_path.read_text())["batch_id"])
     for batch in client.batches.list(limit=100).data:
-        if (batch.metadata or {}).get("distill_job") == job and batch.status not in ("failed", "expired", "cancelled"):
+        if (batch.metadata or {}).get("distill_job") == job and batch.status not in DEAD:
             return batch
     return None
 
@@ -78,9 +79,7 @@ def label_batch(teacher: Teacher, rows, out_path: Path, desc: str = "teacher") -
             batch = _find(client, state_path, job)
             if batch is None:
                 est = [teacher.estimate_tokens(body, {"text": "", "tokens": []}) for body in teacher.needed.values()]
-                cost = teacher.cost(sum(p for p, _ in est), sum(c for _, c in est), cfg.batch_discount)
-                budget = cfg.get("budget_usd")
-                if budget is not None and teacher.spent_before + teacher.spent + cost > budget:
+                if teacher.over_budget(teacher.cost(sum(p for p, _ in est), sum(c for _, c in est), cfg.batch_discount)):
                     totals["stopped"] = "budget"
                     break
                 batch = _submit(client, teacher.needed, state_path, job)
@@ -97,11 +96,7 @@ def label_batch(teacher: Teacher, rows, out_path: Path, desc: str = "teacher") -
                         usage = reply["usage"]
                         cost = teacher.cost(usage["prompt_tokens"], usage["completion_tokens"], cfg.batch_discount)
                         replies.append((item["custom_id"], cfg.model, reply, cost))
-                        totals["billed"] += 1
-                        totals["prompt_tokens"] += usage["prompt_tokens"]
-                        totals["completion_tokens"] += usage["completion_tokens"]
-                        totals["cost_usd"] += cost
-                        teacher.spent += cost
+                        teacher.account(totals, usage, cost)
                         teacher.fresh[item["custom_id"]] = cost
             teacher.cache.put_many(replies)
             state_path.unlink(missing_ok=True)

@@ -43,6 +43,11 @@ REASK = ("Your reply is not valid: {error}. Answer again with only the JSON obje
          "using exactly the allowed labels.")
 
 
+def finished(record: dict) -> bool:
+    """A row that needs no new request: labeled, or judged invalid (not failed by the endpoint)."""
+    return record.get("error") not in TRANSIENT
+
+
 class RequestFailed(Exception):
     def __init__(self, kind: str, detail: str = ""):
         super().__init__(f"{kind}: {detail}")
@@ -138,6 +143,19 @@ class Teacher:
             return 0.0
         return discount * (prompt_tokens * self.price["input"] + completion_tokens * self.price["output"]) / 1e6
 
+    def over_budget(self, cost: float) -> bool:
+        """Would spending `cost` more pass `teacher.budget_usd` (counting what earlier runs paid)?"""
+        budget = self.cfg.get("budget_usd")
+        return budget is not None and self.spent_before + self.spent + cost > budget
+
+    def account(self, stats: dict, usage: dict, cost: float) -> None:
+        """Count one paid reply in `stats` and in this process's spend."""
+        self.spent += cost
+        stats["billed"] += 1
+        stats["prompt_tokens"] += usage["prompt_tokens"]
+        stats["completion_tokens"] += usage["completion_tokens"]
+        stats["cost_usd"] += cost
+
     def estimate_tokens(self, body: dict, row: dict) -> tuple[int, int]:
         """Rough token counts before asking (4 characters a token), for limits, dry runs and budgets."""
         prompt = sum(len(m["content"] or "") // 4 + 4 for m in body["messages"])
@@ -229,10 +247,10 @@ class Teacher:
             if self.cache_only == "fail":
                 raise RequestFailed("batch_failed", "the Batch API returned no reply for this request")
             est = self.estimate_tokens(body, row)
-            budget = self.cfg.get("budget_usd")
-            if budget is not None and self.spent_before + self.spent + self._reserved + self.cost(*est) > budget:
+            reserve = self.cost(*est)  # requests in flight count against the budget too
+            if self.over_budget(self._reserved + reserve):
                 raise BudgetReached
-            self._reserved += self.cost(*est)
+            self._reserved += reserve
             try:
                 reply = await self._send(body, key, est)
             except FormatRefused as e:
@@ -240,15 +258,11 @@ class Teacher:
                     self._downgrade(str(e))
                 continue
             finally:
-                self._reserved -= self.cost(*est)
+                self._reserved -= reserve
             usage = reply["usage"]
             cost = self.cost(usage["prompt_tokens"], usage["completion_tokens"])
             self.cache.put(key, self.cfg.model, reply, cost)
-            self.spent += cost
-            self.stats["billed"] += 1
-            self.stats["prompt_tokens"] += usage["prompt_tokens"]
-            self.stats["completion_tokens"] += usage["completion_tokens"]
-            self.stats["cost_usd"] += cost
+            self.account(self.stats, usage, cost)
             return reply, cost, False
 
     def _downgrade(self, why: str) -> None:
@@ -301,9 +315,10 @@ class Teacher:
                 labels.append((self.task.parse_teacher(choice["content"], row), choice))
             except OutputError as e:
                 errors.append(e)
-        record["raw"] = (labels[0][1] if labels else (reply["choices"] or [{"content": None}])[0])["content"]
         if not labels:
+            record["raw"] = reply["choices"][0]["content"] if reply["choices"] else None
             return errors[0] if errors else OutputError("empty_output", "the reply has no choices")
+        record["raw"] = labels[0][1]["content"]
         record["error"] = None
         if len(reply["choices"]) > 1:  # self-consistency: majority vote, agreement as confidence
             record["label"], record["confidence"], record["entity_confidence"] = self.task.vote(
@@ -369,7 +384,7 @@ class Teacher:
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         # keep finished rows (valid, or judged invalid); drop a torn last line and rows the endpoint failed
-        done = [r for r in read_jsonl(out_path) if r.get("error") not in TRANSIENT]
+        done = [r for r in read_jsonl(out_path) if finished(r)]
         with open(out_path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in done)
         done_ids = {r["id"] for r in done}

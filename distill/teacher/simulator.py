@@ -33,6 +33,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from distill.tasks import Task
+from distill.teacher.cache import request_key
 
 _TOKEN = re.compile(r"\w+|[^\w\s]|\s+")
 
@@ -128,7 +129,7 @@ class Simulator:
             choices.append(choice)
             completion_chars += len(content)
         return {
-            "id": "chatcmpl-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24],
+            "id": "chatcmpl-" + request_key(body)[:24],
             "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", self.model), "choices": choices,
             "usage": {"prompt_tokens": prompt_chars // 4 + 1, "completion_tokens": completion_chars // 4 + 1,
@@ -166,16 +167,14 @@ class Simulator:
         out, done, failed = [], 0, 0
         for line in filter(str.strip, lines):
             request = json.loads(line)
-            if self._roll("error_rate"):
+            if self._roll("error_rate"):  # a failed line: not billed, asked again in a later batch
                 failed += 1
-                out.append({"id": f"batch_req_{len(out)}", "custom_id": request["custom_id"],
-                            "response": {"status_code": 500, "body": {"error": {"message": "server error"}}},
-                            "error": None})
-                continue
-            done += 1
+                response = {"status_code": 500, "body": {"error": {"message": "server error"}}}
+            else:
+                done += 1
+                response = {"status_code": 200, "body": self.answer(request["body"])}
             out.append({"id": f"batch_req_{len(out)}", "custom_id": request["custom_id"],
-                        "response": {"status_code": 200, "request_id": f"req_{len(out)}",
-                                     "body": self.answer(request["body"])}, "error": None})
+                        "response": response, "error": None})
         output = self._add_file("batch_output.jsonl", "batch_output", "\n".join(map(json.dumps, out)).encode())
         with self._lock:
             self.batch_billed += done
@@ -274,15 +273,16 @@ class Simulator:
                     return self._error(400, f"response_format {mode} is not supported by this model",
                                        "invalid_request_error")
                 time.sleep(sim.sim.get("latency", 0.0))
-                key = self.headers.get("Idempotency-Key") or hashlib.sha256(raw_key(body)).hexdigest()
+                idempotency = self.headers.get("Idempotency-Key")
                 with sim._lock:
-                    reply = sim._replies.get(key) if self.headers.get("Idempotency-Key") else None
+                    reply = sim._replies.get(idempotency) if idempotency else None
                 if reply is None:
                     reply = sim.answer(body)
                     with sim._lock:
-                        sim._replies[key] = reply
+                        if idempotency:
+                            sim._replies[idempotency] = reply
                         sim.billed += 1
-                        sim.billed_by_request[key] += 1
+                        sim.billed_by_request[idempotency or request_key(body)] += 1
                 self._send(200, reply)
 
             def _upload(self, raw: bytes) -> None:
@@ -330,10 +330,6 @@ class Simulator:
 
     def __exit__(self, *exc):
         self.stop()
-
-
-def raw_key(body: dict) -> bytes:
-    return json.dumps(body, sort_keys=True).encode()
 
 
 def serve(cfg) -> None:
