@@ -1,4 +1,5 @@
-"""The student's model card: who taught it, on what, with which recipe, and how it scores."""
+"""The student's model card: who taught it, on what data, with which recipe, how it scores on its
+dev split and against human gold, and how its confidences are calibrated."""
 
 from __future__ import annotations
 
@@ -10,39 +11,63 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_card(cfg, run_dir: Path) -> Path:
-    """(Re)write student/adapter/README.md from whatever the run directory holds so far."""
+def _num(value, fmt: str = ".3f") -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
+
+
+def write_card(cfg, run_dir: Path) -> list[Path]:
+    """(Re)write README.md in the adapter and merged-model folders from what the run directory holds."""
     run_dir = Path(run_dir)
-    meta = _load(run_dir / "student" / "student.json")
+    student_dir = run_dir / "student"
+    meta = _load(student_dir / "student.json")
+    calib = _load(student_dir / "calibration.json")
     teacher = _load(run_dir / "teacher" / "summary.json")
     monitor = _load(run_dir / "monitor" / "metrics.json")
     simulated = " (simulated: answers from human gold with noise, "\
         f"target accuracy {teacher.get('sim', {}).get('accuracy')})" if teacher.get("simulated") else ""
-    lines = [
-        "---",
-        "library_name: peft",
-        f"base_model: {meta.get('base_model')}",
-        "tags: [distill, lora, distillation]",
-        "---",
+    method = {"lora": f"LoRA r={cfg.student.lora.r}", "qlora": f"QLoRA (4-bit base) r={cfg.student.lora.r}",
+              "full": "full fine-tuning"}[cfg.student.method]
+    hashes = meta.get("data_hashes", {})
+    body = [
         f"# {cfg.recipe} student",
         "",
-        f"A {meta.get('kind')} student ({meta.get('name')}, LoRA r={cfg.student.lora.r}) distilled with "
-        f"`distill` from teacher `{cfg.teacher.model}`{simulated}.",
+        f"A {meta.get('kind')} student ({meta.get('name')}, {method}) distilled with `distill` from teacher "
+        f"`{cfg.teacher.model}`{simulated}.",
         "",
-        f"- recipe: `{cfg.recipe}` (task: {cfg.task.kind}; labels: {', '.join(cfg.task.labels)})",
+        "## Training",
+        "",
+        f"- recipe: `{cfg.recipe}` (task: {cfg.task.kind}; labels: {', '.join(cfg.task.labels)})"
+        + ("; with teacher rationales (distilling step-by-step), alpha "
+           f"{cfg.train.rationale_alpha}" if cfg.task.get("rationale") else ""),
         f"- seed pool: `{cfg.data.seed.path}`; {meta.get('train_rows')} teacher-labeled rows for training, "
-        f"{meta.get('val_rows')} held back",
-        f"- gold (held out, human): `{cfg.data.gold.path}`",
-        f"- adapter hash: `{meta.get('adapter_hash')}`",
-        f"- training: {meta.get('steps')} steps, final loss {meta.get('train_loss', float('nan')):.4f}; "
-        f"agreement with the teacher on held-back seed rows: {meta.get('val_agreement', float('nan')):.3f}",
+        f"{meta.get('dev_rows')} as the dev split",
+        f"- data hashes (sha256 of ids and labels): train `{hashes.get('train')}`, dev `{hashes.get('dev')}`, "
+        f"gold `{hashes.get('gold')}`",
+        f"- gold (held out, human; never trained on): `{cfg.data.gold.path}`",
+        f"- {meta.get('steps')} steps on {meta.get('world_size')} process(es), final loss "
+        f"{_num(meta.get('train_loss'), '.4f')}; best dev loss {_num(meta.get('best_dev_loss'), '.4f')}",
+        f"- weights hash: `{meta.get('adapter_hash')}`",
+        "",
+        "## Dev split (teacher labels)",
+        "",
+        f"- agreement with the teacher: {_num(meta.get('dev_agreement'))}",
+        f"- calibration: temperature scaling, T = {calib.get('temperature', 1.0)}, fitted on "
+        f"{calib.get('dev_rows', 0)} dev rows; expected calibration error {_num(calib.get('ece_before'))} "
+        f"before, {_num(calib.get('ece_after'))} after. `distill label` applies it; to apply it yourself, "
+        "divide the logits by T before the softmax.",
     ]
     if monitor:
-        lines += ["", "## Scores against human gold", "", "| system | " + " | ".join(monitor["headline"]) + " |",
-                  "|---|" + "---|" * len(monitor["headline"])]
+        body += ["", "## Scores against human gold", "", "| system | " + " | ".join(monitor["headline"]) + " |",
+                 "|---|" + "---|" * len(monitor["headline"])]
         for name, m in monitor["systems"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in monitor["headline"]) + " |")
-    path = run_dir / "student" / "adapter" / "README.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+            body.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in monitor["headline"]) + " |")
+    paths = []
+    for folder, library in (("adapter", "peft"), ("merged", "transformers")):
+        if not (student_dir / folder).exists():
+            continue
+        head = ["---", f"library_name: {library}", f"base_model: {meta.get('base_model')}",
+                "tags: [distill, distillation" + (", lora" if folder == "adapter" else "") + "]", "---"]
+        path = student_dir / folder / "README.md"
+        path.write_text("\n".join(head + body) + "\n")
+        paths.append(path)
+    return paths

@@ -14,14 +14,15 @@ USAGE = """usage: distill STAGE recipe=NAME [key=value ...]
 
 stages:
   teach     the teacher labels the seed pool (and the gold texts, for scoring)
-  train     LoRA-fine-tune the student on the teacher's labels (teaches first if needed)
+  train     fine-tune the student on the teacher's labels, calibrate and export it
+            (teaches first if needed; a rerun resumes from the last checkpoint)
   label     the student labels the corpus
   monitor   score student and teacher against human gold
   run       all of the above, in order
   simulate  serve the recipe's simulated teacher over HTTP (teacher.sim.port=8000)
 
 Any key=value overrides the recipe, e.g. train.epochs=3 teacher.model=gpt-4o-mini.
-Multi-process training: accelerate launch distill/train.py recipe=NAME"""
+Multi-process training: accelerate launch [--config_file configs/accelerate/X.yaml] distill/train.py recipe=NAME"""
 
 
 def run_stage(fn, argv: list[str]):

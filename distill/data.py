@@ -16,6 +16,7 @@ import pandas as pd
 
 from distill.errors import DataError
 from distill.tasks import Task
+from distill.tasks.ner import iob2
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
            ".conll": "conll", ".txt": "conll"}
@@ -47,16 +48,6 @@ def read_conll(path: Path, token_index: int = 0, tag_index: int = -1) -> dataset
             tags.append(cols[tag_index])
     return datasets.Dataset.from_list(sentences) if sentences else datasets.Dataset.from_dict(
         {"tokens": [], "tags": [], "line": []})
-
-
-def iob2(tags: list[str]) -> list[str]:
-    """IOB1 → IOB2: an I- that does not continue an entity of its type opens one."""
-    out = []
-    for i, tag in enumerate(tags):
-        if tag.startswith("I-") and (i == 0 or out[-1][2:] != tag[2:]):
-            tag = "B-" + tag[2:]
-        out.append(tag)
-    return out
 
 
 def _read(path: Path, spec) -> datasets.Dataset:

@@ -25,7 +25,7 @@ def label(cfg) -> dict:
     prepare_data(cfg)
     student = student_class(cfg.student).load(cfg.student, task, run_dir / "student")
     meta = json.loads((run_dir / "student" / "student.json").read_text())
-    identity = f"{meta['name']}+lora:{meta['adapter_hash']}"
+    identity = f"{meta['name']}+{'full' if meta['method'] == 'full' else 'lora'}:{meta['adapter_hash']}"
 
     summary = {}
     for split in ("corpus", "gold"):
@@ -42,7 +42,7 @@ def label(cfg) -> dict:
         write_parquet(out, run_dir / "labels" / f"{split}.parquet")
         summary[split] = {"rows": len(out), "invalid": sum(p["label"] is None for p in preds),
                           "rows_per_s": len(out) / seconds if seconds else None}
-        print(f"student labeled {len(out)} {split} rows ({summary[split]['rows_per_s']:.0f} rows/s) "
+        print(f"student (temperature {student.temperature}) labeled {len(out)} {split} rows ({summary[split]['rows_per_s']:.0f} rows/s) "
               f"-> {run_dir / 'labels' / f'{split}.parquet'}")
     (run_dir / "labels" / "summary.json").write_text(json.dumps({"model": identity, **summary}, indent=2))
     return summary

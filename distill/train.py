@@ -1,9 +1,11 @@
-"""Train stage: LoRA-fine-tune the student on the teacher's seed labels.
+"""Train stage: fine-tune the student on the teacher's seed labels, calibrate it, export it.
 
     accelerate launch distill/train.py recipe=NAME [key=value ...]
+    accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml distill/train.py recipe=NAME
     distill train recipe=NAME
 
-Runs the teacher first (rank 0 only) for any seed rows it has not labeled yet.
+Runs the teacher first (rank 0 only) for any seed rows it has not labeled yet. Killing it and
+running the same command again resumes from the last checkpoint.
 """
 
 if __name__ == "__main__" and not __package__:
@@ -13,17 +15,25 @@ if __name__ == "__main__" and not __package__:
 
     sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
+import hashlib
+import json
 import random
+import shutil
 import sys
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from accelerate.utils import gather_object
+from omegaconf import OmegaConf
 
 from distill.card import write_card
 from distill.data import check_held_out, load_split, read_jsonl
 from distill.errors import DataError
 from distill.students import student_class
+from distill.students.base import check_method, weights_hash
+from distill.students.calibration import fit_temperature
+from distill.students.trainer import final_loss, first_epoch_rows, last_checkpoint
 from distill.tasks import build_task
 from distill.teach import prepare_data, teach
 
@@ -31,7 +41,9 @@ from distill.teach import prepare_data, teach
 def train(cfg, teach_first: bool = True) -> dict:
     state = PartialState(cpu=not torch.cuda.is_available())
     run_dir = Path(cfg.run_dir)
+    student_dir = run_dir / "student"
     task = build_task(cfg.task)
+    check_method(cfg.student)  # before the teacher is paid
 
     # teacher labels: rank 0 fills in what is missing while the other ranks wait
     if teach_first and state.is_main_process:
@@ -40,9 +52,10 @@ def train(cfg, teach_first: bool = True) -> dict:
     if cfg.teacher.dry_run:  # the estimate is all that was asked for
         return {"dry_run": True}
 
-    # data: the teacher's valid labels, a slice held back to measure agreement with the teacher
+    # data: the teacher's valid labels (and rationales); a dev split of them, never of gold,
+    # for evaluation each epoch, the best checkpoint, early stopping and calibration
     labeled = read_jsonl(run_dir / "teacher" / "seed.jsonl")
-    rows = [r for r in labeled if r["label"] is not None]
+    rows = [{**r, "rationale": task.rationale_of(r["raw"])} for r in labeled if r["label"] is not None]
     if not rows:
         raise DataError(f"{run_dir}/teacher/seed.jsonl has no valid teacher labels to train on "
                         f"({len(labeled)} rows, all with errors)")
@@ -50,31 +63,105 @@ def train(cfg, teach_first: bool = True) -> dict:
     gold = load_split(cfg, "gold", task, labels=True)
     check_held_out(gold["text"], [r["text"] for r in rows], "training data")
     random.Random(cfg.seed).shuffle(rows)
-    n_val = int(len(rows) * cfg.train.val_fraction)
-    val_rows, train_rows = rows[:n_val], rows[n_val:]
+    n_dev = int(len(rows) * cfg.train.dev_fraction)
+    dev_rows, train_rows = rows[:n_dev], rows[n_dev:]
 
-    # model: base (hub, local or tiny random) wrapped with LoRA
-    student = student_class(cfg.student).create(cfg.student, task, cfg.seed)
+    # model: base (hub, local or tiny random), with LoRA / QLoRA unless student.method=full
+    cls = student_class(cfg.student)
+    student = cls.create(cfg.student, task, cfg.seed, texts=[r["text"] for r in train_rows])
 
-    # train
-    metrics = student.fit(train_rows, cfg.train, run_dir / "student" / "checkpoints")
+    # train, resuming from the last complete checkpoint of this same configuration and data
+    checkpoints = student_dir / "checkpoints"
+    resume = resume_point(cfg, checkpoints, train_rows, dev_rows, state)
+    trainer = student.trainer(train_rows, dev_rows, cfg.train, checkpoints)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
-    # save: adapter, tokenizer, metadata and model card, on the main process
+    # save: every process takes part (DeepSpeed ZeRO-3 and FSDP gather the sharded weights)
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(student.weights_dir(student_dir)))
+    seen = gather_object([first_epoch_rows(trainer)])
+
+    # export, calibrate and describe on the main process, from the files just saved
     if state.is_main_process:
-        if val_rows:
-            preds = student.predict(val_rows, cfg.label.batch_size, progress=False)
-            scores = task.metrics([r["label"] for r in val_rows], [p["label"] for p in preds])
-            metrics["val_agreement"] = scores[task.main_metric]
-        metrics.update(train_rows=len(train_rows), val_rows=len(val_rows),
-                       teacher=cfg.teacher.model, simulated_teacher=bool(cfg.teacher.simulated),
-                       world_size=state.num_processes)
-        meta = student.save(run_dir / "student", metrics)
+        exported = student.export(student_dir)
+        calibration = fit_temperature(cls.load(cfg.student, task, student_dir), dev_rows, cfg.label.batch_size)
+        (student_dir / "calibration.json").write_text(json.dumps(calibration, indent=2))
+        meta = {
+            "kind": cfg.student.kind, "name": student.name, "base_model": student.name,
+            "method": cfg.student.method, "merged": exported["merged"],
+            "adapter_hash": weights_hash(student.weights_dir(student_dir)),
+            "train_loss": final_loss(trainer) or result.training_loss, "steps": trainer.state.global_step,
+            "resumed_from": int(resume.name.rsplit("-", 1)[1]) if resume else None,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "best_dev_loss": trainer.state.best_metric, "dev_agreement": calibration.get("dev_agreement"),
+            "temperature": calibration["temperature"], "train_rows": len(train_rows), "dev_rows": len(dev_rows),
+            "rationale_rows": sum(r["rationale"] is not None for r in train_rows) if task.rationale else None,
+            "teacher": cfg.teacher.model, "simulated_teacher": bool(cfg.teacher.simulated),
+            "world_size": state.num_processes,
+            # data parallelism shards the rows: what each process saw in its first epoch of this run
+            # (the last batches are padded with repeated rows when the rows do not divide evenly)
+            "rows_per_process": [len(s) for s in seen], "rows_seen": len(set().union(*seen)),
+            "rows_on_several_processes": len(set.intersection(*map(set, seen))) if len(seen) > 1 else 0,
+            "data_hashes": {"train": rows_hash(train_rows), "dev": rows_hash(dev_rows),
+                            "gold": rows_hash([{"id": i, "label": lab} for i, lab in zip(gold["id"], gold["label"])])},
+        }
+        (student_dir / "student.json").write_text(json.dumps(meta, indent=2))
         write_card(cfg, run_dir)
-        print(f"student saved to {run_dir / 'student'} (adapter {meta['adapter_hash']}): "
-              f"loss {metrics['train_loss']:.4f}, agreement with teacher {metrics.get('val_agreement', float('nan')):.3f}")
-        metrics = meta
+        if cfg.train.push_to_hub:
+            push_to_hub(cfg, student_dir)
+        print(f"student saved to {student_dir} ({cfg.student.method}, weights {meta['adapter_hash']}): "
+              f"{meta['steps']} steps, loss {meta['train_loss']:.4f}, agreement with the teacher on "
+              f"{len(dev_rows)} dev rows {meta['dev_agreement'] or float('nan'):.3f}, temperature "
+              f"{meta['temperature']} (dev ECE {calibration.get('ece_before', float('nan')):.3f} -> "
+              f"{calibration.get('ece_after', float('nan')):.3f})")
     state.wait_for_everyone()
-    return metrics
+    return json.loads((student_dir / "student.json").read_text())
+
+
+def rows_hash(rows: list[dict]) -> str:
+    data = json.dumps([[r["id"], r["label"]] for r in rows], sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def resume_point(cfg, checkpoints: Path, train_rows: list[dict], dev_rows: list[dict], state) -> Path | None:
+    """The last complete checkpoint made with this same configuration and data. Checkpoints made
+    with another are removed first, so a changed recipe trains afresh instead of resuming."""
+    train_cfg = {k: v for k, v in OmegaConf.to_container(cfg.train).items()
+                 if k not in ("logging_steps", "report_to", "push_to_hub", "hub_model_id", "save_steps",
+                              "save_total_limit")}
+    fingerprint = hashlib.sha256(json.dumps(
+        {"student": OmegaConf.to_container(cfg.student), "train": train_cfg,
+         "task": OmegaConf.to_container(cfg.task), "seed": cfg.seed,
+         "data": [rows_hash(train_rows), rows_hash(dev_rows)]}, sort_keys=True).encode()).hexdigest()
+    stamp = checkpoints / "fingerprint"
+    if state.is_main_process:
+        if stamp.exists() and stamp.read_text() != fingerprint:
+            print(f"train: {checkpoints} holds checkpoints of another configuration or data; starting afresh")
+            shutil.rmtree(checkpoints)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fingerprint)
+    state.wait_for_everyone()
+    last = last_checkpoint(checkpoints)
+    if last is not None and state.is_main_process:
+        print(f"train: resuming from {last}")
+    return last
+
+
+def push_to_hub(cfg, student_dir: Path) -> str:
+    """Upload the trained weights (adapter, or whole model) with the card; the merged model beside them."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo_id = api.create_repo(cfg.train.hub_model_id or f"{cfg.recipe}-student", exist_ok=True,
+                              private=True).repo_id
+    main = "adapter" if (student_dir / "adapter").exists() else "merged"
+    api.upload_folder(repo_id=repo_id, folder_path=student_dir / main, commit_message="distill: trained student")
+    if main == "adapter" and (student_dir / "merged").exists():
+        api.upload_folder(repo_id=repo_id, folder_path=student_dir / "merged", path_in_repo="merged",
+                          commit_message="distill: merged model")
+    print(f"student pushed to https://huggingface.co/{repo_id}")
+    return repo_id
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,12 +1,24 @@
-"""Students: LoRA trains (adapter weights move, base weights do not), save/load, prediction."""
+"""Student kinds on tiny random models: what trains and what stays frozen, export and reload,
+calibration, rationale distillation, pretrained loading from a local directory."""
 
+import json
+import random
+import shutil
+
+import datasets
 import pytest
 import torch
 
+from distill.card import write_card
 from distill.data import load_split
+from distill.errors import ConfigError
 from distill.students import student_class
+from distill.students.base import check_method
+from distill.students.calibration import ece, fit_temperature
 from distill.tasks import build_task
 from distill.teach import prepare_data
+
+KINDS = ["tiny_t5", "tiny_causal", "tiny_encoder"]
 
 
 @pytest.fixture(scope="module")
@@ -16,44 +28,205 @@ def topic_rows(tmp_path_factory):
     cfg = load_config(["recipe=demo", f"run_dir={tmp_path_factory.mktemp('s')}"])
     prepare_data(cfg)
     task = build_task(cfg.task)
-    return cfg, task, list(load_split(cfg, "seed", task))
+    return task, list(load_split(cfg, "seed", task))
 
 
-@pytest.mark.parametrize("student", ["tiny_t5", "tiny_causal"])
-def test_lora_trains_adapter_only_and_round_trips(make_cfg, tmp_path, student, topic_rows):
-    _, task, rows = topic_rows
-    cfg = make_cfg("demo", f"student={student}", "train.max_steps=30", "train.batch_size=8")
-    model = student_class(cfg.student).create(cfg.student, task, seed=0)
+def build(make_cfg, student, rows, *overrides, recipe="demo"):
+    cfg = make_cfg(recipe, f"student={student}", *overrides)
+    task = build_task(cfg.task)
+    return cfg, task, student_class(cfg.student).create(cfg.student, task, seed=0, texts=[r["text"] for r in rows])
+
+
+@pytest.mark.parametrize("student", KINDS)
+def test_lora_trains_adapter_only_exports_and_round_trips(make_cfg, tmp_path, student, topic_rows):
+    _, rows = topic_rows
+    cfg, task, model = build(make_cfg, student, rows, "train.max_steps=30", "train.batch_size=8")
     before = {n: p.detach().clone() for n, p in model.model.named_parameters()}
-    lora = [n for n in before if "lora_" in n]
-    assert lora and all(not p.requires_grad for n, p in model.model.named_parameters() if "lora_" not in n)
+    trained = [n for n in before if "lora_" in n or "modules_to_save" in n]  # encoders train their new head
+    assert any("lora_" in n for n in trained)
+    assert all(not p.requires_grad for n, p in model.model.named_parameters() if n not in trained)
 
-    metrics = model.fit(rows[:120], cfg.train, tmp_path / "ckpt")
-    assert metrics["steps"] == 30 and metrics["train_loss"] > 0
+    trainer = model.trainer(rows[:120], rows[120:140], cfg.train, tmp_path / "ckpt")
+    result = trainer.train()
+    assert result.global_step == 30 and trainer.state.best_metric is not None  # dev loss each epoch
     after = dict(model.model.named_parameters())
-    changed = [n for n in lora if not torch.equal(before[n], after[n])]
-    assert len(changed) > len(lora) // 2, "LoRA weights should move in training"
+    changed = [n for n in trained if not torch.equal(before[n], after[n])]
+    assert len(changed) > len(trained) // 2, "LoRA weights should move in training"
     for n, p in after.items():
-        if "lora_" not in n:
+        if n not in trained:
             assert torch.equal(before[n], p), f"base weight {n} changed"
 
     preds = model.predict(rows[:20], batch_size=8, progress=False)
     assert len(preds) == 20
     assert all(p["label"] in task.labels and 0 < p["confidence"] <= 1 for p in preds)
 
-    meta = model.save(tmp_path / "student", {"train_rows": 120})
-    assert (tmp_path / "student" / "adapter" / "adapter_config.json").exists()
-    assert len(meta["adapter_hash"]) == 12
+    # export: adapter, the tiny base beside it, the merged model; loading prefers the merged one
+    student_dir = tmp_path / "student"
+    trainer.save_model(str(model.weights_dir(student_dir)))
+    assert model.export(student_dir) == {"merged": True}
+    assert (student_dir / "adapter" / "adapter_config.json").exists()
+    assert (student_dir / "merged" / "config.json").exists()
+    assert not list((student_dir / "merged").glob("adapter_*")), "the merged model has no adapter left"
+    for _ in ("merged", "adapter on its base"):
+        loaded = student_class(cfg.student).load(cfg.student, task, student_dir)
+        again = loaded.predict(rows[:20], batch_size=5, progress=False)
+        assert [p["label"] for p in again] == [p["label"] for p in preds]
+        assert [p["confidence"] for p in again] == pytest.approx([p["confidence"] for p in preds], abs=1e-3)
+        shutil.rmtree(student_dir / "merged", ignore_errors=True)
+
+
+@pytest.mark.parametrize("student", KINDS)
+def test_full_fine_tuning_moves_the_base_weights(make_cfg, tmp_path, student, topic_rows):
+    _, rows = topic_rows
+    cfg, task, model = build(make_cfg, student, rows, "student.method=full", "train.max_steps=10",
+                             "train.lr=1e-3", "train.dev_fraction=0")
+    assert not any("lora_" in n for n, _ in model.model.named_parameters())
+    before = {n: p.detach().clone() for n, p in model.model.named_parameters()}
+    trainer = model.trainer(rows[:80], [], cfg.train, tmp_path / "ckpt")
+    trainer.train()
+    changed = [n for n, p in model.model.named_parameters() if not torch.equal(before[n], p)]
+    assert len(changed) > 0.8 * len(before)
+    trainer.save_model(str(model.weights_dir(tmp_path / "student")))
+    assert model.weights_dir(tmp_path / "student").name == "merged"
     loaded = student_class(cfg.student).load(cfg.student, task, tmp_path / "student")
-    again = loaded.predict(rows[:20], batch_size=5, progress=False)
-    assert [p["label"] for p in again] == [p["label"] for p in preds]
-    assert [round(p["confidence"], 4) for p in again] == [round(p["confidence"], 4) for p in preds]
+    assert [p["label"] for p in loaded.predict(rows[:8], progress=False)] == \
+        [p["label"] for p in model.predict(rows[:8], progress=False)]
+
+
+def sharpen(model, factor: float) -> None:
+    """Multiply the output logits by `factor`: the same answers, far surer of them."""
+    with torch.no_grad():
+        for name, p in model.model.named_parameters():
+            if name.endswith(("decoder.final_layer_norm.weight", "model.norm.weight")) or (
+                    "classifier.modules_to_save" in name):
+                p.mul_(factor)
+
+
+@pytest.mark.parametrize("student", KINDS)
+def test_calibration_lowers_dev_ece_of_an_overconfident_student(make_cfg, tmp_path, student, topic_rows):
+    _, rows = topic_rows
+    cfg, task, model = build(make_cfg, student, rows, "train.max_steps=40", "train.dev_fraction=0")
+    model.trainer(rows[:200], [], cfg.train, tmp_path / "ckpt").train()
+    sharpen(model, 8.0)
+    # a dev split where the teacher disagrees with the student a third of the time
+    rng = random.Random(0)
+    preds = model.predict(rows[200:320], progress=False)
+    dev = [{**r, "label": p["label"] if rng.random() > 1 / 3 else rng.choice([x for x in task.labels if x != p["label"]])}
+           for r, p in zip(rows[200:320], preds)]
+    fit = fit_temperature(model, dev)
+    assert fit["mean_confidence_before"] > 0.95 and fit["dev_agreement"] < 0.8
+    assert fit["temperature"] > 1.5
+    assert fit["ece_after"] < fit["ece_before"] / 2, fit
+    # applied whenever the student labels: the confidences drop, the labels stay
+    model.temperature = fit["temperature"]
+    calibrated = model.predict(rows[200:320], progress=False)
+    assert [p["label"] for p in calibrated] == [p["label"] for p in preds]
+    correct = [p["label"] == d["label"] for p, d in zip(calibrated, dev)]
+    assert ece([p["confidence"] for p in calibrated], correct) == pytest.approx(fit["ece_after"], abs=1e-3)
+
+
+def test_ece_of_known_cases():
+    assert ece([0.9] * 10, [True] * 9 + [False]) == pytest.approx(0.0)
+    assert ece([1.0] * 4, [True, False, True, False]) == pytest.approx(0.5)
+    assert ece([0.25, 0.75], [False, True]) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("student", ["tiny_t5", "tiny_causal"])
+def test_rationale_distillation_trains_both_tasks_and_labels_with_one(make_cfg, tmp_path, student, topic_rows):
+    _, rows = topic_rows
+    # full fine-tuning: LoRA on a frozen random base learns the two prompts apart too slowly for a test
+    cfg, task, model = build(make_cfg, student, rows, "task.rationale=true", "train.rationale_alpha=0.6",
+                             "student.method=full", "train.max_steps=150", "train.dev_fraction=0")
+    rows = [{**r, "rationale": task.simulated_rationale({"label": r["label"]}, r)} for r in rows[:160]]
+    data = model.dataset(rows, alpha=0.6)
+    assert len(data) == 2 * len(rows) and sorted(set(data["task_weight"])) == pytest.approx([0.4, 0.6])
+    label_task = data.filter(lambda e: e["task_weight"] > 0.5)
+    rationale_task = data.filter(lambda e: e["task_weight"] < 0.5)
+
+    trainer = model.trainer(rows, [], cfg.train, tmp_path / "ckpt")
+    before = [trainer.evaluate(d)["eval_loss"] for d in (label_task, rationale_task)]
+    trainer.train()
+    after = [trainer.evaluate(d)["eval_loss"] for d in (label_task, rationale_task)]
+    assert after[0] < 0.7 * before[0] and after[1] < 0.7 * before[1], (before, after)
+
+    # labeling asks the label task only: answers come from the label set, not rationale text
+    preds = model.predict(rows[:16], progress=False)
+    assert all(p["label"] in task.labels and p["raw"] in task.labels for p in preds)
+    texts, _, _ = model.generate([task.rationale_prompt(r) for r in rows[:4]])
+    assert all(t.strip().startswith("The text mentions") for t in texts), texts
+
+
+def test_rationale_needs_a_generative_student(make_cfg, tmp_path, topic_rows):
+    _, rows = topic_rows
+    cfg, _, model = build(make_cfg, "tiny_encoder", rows, "task.rationale=true")
+    with pytest.raises(ConfigError, match="seq2seq or causal"):
+        model.trainer(rows[:20], [], cfg.train, tmp_path / "ckpt")
+
+
+def test_encoder_ner_tags_every_word(make_cfg, tmp_path):
+    cfg = make_cfg("demo_ner", "student=tiny_encoder", "train.max_steps=60", "train.dev_fraction=0")
+    prepare_data(cfg)
+    task = build_task(cfg.task)
+    rows = list(load_split(cfg, "seed", task))
+    model = student_class(cfg.student).create(cfg.student, task, seed=0, texts=[r["text"] for r in rows])
+    data = model.dataset(rows[:4], None)
+    # one tag per word, on its first sub-token; special tokens and continuations are ignored
+    assert [sum(t != -100 for t in labels) for labels in data["labels"]] == [len(r["tokens"]) for r in rows[:4]]
+    model.trainer(rows[:150], [], cfg.train, tmp_path / "ckpt").train()
+    gold = list(load_split(cfg, "gold", task))[:30]
+    preds = model.predict(gold, batch_size=8, progress=False)
+    assert all(len(p["label"]) == len(r["tokens"]) and 0 < p["confidence"] <= 1 for p, r in zip(preds, gold))
+    scores = task.metrics([r["label"] for r in gold], [p["label"] for p in preds])
+    assert scores["f1"] > 0.3, scores  # the tiny model learned something of the entities
+
+
+def pretrained(make_cfg, student, rows, path, *overrides):
+    """A tiny random model saved like a downloaded checkpoint, and a config pointing at it."""
+    _, task, tiny = build(make_cfg, student, rows)
+    tiny.tiny_base.save_pretrained(path)
+    tiny.tokenizer.save_pretrained(path)
+    cfg = make_cfg("demo", f"student={student}", "student.tiny=null", f"student.model={path}",
+                   "train.dev_fraction=0", *overrides)
+    return cfg, task, tiny
+
+
+def test_a_pretrained_model_loads_from_a_local_directory(make_cfg, tmp_path, topic_rows):
+    """The same code path as a hub id: AutoTokenizer / AutoModel.from_pretrained on `student.model`."""
+    _, rows = topic_rows
+    cfg, task, tiny = pretrained(make_cfg, "tiny_encoder", rows, tmp_path / "pretrained", "train.max_steps=5")
+    model = student_class(cfg.student).create(cfg.student, task, seed=0)
+    assert model.name == str(tmp_path / "pretrained")
+    base = dict(tiny.tiny_base.named_parameters())
+    loaded = {n.replace("base_model.model.", ""): p for n, p in model.model.named_parameters() if "lora_" not in n}
+    assert torch.equal(loaded["bert.embeddings.word_embeddings.weight"], base["bert.embeddings.word_embeddings.weight"])
+    model.trainer(rows[:40], [], cfg.train, tmp_path / "ckpt").train()
+    assert all(p["label"] in task.labels for p in model.predict(rows[:4], progress=False))
+
+
+def test_qlora_is_refused_on_cpu_with_a_clear_message(make_cfg):
+    cfg = make_cfg("demo", "student=tiny_causal", "student.method=qlora")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="needs a\\s+CUDA GPU.*student.method=lora"):
+        check_method(cfg.student)
+    with pytest.raises(ConfigError, match="unknown; choose one of: lora, qlora, full"):
+        check_method(make_cfg("demo", "student.method=dora").student)
+
+
+@pytest.mark.gpu
+def test_qlora_trains_a_4bit_causal_student_on_gpu(make_cfg, tmp_path, topic_rows):
+    _, rows = topic_rows
+    cfg, task, _ = pretrained(make_cfg, "tiny_causal", rows, tmp_path / "pretrained", "student.method=qlora",
+                              "train.max_steps=10")
+    model = student_class(cfg.student).create(cfg.student, task, seed=0)
+    assert any("4bit" in type(m).__name__ for m in model.model.modules())
+    model.trainer(rows[:80], [], cfg.train, tmp_path / "ckpt").train()
+    assert all(p["label"] in task.labels for p in model.predict(rows[:4], progress=False))
 
 
 def test_label_scores_are_a_distribution(make_cfg, topic_rows):
-    _, task, rows = topic_rows
-    cfg = make_cfg("demo")
-    model = student_class(cfg.student).create(cfg.student, task, seed=0)
+    task, rows = topic_rows
+    _, _, model = build(make_cfg, "tiny_t5", rows)
     prompts = [task.student_prompt(r) for r in rows[:3]]
     with torch.inference_mode():
         scores = model.score(prompts, task.labels)
@@ -78,3 +251,32 @@ def test_ner_generation_gives_tags_or_an_error_type(make_cfg, student):
             assert len(p["label"]) == len(row["tokens"])
         else:
             assert p["label"] is None
+
+
+def test_model_card_names_teacher_data_recipe_dev_metrics_and_calibration(make_cfg, tmp_path):
+    cfg = make_cfg("demo")
+    student_dir = tmp_path / "run" / "student"
+    (student_dir / "adapter").mkdir(parents=True)
+    (student_dir / "merged").mkdir()
+    meta = {"kind": "seq2seq", "name": "tiny-random-seq2seq", "base_model": "tiny-random-seq2seq", "steps": 12,
+            "train_rows": 360, "dev_rows": 40, "world_size": 1, "train_loss": 0.5, "best_dev_loss": 0.4,
+            "dev_agreement": 0.9, "adapter_hash": "abc", "data_hashes": {"train": "t1", "dev": "d1", "gold": "g1"}}
+    (student_dir / "student.json").write_text(json.dumps(meta))
+    (student_dir / "calibration.json").write_text(json.dumps({"temperature": 1.7, "dev_rows": 40,
+                                                              "ece_before": 0.2, "ece_after": 0.05}))
+    paths = write_card(cfg, tmp_path / "run")
+    assert [p.parent.name for p in paths] == ["adapter", "merged"]
+    card = paths[0].read_text()
+    for needle in ("simulated-gpt-4", "recipe: `demo`", "360 teacher-labeled rows", "40 as the dev split",
+                   "train `t1`, dev `d1`, gold `g1`", "agreement with the teacher: 0.900", "T = 1.7",
+                   "0.200 before, 0.050 after", "library_name: peft"):
+        assert needle in card, needle
+    assert "library_name: transformers" in paths[1].read_text()
+
+
+def test_dataset_rows_are_numbered_for_the_sharding_record(make_cfg, topic_rows):
+    _, rows = topic_rows
+    _, _, model = build(make_cfg, "tiny_t5", rows)
+    assert model.dataset(rows[:5], None)["row"] == [0, 1, 2, 3, 4]
+    assert model.dataset(rows[:3], None, first=-3)["row"] == [-3, -2, -1]
+    assert isinstance(model.dataset(rows[:2], None), datasets.Dataset)

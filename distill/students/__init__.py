@@ -3,9 +3,10 @@
 from distill.errors import ConfigError
 from distill.students.base import Student
 from distill.students.causal import CausalStudent
+from distill.students.encoder import EncoderStudent
 from distill.students.seq2seq import Seq2SeqStudent
 
-KINDS = {"seq2seq": Seq2SeqStudent, "causal": CausalStudent}
+KINDS = {"seq2seq": Seq2SeqStudent, "causal": CausalStudent, "encoder": EncoderStudent}
 
 
 def student_class(cfg) -> type[Student]:

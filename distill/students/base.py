@@ -1,19 +1,30 @@
-"""What every student kind shares: building (real or tiny), LoRA, training arguments, saving."""
+"""What every student kind shares: building (real or tiny; LoRA, QLoRA or full), the trainer,
+exporting, loading, and prediction with calibrated confidence."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from pathlib import Path
 
+import datasets
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, ByT5Tokenizer, TrainingArguments, set_seed
+from transformers import (
+    AutoTokenizer,
+    ByT5Tokenizer,
+    EarlyStoppingCallback,
+    TrainingArguments,
+    set_seed,
+)
 
-from distill.errors import OutputError
+from distill.errors import ConfigError, OutputError
+from distill.students.calibration import mean_over, top_confidence
+from distill.students.trainer import Collator, SaveEvery, read_json
 from distill.tasks import Task
+
+METHODS = ("lora", "qlora", "full")
 
 
 def device() -> torch.device:
@@ -24,126 +35,244 @@ def bf16_ok() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def adapter_hash(adapter_dir: Path) -> str:
+def weights_hash(weights_dir: Path) -> str:
     digest = hashlib.sha256()
-    for f in sorted(Path(adapter_dir).glob("adapter_model.*")):
+    for f in sorted(Path(weights_dir).glob("*.safetensors")):
         digest.update(f.read_bytes())
     return digest.hexdigest()[:12]
 
 
+def check_method(cfg) -> None:
+    if cfg.method not in METHODS:
+        raise ConfigError(f"student.method {cfg.method!r} is unknown; choose one of: {', '.join(METHODS)}")
+    if cfg.method != "qlora":
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError("student.method=qlora loads the base model in 4-bit with bitsandbytes, which needs a "
+                          "CUDA GPU, and this machine has none; use student.method=lora (or full) on CPU")
+    if cfg.get("tiny"):
+        raise ConfigError("student.method=qlora quantizes pretrained weights: set student.model to a hub id or "
+                          "a local directory, not a tiny random model")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError("student.method=qlora needs bitsandbytes: pip install 'distill[gpu]'") from None
+
+
 class Student:
-    """A LoRA-fine-tuned model behind one interface: fit, predict with confidence, save, load."""
+    """A fine-tuned model behind one interface: trainer, export, load, predict with confidence."""
 
     kind: str
+    generative = True  # writes its answer as text (and so can learn rationales too)
     task_type: str
     auto_class = None  # the AutoModel class for real checkpoints
 
-    def __init__(self, cfg, task: Task, model, tokenizer, name: str):
+    def __init__(self, cfg, task: Task, model, tokenizer, name: str, temperature: float = 1.0):
         self.cfg, self.task, self.model, self.tokenizer, self.name = cfg, task, model, tokenizer, name
+        self.temperature = temperature
 
     # -- building -----------------------------------------------------------------------------
     @classmethod
-    def tiny_model(cls, tiny_cfg, tokenizer):
+    def tiny_model(cls, tiny_cfg, tokenizer, task: Task):
         raise NotImplementedError
 
     @classmethod
-    def create(cls, cfg, task: Task, seed: int = 0) -> "Student":
-        """The base model (a hub id, a local directory, or a tiny random one) wrapped with LoRA."""
+    def tiny_tokenizer(cls, texts: list[str]):
+        return ByT5Tokenizer()  # bytes: needs no files and no training
+
+    @classmethod
+    def auto(cls, task: Task):
+        return cls.auto_class
+
+    @classmethod
+    def lora_task_type(cls, task: Task) -> str:
+        return cls.task_type
+
+    @classmethod
+    def from_pretrained(cls, path, task: Task, **kwargs):
+        return cls.auto(task).from_pretrained(path, **kwargs)
+
+    @classmethod
+    def create(cls, cfg, task: Task, seed: int = 0, texts: list[str] = ()) -> "Student":
+        """The base model (a hub id, a local directory, or a tiny random one), with LoRA unless
+        `student.method=full`; QLoRA loads the base in 4-bit first."""
+        check_method(cfg)
         set_seed(seed)
         if cfg.get("tiny"):
-            tokenizer = ByT5Tokenizer()
-            base = cls.tiny_model(cfg.tiny, tokenizer)
+            tokenizer = cls.tiny_tokenizer(list(texts))
+            base = cls.tiny_model(cfg.tiny, tokenizer, task)
             name = f"tiny-random-{cfg.kind}"
         else:
             tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-            base = cls.auto_class.from_pretrained(cfg.model, dtype=torch.bfloat16 if bf16_ok() else torch.float32)
+            kwargs = {"dtype": torch.bfloat16 if bf16_ok() else torch.float32}
+            if cfg.method == "qlora":
+                from transformers import BitsAndBytesConfig
+
+                kwargs["quantization_config"] = BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                    bnb_4bit_compute_dtype=kwargs["dtype"])
+            base = cls.from_pretrained(cfg.model, task, **kwargs)
             name = cfg.model
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        lora = LoraConfig(task_type=cls.task_type, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                          lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules))
-        student = cls(cfg, task, None, tokenizer, name)
-        if cfg.get("tiny"):
+        student = cls(cfg, task, base, tokenizer, name)
+        if cfg.get("tiny") and cfg.method != "full":
             # a random base exists nowhere else: keep an untouched copy to save beside the adapter
             student.tiny_base = copy.deepcopy(base)
-        student.model = get_peft_model(base, lora)
+        if cfg.method == "qlora":
+            base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=True)
+        if cfg.method != "full":
+            lora = LoraConfig(task_type=cls.lora_task_type(task), r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                              lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules))
+            student.model = get_peft_model(base, lora)
         return student
 
-    @classmethod
-    def load(cls, cfg, task: Task, student_dir: Path) -> "Student":
-        """The saved adapter on its base; tiny students keep their random base beside the adapter."""
-        student_dir = Path(student_dir)
-        meta = json.loads((student_dir / "student.json").read_text())
-        base_path = student_dir / "base" if (student_dir / "base").exists() else meta["base_model"]
-        base = cls.auto_class.from_pretrained(base_path)
-        tokenizer = AutoTokenizer.from_pretrained(student_dir / "adapter")
-        model = PeftModel.from_pretrained(base, student_dir / "adapter").to(device()).eval()
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return cls(cfg, task, model, tokenizer, meta["name"])
-
-    def save(self, student_dir: Path, meta: dict) -> dict:
-        student_dir = Path(student_dir)
-        self.model.save_pretrained(student_dir / "adapter")
-        self.tokenizer.save_pretrained(student_dir / "adapter")
-        if self.cfg.get("tiny"):
-            self.tiny_base.save_pretrained(student_dir / "base")
-        meta = {**meta, "kind": self.kind, "name": self.name, "base_model": self.name,
-                "adapter_hash": adapter_hash(student_dir / "adapter")}
-        (student_dir / "student.json").write_text(json.dumps(meta, indent=2))
-        return meta
-
     # -- training -----------------------------------------------------------------------------
-    def training_args(self, train_cfg, output_dir: Path, args_class=TrainingArguments, **extra):
-        return args_class(
+    def examples(self, rows: list[dict], alpha: float | None, first: int = 0) -> list[tuple]:
+        """(row number, prompt, target, task weight) per training example; with rationale
+        distillation each row also gives a rationale example."""
+        out = []
+        for i, row in enumerate(rows):
+            out.append((first + i, self.task.student_prompt(row), self.task.student_target(row["label"], row),
+                        1.0 if alpha is None else alpha))
+            if alpha is not None and row.get("rationale"):
+                out.append((first + i, self.task.rationale_prompt(row), row["rationale"], 1 - alpha))
+        return out
+
+    def dataset(self, rows: list[dict], alpha: float | None, first: int = 0) -> datasets.Dataset:
+        raise NotImplementedError
+
+    def make_trainer(self, args, train_data, dev_data, weighted: bool):
+        raise NotImplementedError
+
+    def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir: Path,
+                args_class=TrainingArguments, **extra):
+        """The kind's Hugging Face trainer: dev evaluation each epoch, best checkpoint by dev loss,
+        early stopping, a checkpoint every `train.save_steps` steps."""
+        alpha = None
+        if self.task.rationale:
+            if not self.generative:
+                raise ConfigError(f"task.rationale needs a seq2seq or causal student; {self.kind} students "
+                                  "predict classes and cannot learn to write a rationale")
+            alpha = float(train_cfg.rationale_alpha)
+        train_data = self.dataset(train_rows, alpha)
+        dev_data = self.dataset(dev_rows, alpha, first=-len(dev_rows)) if dev_rows else None
+        has_dev = dev_data is not None
+        args = args_class(
             output_dir=str(output_dir), num_train_epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
             learning_rate=train_cfg.lr, per_device_train_batch_size=train_cfg.batch_size,
             per_device_eval_batch_size=train_cfg.batch_size,
             gradient_accumulation_steps=train_cfg.grad_accum, weight_decay=train_cfg.weight_decay,
             warmup_steps=train_cfg.warmup, lr_scheduler_type=train_cfg.scheduler,
-            logging_steps=train_cfg.logging_steps, save_strategy="no", eval_strategy="no",
-            report_to=list(train_cfg.report_to) or "none", seed=train_cfg.seed,
+            logging_steps=train_cfg.logging_steps, report_to=list(train_cfg.report_to) or "none",
+            eval_strategy="epoch" if has_dev else "no", save_strategy="epoch" if has_dev else "no",
+            save_total_limit=train_cfg.save_total_limit, load_best_model_at_end=has_dev,
+            metric_for_best_model="eval_loss" if has_dev else None, greater_is_better=False if has_dev else None,
+            restore_callback_states_from_checkpoint=True, seed=train_cfg.seed,
             use_cpu=not torch.cuda.is_available(), bf16=bf16_ok(), ddp_find_unused_parameters=False,
-            dataloader_num_workers=0, **extra)
+            gradient_checkpointing=self.cfg.method == "qlora", remove_unused_columns=False,
+            dataloader_num_workers=0, disable_tqdm=False, **extra)
+        trainer = self.make_trainer(args, train_data, dev_data, weighted=alpha is not None)
+        trainer.data_collator = Collator(trainer.data_collator)
+        trainer.add_callback(trainer.data_collator)
+        trainer.add_callback(SaveEvery(train_cfg.save_steps))
+        if has_dev and train_cfg.early_stopping_patience:
+            trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=train_cfg.early_stopping_patience))
+        return trainer
 
-    def fit(self, train_rows: list[dict], train_cfg, output_dir: Path) -> dict:
-        raise NotImplementedError
+    # -- saving and loading ---------------------------------------------------------------------
+    @property
+    def lora(self) -> bool:
+        return self.cfg.method != "full"
+
+    def weights_dir(self, student_dir: Path) -> Path:
+        """Where the trainer saves the trained weights: the adapter, or the whole model."""
+        return Path(student_dir) / ("adapter" if self.lora else "merged")
+
+    def export(self, student_dir: Path) -> dict:
+        """After the trainer saved the weights: the tiny random base beside the adapter, and the
+        adapter merged into its base (`merge_and_unload`) as a plain model to serve."""
+        student_dir = Path(student_dir)
+        if not self.lora:
+            return {"merged": True}
+        if self.cfg.get("tiny"):
+            self.tiny_base.save_pretrained(student_dir / "base")
+        if not self.cfg.merge:
+            return {"merged": False}
+        # the base again, unquantized, so QLoRA adapters merge into full-precision weights
+        base = self.from_pretrained(self.base_path(student_dir), self.task,
+                                    dtype=torch.bfloat16 if bf16_ok() else torch.float32)
+        merged = PeftModel.from_pretrained(base, student_dir / "adapter").merge_and_unload()
+        merged.save_pretrained(student_dir / "merged")
+        self.tokenizer.save_pretrained(student_dir / "merged")
+        return {"merged": True}
+
+    def base_path(self, student_dir: Path):
+        return Path(student_dir) / "base" if self.cfg.get("tiny") else self.cfg.model
+
+    @classmethod
+    def load(cls, cfg, task: Task, student_dir: Path) -> "Student":
+        """The merged model when exported, else the adapter on its base; with its calibration."""
+        student_dir = Path(student_dir)
+        meta = read_json(student_dir / "student.json")
+        dtype = torch.bfloat16 if bf16_ok() else torch.float32
+        if (student_dir / "merged" / "config.json").exists():
+            tokenizer = AutoTokenizer.from_pretrained(student_dir / "merged")
+            model = cls.from_pretrained(student_dir / "merged", task, dtype=dtype)
+        else:
+            base_path = student_dir / "base" if (student_dir / "base").exists() else meta["base_model"]
+            tokenizer = AutoTokenizer.from_pretrained(student_dir / "adapter")
+            model = PeftModel.from_pretrained(cls.from_pretrained(base_path, task, dtype=dtype),
+                                              student_dir / "adapter")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        temperature = read_json(student_dir / "calibration.json").get("temperature", 1.0)
+        return cls(cfg, task, model.to(device()).eval(), tokenizer, meta.get("name", cfg.model), temperature)
 
     # -- prediction ---------------------------------------------------------------------------
-    def predict(self, rows: list[dict], batch_size: int = 32, progress: bool = True) -> list[dict]:
-        """One dict per row: label (None when invalid), confidence, error type, raw output."""
+    def predict(self, rows: list[dict], batch_size: int = 32, progress: bool = True,
+                temps: torch.Tensor | None = None) -> list[dict]:
+        """One dict per row: label (None when invalid), confidence at the calibrated temperature
+        (a list, one per temperature, when `temps` is given), error type, raw output."""
         self.model.eval()
-        candidates = self.task.candidates()
-        targets = [self.task.student_target(c, None) for c in candidates] if candidates else None
+        grid = temps if temps is not None else torch.tensor([self.temperature])
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))  # fewer pad tokens
         results: dict[int, dict] = {}
         for start in tqdm(range(0, len(order), batch_size), desc="student: labeling", unit="batch",
                           disable=not progress):
             idx = order[start : start + batch_size]
             batch = [rows[i] for i in idx]
-            prompts = [self.task.student_prompt(r) for r in batch]
             with torch.inference_mode():
-                if candidates:
-                    scores = self.score(prompts, targets)
-                    probs = scores.float().softmax(-1)
-                    conf, best = probs.max(-1)
-                    preds = [(candidates[b], c, candidates[b]) for b, c in zip(best.tolist(), conf.tolist())]
-                else:
-                    preds = [(None, c, t) for t, c in self.generate(prompts)]
-            for i, row, (label, conf, raw) in zip(idx, batch, preds):
+                labels, raws, conf = self.predict_batch(batch, grid)
+            for i, row, label, raw, c in zip(idx, batch, labels, raws, conf.tolist()):
                 error = None
                 if label is None:
                     try:
                         label = self.task.parse_student(raw, row)
                     except OutputError as e:
                         error = e.kind
-                results[i] = {"label": label, "confidence": conf, "error": error, "raw": raw}
+                results[i] = {"label": label, "confidence": c if temps is not None else c[0],
+                              "error": error, "raw": raw}
         return [results[i] for i in range(len(rows))]
+
+    def predict_batch(self, rows: list[dict], temps: torch.Tensor):
+        """(labels or None to parse from raw, raw outputs, confidence [B, G]). Generative students
+        score each candidate label when the task has a fixed set, and generate otherwise."""
+        prompts = [self.task.student_prompt(r) for r in rows]
+        candidates = self.task.candidates()
+        if candidates:
+            targets = [self.task.student_target(c, None) for c in candidates]
+            scores = self.score(prompts, targets)
+            best = scores.argmax(-1).tolist()
+            return [candidates[b] for b in best], [candidates[b] for b in best], top_confidence(scores, temps).exp()
+        texts, step_logits, mask = self.generate(prompts)
+        logp = torch.stack([top_confidence(s, temps) for s in step_logits], 1)  # [B, steps, G]
+        return [None] * len(rows), texts, mean_over(logp, mask)
 
     def score(self, prompts: list[str], targets: list[str]) -> torch.Tensor:
         """Log-likelihood of each target after each prompt: [len(prompts), len(targets)]."""
         raise NotImplementedError
 
-    def generate(self, prompts: list[str]) -> list[tuple[str, float]]:
-        """Greedy output text and its probability (geometric mean over tokens) per prompt."""
+    def generate(self, prompts: list[str]) -> tuple[list[str], list[torch.Tensor], torch.Tensor]:
+        """Greedy output texts, the logits at each step ([B, V] each), and which steps are output."""
         raise NotImplementedError

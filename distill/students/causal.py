@@ -10,6 +10,11 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
 from distill.students.base import Student
+from distill.students.trainer import TaskWeighted
+
+
+class WeightedSFTTrainer(TaskWeighted, SFTTrainer):
+    shift_labels = True
 
 
 class CausalStudent(Student):
@@ -18,7 +23,7 @@ class CausalStudent(Student):
     auto_class = AutoModelForCausalLM
 
     @classmethod
-    def tiny_model(cls, tiny, tokenizer):
+    def tiny_model(cls, tiny, tokenizer, task):
         config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=tiny.hidden, intermediate_size=tiny.hidden * 2,
                              num_hidden_layers=tiny.layers, num_attention_heads=tiny.heads,
                              num_key_value_heads=tiny.heads, max_position_embeddings=1024,
@@ -26,16 +31,21 @@ class CausalStudent(Student):
                              bos_token_id=None, tie_word_embeddings=False)
         return LlamaForCausalLM(config)
 
-    def fit(self, train_rows: list[dict], train_cfg, output_dir: Path) -> dict:
-        data = datasets.Dataset.from_dict({
-            "prompt": [self.task.student_prompt(r) for r in train_rows],
-            "completion": [" " + self.task.student_target(r["label"], r) for r in train_rows],
-        })
-        args = self.training_args(train_cfg, output_dir, SFTConfig, completion_only_loss=True,
-                                  max_length=self.cfg.max_source_length + self.cfg.max_target_length)
-        trainer = SFTTrainer(model=self.model, args=args, train_dataset=data, processing_class=self.tokenizer)
-        result = trainer.train()
-        return {"train_loss": result.training_loss, "steps": result.global_step}
+    def dataset(self, rows: list[dict], alpha: float | None, first: int = 0) -> datasets.Dataset:
+        rows_, prompts, targets, weights = zip(*self.examples(rows, alpha, first))
+        data = {"prompt": list(prompts), "completion": [" " + t for t in targets], "row": list(rows_)}
+        if alpha is not None:
+            data["task_weight"] = list(weights)
+        return datasets.Dataset.from_dict(data)
+
+    def make_trainer(self, args, train_data, dev_data, weighted: bool):
+        return (WeightedSFTTrainer if weighted else SFTTrainer)(
+            model=self.model, args=args, train_dataset=train_data, eval_dataset=dev_data,
+            processing_class=self.tokenizer)
+
+    def trainer(self, train_rows, dev_rows, train_cfg, output_dir: Path):
+        return super().trainer(train_rows, dev_rows, train_cfg, output_dir, SFTConfig, completion_only_loss=True,
+                               max_length=self.cfg.max_source_length + self.cfg.max_target_length)
 
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         ids = self.tokenizer(prompts, max_length=self.cfg.max_source_length, truncation=True)["input_ids"]
@@ -64,7 +74,7 @@ class CausalStudent(Student):
         in_target = (positions >= starts) & (positions < ends)
         return (token_lp * in_target).sum(-1).view(len(prompts), len(targets))
 
-    def generate(self, prompts: list[str]) -> list[tuple[str, float]]:
+    def generate(self, prompts: list[str]):
         prompt_ids = self._prompt_ids(prompts)
         width = max(map(len, prompt_ids))
         pad = self.tokenizer.pad_token_id
@@ -74,9 +84,6 @@ class CausalStudent(Student):
         out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.cfg.max_target_length,
                                   do_sample=False, num_beams=1, output_scores=True, return_dict_in_generate=True,
                                   pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
-        lp = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
         new = out.sequences[:, width:]
-        keep = new != pad
-        conf = ((lp * keep).sum(-1) / keep.sum(-1).clamp(min=1)).exp()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return list(zip(texts, conf.tolist()))
+        return texts, list(out.scores), new != pad

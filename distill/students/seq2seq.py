@@ -6,10 +6,21 @@ from pathlib import Path
 
 import datasets
 import torch
-from transformers import (AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer,
-                          Seq2SeqTrainingArguments, T5Config, T5ForConditionalGeneration)
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    DataCollatorForSeq2Seq,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from distill.students.base import Student
+from distill.students.trainer import TaskWeighted
+
+
+class WeightedSeq2SeqTrainer(TaskWeighted, Seq2SeqTrainer):
+    pass
 
 
 class Seq2SeqStudent(Student):
@@ -18,31 +29,31 @@ class Seq2SeqStudent(Student):
     auto_class = AutoModelForSeq2SeqLM
 
     @classmethod
-    def tiny_model(cls, tiny, tokenizer):
+    def tiny_model(cls, tiny, tokenizer, task):
         config = T5Config(vocab_size=len(tokenizer), d_model=tiny.hidden, d_ff=tiny.hidden * 2,
                           d_kv=tiny.hidden // tiny.heads, num_layers=tiny.layers, num_heads=tiny.heads,
                           decoder_start_token_id=tokenizer.pad_token_id, pad_token_id=tokenizer.pad_token_id,
                           eos_token_id=tokenizer.eos_token_id, dropout_rate=0.0)
         return T5ForConditionalGeneration(config)
 
-    def _encode(self, rows: list[dict]) -> datasets.Dataset:
-        sources = [self.task.student_prompt(r) for r in rows]
-        targets = [self.task.student_target(r["label"], r) for r in rows]
-        enc = self.tokenizer(sources, max_length=self.cfg.max_source_length, truncation=True)
-        enc["labels"] = self.tokenizer(text_target=targets, max_length=self.cfg.max_target_length,
+    def dataset(self, rows: list[dict], alpha: float | None, first: int = 0) -> datasets.Dataset:
+        rows_, sources, targets, weights = zip(*self.examples(rows, alpha, first))
+        enc = self.tokenizer(list(sources), max_length=self.cfg.max_source_length, truncation=True)
+        enc["labels"] = self.tokenizer(text_target=list(targets), max_length=self.cfg.max_target_length,
                                        truncation=True)["input_ids"]
-        return datasets.Dataset.from_dict(dict(enc))
+        data = {**enc, "row": list(rows_)}
+        if alpha is not None:
+            data["task_weight"] = list(weights)
+        return datasets.Dataset.from_dict(data)
 
-    def fit(self, train_rows: list[dict], train_cfg, output_dir: Path) -> dict:
-        trainer = Seq2SeqTrainer(
-            model=self.model,
-            args=self.training_args(train_cfg, output_dir, Seq2SeqTrainingArguments),
-            train_dataset=self._encode(train_rows),
+    def make_trainer(self, args, train_data, dev_data, weighted: bool):
+        return (WeightedSeq2SeqTrainer if weighted else Seq2SeqTrainer)(
+            model=self.model, args=args, train_dataset=train_data, eval_dataset=dev_data,
             data_collator=DataCollatorForSeq2Seq(self.tokenizer, model=self.model),
-            processing_class=self.tokenizer,
-        )
-        result = trainer.train()
-        return {"train_loss": result.training_loss, "steps": result.global_step}
+            processing_class=self.tokenizer)
+
+    def trainer(self, train_rows, dev_rows, train_cfg, output_dir: Path):
+        return super().trainer(train_rows, dev_rows, train_cfg, output_dir, Seq2SeqTrainingArguments)
 
     def _inputs(self, prompts: list[str]) -> dict:
         return self.tokenizer(prompts, max_length=self.cfg.max_source_length, truncation=True,
@@ -63,13 +74,10 @@ class Seq2SeqStudent(Student):
         token_lp = logp.gather(-1, tiled.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tiled != -100)
         return token_lp.sum(-1).view(n, k)
 
-    def generate(self, prompts: list[str]) -> list[tuple[str, float]]:
+    def generate(self, prompts: list[str]):
         enc = self._inputs(prompts)
         out = self.model.generate(**enc, max_new_tokens=self.cfg.max_target_length, do_sample=False,
                                   num_beams=1, output_scores=True, return_dict_in_generate=True)
-        lp = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-        tokens = out.sequences[:, 1:]
-        keep = (tokens != self.tokenizer.pad_token_id)
-        conf = ((lp * keep).sum(-1) / keep.sum(-1).clamp(min=1)).exp()
+        tokens = out.sequences[:, 1:]  # after the decoder start token
         texts = self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
-        return list(zip(texts, conf.tolist()))
+        return texts, list(out.scores), tokens != self.tokenizer.pad_token_id

@@ -79,6 +79,7 @@ class Task:
             lookup[norm(alias)] = label
         self._lookup = lookup
         self.max_edit_distance = int(cfg.get("max_edit_distance", 2))
+        self.rationale = bool(cfg.get("rationale", False))  # the teacher also explains its answer
 
     # -- labels -------------------------------------------------------------------------------
     def normalize_label(self, value: Any) -> str:
@@ -114,6 +115,35 @@ class Task:
     def parse_teacher(self, content: str | None, row: dict):
         return self.from_answer(extract_json(content), row)
 
+    def system_prompt(self) -> str:
+        prompt = self.instructions()
+        if self.rationale:
+            prompt += ('\n\nFirst give a one-sentence "rationale" for your answer, naming the words that '
+                       'decide it, as the first key of the JSON object.')
+        return prompt
+
+    def schema(self) -> dict:
+        schema = self.answer_schema()
+        if self.rationale:
+            schema = {**schema, "properties": {"rationale": {"type": "string"}, **schema["properties"]},
+                      "required": ["rationale", *schema["required"]]}
+        return schema
+
+    def rationale_of(self, content: str | None) -> str | None:
+        """The teacher's rationale from its raw reply, when it gave one."""
+        try:
+            answer = extract_json(content)
+        except OutputError:
+            return None
+        value = answer.get("rationale") if isinstance(answer, dict) else None
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+    def simulated_rationale(self, answer: dict, row: dict) -> str:
+        """What the simulated teacher says: the longest words of the text, then its answer."""
+        words = sorted(set(row["text"].split()), key=lambda w: (-len(w), w))[:3]
+        shown = {k: v for k, v in answer.items() if k != "rationale"}
+        return f"The text mentions {', '.join(words)}, so the answer is {json.dumps(shown)}."
+
     def confidence_spans(self, content: str) -> list[tuple[int, int]]:
         """Character spans of the reply that carry the answer (one per unit: a label, an entity)."""
         return []
@@ -136,13 +166,30 @@ class Task:
     def student_prompt(self, row: dict) -> str:
         return f"{row['text']}\n{self.answer_prefix}"
 
+    def rationale_prompt(self, row: dict) -> str:
+        """The student's second task in rationale distillation; never asked when labeling."""
+        return f"Explain: {row['text']}\nRationale:"
+
     def candidates(self) -> list[str] | None:
         """Target strings a student can score instead of generating; None means generate."""
         return None
 
+    # -- encoder students: one class per text, or one per token ---------------------------------
+    token_level = False
+
+    def class_names(self) -> list[str]:
+        return self.labels
+
+    def to_class_ids(self, label, row: dict):
+        """The label as class ids: one int per text, or one per token when token_level."""
+        raise NotImplementedError
+
+    def from_class_ids(self, ids, row: dict):
+        raise NotImplementedError
+
     # -- to implement -------------------------------------------------------------------------
-    def system_prompt(self) -> str: ...
-    def schema(self) -> dict: ...
+    def instructions(self) -> str: ...  # the system prompt, before any rationale request
+    def answer_schema(self) -> dict: ...
     def example_answer(self, example) -> dict: ...
     def estimate_answer_tokens(self, row: dict) -> int: ...  # rough answer size, for estimates before asking
     def from_answer(self, answer, row: dict): ...

@@ -18,7 +18,7 @@ class Classification(Task):
     main_metric = "accuracy"
     headline = ("accuracy", "macro_f1")
 
-    def system_prompt(self) -> str:
+    def instructions(self) -> str:
         parts = [
             "You label texts. Read the text and choose exactly one label from this set: "
             + ", ".join(self.labels) + ".",
@@ -28,7 +28,7 @@ class Classification(Task):
             parts.insert(1, "Guidelines:\n" + self.guidelines)
         return "\n\n".join(parts)
 
-    def schema(self) -> dict:
+    def answer_schema(self) -> dict:
         return {"type": "object", "properties": {"label": {"type": "string", "enum": self.labels}},
                 "required": ["label"], "additionalProperties": False}
 
@@ -75,6 +75,12 @@ class Classification(Task):
 
     def candidates(self) -> list[str]:
         return self.labels
+
+    def to_class_ids(self, label: str, row: dict) -> int:
+        return self.labels.index(label)
+
+    def from_class_ids(self, ids: int, row: dict) -> str:
+        return self.labels[ids]
 
     def check_gold(self, value, where: str) -> str:
         if value is None or (isinstance(value, str) and not value.strip()):

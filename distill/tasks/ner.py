@@ -24,6 +24,16 @@ def spans(tags: list[str]) -> list[tuple[str, int, int]]:
     return out
 
 
+def iob2(tags: list[str]) -> list[str]:
+    """IOB1 → IOB2: an I- that does not continue an entity of its type opens one."""
+    out = []
+    for i, tag in enumerate(tags):
+        if tag.startswith("I-") and (i == 0 or out[-1][2:] != tag[2:]):
+            tag = "B-" + tag[2:]
+        out.append(tag)
+    return out
+
+
 def to_tags(entities: list[tuple[str, int, int]], n: int) -> list[str]:
     tags = ["O"] * n
     for typ, start, end in entities:
@@ -57,7 +67,7 @@ class NER(Task):
     main_metric = "f1"
     headline = ("precision", "recall", "f1", "macro_f1")
 
-    def system_prompt(self) -> str:
+    def instructions(self) -> str:
         parts = [
             "You find named entities in a text. Entity types: " + ", ".join(self.labels) + ".",
             "Reply with a JSON object only: "
@@ -68,7 +78,7 @@ class NER(Task):
             parts.insert(1, "Guidelines:\n" + self.guidelines)
         return "\n\n".join(parts)
 
-    def schema(self) -> dict:
+    def answer_schema(self) -> dict:
         entity = {"type": "object", "properties": {"text": {"type": "string"},
                                                    "type": {"type": "string", "enum": self.labels}},
                   "required": ["text", "type"], "additionalProperties": False}
@@ -164,6 +174,19 @@ class NER(Task):
         if not ents:
             return "none"
         return "; ".join(f"{typ}: {' '.join(row['tokens'][s:e])}" for typ, s, e in ents)
+
+    token_level = True
+
+    def class_names(self) -> list[str]:
+        return ["O", *(f"{p}-{t}" for t in self.labels for p in "BI")]
+
+    def to_class_ids(self, label: list[str], row: dict) -> list[int]:
+        names = self.class_names()
+        return [names.index(tag) for tag in label]
+
+    def from_class_ids(self, ids: list[int], row: dict) -> list[str]:
+        names = self.class_names()
+        return iob2([names[i] for i in ids])  # a stray I- opens an entity rather than vanishing
 
     def parse_student(self, text: str, row: dict) -> list[str]:
         text = text.strip()

@@ -112,6 +112,8 @@ class Simulator:
                 content, units, whole = "{}", [], 0.5  # no gold for this text: a reply without the field
             else:
                 answer, right, unit_right = self.task.simulate(row["label"], row, rng, self.sim)
+                if self.task.rationale:
+                    answer = {"rationale": self.task.simulated_rationale(answer, row), **answer}
                 content = json.dumps(answer)
                 confs = [rng.uniform(0.75, 0.995) if ok else rng.uniform(0.3, 0.8) for ok in unit_right]
                 units = [(s, e, c) for (s, e), c in zip(self.task.confidence_spans(content), confs)]

@@ -1,0 +1,67 @@
+"""Temperature scaling (Guo et al. 2017), fitted on the dev split of teacher labels.
+
+A student's confidence is the probability of its top answer: the top class, or the geometric mean
+of its output tokens' probabilities. Dividing the logits by a temperature T leaves every answer the
+same and moves only the confidences; T is chosen to minimise the log loss of those confidences
+against agreement with the teacher on the dev split.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# log-spaced from 0.05 to 20; the middle value is exactly 1
+GRID = torch.exp(torch.linspace(math.log(0.05), math.log(20.0), 121))
+
+
+def top_confidence(logits: torch.Tensor, temps: torch.Tensor) -> torch.Tensor:
+    """Log-probability of the top class at each temperature: [..., C] -> [..., G]."""
+    logits = logits.float()
+    return torch.stack([(logits / t).log_softmax(-1).max(-1).values for t in temps.tolist()], -1)
+
+
+def mean_over(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Geometric-mean probability over the masked positions: [B, L, G], [B, L] -> [B, G]."""
+    m = mask.unsqueeze(-1).to(logp.dtype)
+    return ((logp * m).sum(1) / m.sum(1).clamp(min=1)).exp()
+
+
+def ece(confidence: list[float], correct: list[bool], bins: int = 10) -> float:
+    """Expected calibration error: mean |accuracy - confidence| over equal-width bins, by count."""
+    n, total = len(confidence), 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        idx = [i for i, c in enumerate(confidence) if lo < c <= hi or (b == 0 and c == 0)]
+        if idx:
+            acc = sum(correct[i] for i in idx) / len(idx)
+            conf = sum(confidence[i] for i in idx) / len(idx)
+            total += len(idx) / n * abs(acc - conf)
+    return total
+
+
+def log_loss(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    p = confidence.clamp(1e-6, 1 - 1e-6)
+    c = correct.float().unsqueeze(-1)
+    return -(c * p.log() + (1 - c) * (1 - p).log()).mean(0)
+
+
+def fit_temperature(student, dev_rows: list[dict], batch_size: int = 32) -> dict:
+    """Fit T on the dev rows (teacher labels), report dev agreement and ECE before and after."""
+    if not dev_rows:
+        return {"temperature": 1.0, "dev_rows": 0, "note": "no dev split: confidences left uncalibrated"}
+    preds = student.predict(dev_rows, batch_size, progress=False, temps=GRID)
+    grid = torch.tensor([p["confidence"] for p in preds])  # [n, G]
+    correct = torch.tensor([p["label"] == r["label"] for p, r in zip(preds, dev_rows)])
+    best = int(log_loss(grid, correct).argmin())
+    one = int((GRID - 1).abs().argmin())
+    return {
+        "temperature": round(float(GRID[best]), 4),
+        "dev_rows": len(dev_rows),
+        "dev_agreement": float(correct.float().mean()),
+        "ece_before": ece(grid[:, one].tolist(), correct.tolist()),
+        "ece_after": ece(grid[:, best].tolist(), correct.tolist()),
+        "mean_confidence_before": float(grid[:, one].mean()),
+        "mean_confidence_after": float(grid[:, best].mean()),
+    }

@@ -1,0 +1,84 @@
+"""Small additions to the Hugging Face trainers that every student kind shares."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import TrainerCallback
+
+
+class Collator(TrainerCallback):
+    """Wraps a trainer's collator: notes which training rows this process saw (and where each
+    epoch ended, as a callback), passes task weights on."""
+
+    def __init__(self, inner):
+        self.inner, self.seen, self.epoch_ends = inner, [], []
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.epoch_ends.append(len(self.seen))
+
+    def __call__(self, examples: list[dict]) -> dict:
+        examples = [dict(e) for e in examples]
+        self.seen += [e.pop("row") for e in examples if e["row"] >= 0]  # dev rows are numbered below 0
+        weights = [e.pop("task_weight") for e in examples] if "task_weight" in examples[0] else None
+        batch = self.inner(examples)
+        if weights is not None:
+            batch["task_weight"] = torch.tensor(weights, dtype=torch.float32)
+        return batch
+
+
+class TaskWeighted:
+    """Trainer mixin for rationale distillation: each example's loss is weighted by its task
+    (`alpha` for the label, `1 - alpha` for the rationale)."""
+
+    shift_labels = False  # causal LMs predict token i+1 at position i
+    loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides by accumulation steps
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        weight, labels = inputs.pop("task_weight"), inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits.float()
+        if self.shift_labels:
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        per_example = token_loss.sum(1) / (labels != -100).sum(1).clamp(min=1)
+        loss = (weight * per_example).sum() / weight.sum().clamp(min=1e-8)
+        return (loss, outputs) if return_outputs else loss
+
+
+class SaveEvery(TrainerCallback):
+    """A checkpoint every `steps` optimizer steps and at the last one, so a killed run resumes
+    close to where it stopped and a finished one is not trained again."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if (self.steps and state.global_step % self.steps == 0) or state.global_step >= state.max_steps:
+            control.should_save = True
+        return control
+
+
+def first_epoch_rows(trainer) -> list[int]:
+    collator = trainer.data_collator
+    return sorted(set(collator.seen[: collator.epoch_ends[0]] if collator.epoch_ends else collator.seen))
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint: the Trainer writes trainer_state.json last."""
+    done = [p for p in Path(output_dir).glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+
+
+def final_loss(trainer) -> float | None:
+    """The last logged training loss (kept across resumes, unlike the mean of this run's steps)."""
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return losses[-1] if losses else None
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text()) if Path(path).exists() else {}

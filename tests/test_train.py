@@ -1,0 +1,153 @@
+"""The train stage through its real entry points: kill and resume, two processes, launch configs, hub."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import huggingface_hub
+import pytest
+from accelerate.commands.config.config_args import load_config_from_file
+
+from distill.config import load_config
+from distill.students.trainer import last_checkpoint
+from distill.teach import teach
+from distill.train import push_to_hub
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = ["tiny_t5", "tiny_causal", "tiny_encoder"]
+
+
+def run(*args):
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    """A run directory whose seed pool the (simulated) teacher has labeled."""
+    run_dir = tmp_path_factory.mktemp("taught") / "run"
+    teach(load_config(["recipe=demo", f"run_dir={run_dir}"]))
+    return run_dir
+
+
+def step(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student", KINDS)
+def test_killed_training_resumes_from_its_last_checkpoint(taught, tmp_path, student):
+    run_dir = tmp_path / "run"
+    shutil.copytree(taught, run_dir)
+    args = ["distill", "train", "recipe=demo", f"run_dir={run_dir}", f"student={student}", "train.max_steps=100",
+            "train.save_steps=10", "train.logging_steps=5"]
+    checkpoints = run_dir / "student" / "checkpoints"
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while step(last_checkpoint(checkpoints)) < 20:
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    at_kill = step(last_checkpoint(checkpoints))
+    assert 20 <= at_kill < 100 and not (run_dir / "student" / "student.json").exists()
+
+    out = run(*args)
+    meta = json.loads((run_dir / "student" / "student.json").read_text())
+    assert meta["resumed_from"] == at_kill and meta["steps"] == 100, meta
+    assert f"resuming from {checkpoints / f'checkpoint-{at_kill}'}" in out.stdout
+    # one unbroken run in the trainer's history: losses logged every 5 steps, none twice, none missing
+    history = json.loads((checkpoints / "checkpoint-100" / "trainer_state.json").read_text())["log_history"]
+    assert [e["step"] for e in history if "loss" in e] == list(range(5, 101, 5))
+    assert (run_dir / "student" / "merged" / "config.json").exists()
+    assert meta["temperature"] > 0 and meta["dev_rows"] == 40
+
+
+@pytest.mark.slow
+def test_a_changed_recipe_trains_afresh_instead_of_resuming(taught, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(taught, run_dir)
+    args = ["distill", "train", "recipe=demo", f"run_dir={run_dir}", "student=tiny_encoder", "train.max_steps=12",
+            "train.save_steps=4"]
+    run(*args)
+    again = run(*args)  # the same command: resumes at the end, trains nothing more
+    assert json.loads((run_dir / "student" / "student.json").read_text())["resumed_from"] == 12
+    assert "resuming from" in again.stdout
+    changed = run(*args, "train.lr=1e-3")
+    assert "starting afresh" in changed.stdout and "resuming" not in changed.stdout
+    meta = json.loads((run_dir / "student" / "student.json").read_text())
+    assert meta["resumed_from"] is None and meta["steps"] == 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student", KINDS)
+def test_two_processes_train_on_different_rows_and_save_one_student(taught, tmp_path, student):
+    run_dir = tmp_path / "ddp"
+    shutil.copytree(taught, run_dir)
+    run("accelerate", "launch", "--config_file", "configs/accelerate/multi_gpu.yaml", "--num_processes", "2",
+        "--mixed_precision", "no", "distill/train.py", "recipe=demo", f"run_dir={run_dir}", f"student={student}",
+        "train.epochs=1", "train.batch_size=12")
+    meta = json.loads((run_dir / "student" / "student.json").read_text())
+    assert meta["world_size"] == 2 and meta["train_rows"] == 360
+    # each process saw its own half of the rows in the epoch, and no row went to both
+    assert meta["rows_per_process"] == [180, 180] and meta["rows_on_several_processes"] == 0
+    assert meta["rows_seen"] == 360
+    # 360 rows, 12 per step per process, two processes: 15 steps (not the 30 of one process)
+    assert meta["steps"] == 15
+    saved = [p for p in (run_dir / "student").rglob("*.safetensors") if "checkpoints" not in p.parts]
+    assert sorted(p.relative_to(run_dir / "student").as_posix() for p in saved) == \
+        ["adapter/adapter_model.safetensors", "base/model.safetensors", "merged/model.safetensors"]
+
+
+@pytest.mark.slow
+def test_rationale_mode_end_to_end(tmp_path):
+    run_dir = tmp_path / "run"
+    run("distill", "train", "recipe=demo", f"run_dir={run_dir}", "task.rationale=true", "train.max_steps=20",
+        "data.demo.sizes.seed=120", "data.demo.sizes.gold=40")
+    # the teacher was asked for a rationale and gave one with every valid label
+    rows = [json.loads(line) for line in open(run_dir / "teacher" / "seed.jsonl")]
+    assert all(json.loads(r["raw"])["rationale"].startswith("The text mentions") for r in rows if r["label"])
+    meta = json.loads((run_dir / "student" / "student.json").read_text())
+    assert meta["rationale_rows"] == meta["train_rows"] == 108
+    assert "distilling step-by-step" in (run_dir / "student" / "merged" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.stem)
+def test_launch_configs_are_valid_accelerate_configs(path):
+    cfg = load_config_from_file(str(path))  # unknown keys are an error here
+    expected = {"single_gpu": "NO", "multi_gpu": "MULTI_GPU", "deepspeed_zero2": "DEEPSPEED",
+                "deepspeed_zero3": "DEEPSPEED", "fsdp": "FSDP"}[path.stem]
+    assert cfg.distributed_type.value == expected and cfg.mixed_precision == "bf16"
+    if path.stem.startswith("deepspeed"):
+        assert cfg.deepspeed_config["zero_stage"] == int(path.stem[-1])
+    assert path.stem in (ROOT / "README.md").read_text(), "the README shows the command for each config"
+
+
+def test_push_to_hub_uploads_the_trained_student_with_its_card(make_cfg, tmp_path, monkeypatch):
+    calls = []
+
+    class Hub:  # the hub's HTTP API, recorded
+        def create_repo(self, repo_id, exist_ok, private):
+            calls.append(("create", repo_id, private))
+            return SimpleNamespace(repo_id=f"someone/{repo_id}")
+
+        def upload_folder(self, repo_id, folder_path, path_in_repo=None, commit_message=None):
+            calls.append(("upload", repo_id, path_in_repo, sorted(p.name for p in Path(folder_path).iterdir())))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Hub)
+    student_dir = tmp_path / "student"
+    for folder, files in {"adapter": ["adapter_model.safetensors", "README.md"],
+                          "merged": ["model.safetensors", "config.json", "README.md"]}.items():
+        (student_dir / folder).mkdir(parents=True)
+        for f in files:
+            (student_dir / folder / f).write_text("x")
+    assert push_to_hub(make_cfg("demo", "train.push_to_hub=true"), student_dir) == "someone/demo-student"
+    assert calls == [("create", "demo-student", True),
+                     ("upload", "someone/demo-student", None, ["README.md", "adapter_model.safetensors"]),
+                     ("upload", "someone/demo-student", "merged", ["README.md", "config.json", "model.safetensors"])]
