@@ -159,7 +159,8 @@ class Teacher:
     def estimate_tokens(self, body: dict, row: dict) -> tuple[int, int]:
         """Rough token counts before asking (4 characters a token), for limits, dry runs and budgets."""
         prompt = sum(len(m["content"] or "") // 4 + 4 for m in body["messages"])
-        return prompt, self.task.estimate_answer_tokens(row) * body.get("n", 1)
+        answer = self.task.estimate_answer_tokens(row) + (40 if self.task.rationale else 0)  # one sentence
+        return prompt, answer * body.get("n", 1)
 
     def estimate(self, rows) -> dict:
         """What labeling `rows` would take: rows, cache hits, estimated tokens and USD (dry run)."""
