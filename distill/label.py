@@ -24,7 +24,7 @@ def label(cfg) -> dict:
     task = build_task(cfg.task)
     prepare_data(cfg)
     student = student_class(cfg.student).load(cfg.student, task, run_dir / "student")
-    meta = json.loads((run_dir / "student" / "student.json").read_text())
+    meta = student.meta
     identity = f"{meta['name']}+{'full' if meta['method'] == 'full' else 'lora'}:{meta['adapter_hash']}"
 
     summary = {}

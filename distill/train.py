@@ -33,7 +33,13 @@ from distill.errors import DataError
 from distill.students import student_class
 from distill.students.base import check_method, weights_hash
 from distill.students.calibration import fit_temperature
-from distill.students.trainer import final_loss, first_epoch_rows, last_checkpoint
+from distill.students.trainer import (
+    checkpoint_step,
+    final_loss,
+    first_epoch_rows,
+    last_checkpoint,
+    read_json,
+)
 from distill.tasks import build_task
 from distill.teach import prepare_data, teach
 
@@ -65,6 +71,8 @@ def train(cfg, teach_first: bool = True) -> dict:
     random.Random(cfg.seed).shuffle(rows)
     n_dev = int(len(rows) * cfg.train.dev_fraction)
     dev_rows, train_rows = rows[:n_dev], rows[n_dev:]
+    data_hashes = {"train": rows_hash(train_rows), "dev": rows_hash(dev_rows),
+                   "gold": rows_hash([{"id": i, "label": lab} for i, lab in zip(gold["id"], gold["label"])])}
 
     # model: base (hub, local or tiny random), with LoRA / QLoRA unless student.method=full
     cls = student_class(cfg.student)
@@ -72,7 +80,7 @@ def train(cfg, teach_first: bool = True) -> dict:
 
     # train, resuming from the last complete checkpoint of this same configuration and data
     checkpoints = student_dir / "checkpoints"
-    resume = resume_point(cfg, checkpoints, train_rows, dev_rows, state)
+    resume = resume_point(cfg, checkpoints, data_hashes, state)
     trainer = student.trainer(train_rows, dev_rows, cfg.train, checkpoints)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
@@ -92,7 +100,7 @@ def train(cfg, teach_first: bool = True) -> dict:
             "method": cfg.student.method, "merged": exported["merged"],
             "adapter_hash": weights_hash(student.weights_dir(student_dir)),
             "train_loss": final_loss(trainer) or result.training_loss, "steps": trainer.state.global_step,
-            "resumed_from": int(resume.name.rsplit("-", 1)[1]) if resume else None,
+            "resumed_from": checkpoint_step(resume) if resume else None,
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "best_dev_loss": trainer.state.best_metric, "dev_agreement": calibration.get("dev_agreement"),
             "temperature": calibration["temperature"], "train_rows": len(train_rows), "dev_rows": len(dev_rows),
@@ -103,8 +111,7 @@ def train(cfg, teach_first: bool = True) -> dict:
             # (the last batches are padded with repeated rows when the rows do not divide evenly)
             "rows_per_process": [len(s) for s in seen], "rows_seen": len(set().union(*seen)),
             "rows_on_several_processes": len(set.intersection(*map(set, seen))) if len(seen) > 1 else 0,
-            "data_hashes": {"train": rows_hash(train_rows), "dev": rows_hash(dev_rows),
-                            "gold": rows_hash([{"id": i, "label": lab} for i, lab in zip(gold["id"], gold["label"])])},
+            "data_hashes": data_hashes,
         }
         (student_dir / "student.json").write_text(json.dumps(meta, indent=2))
         write_card(cfg, run_dir)
@@ -116,7 +123,7 @@ def train(cfg, teach_first: bool = True) -> dict:
               f"{meta['temperature']} (dev ECE {calibration.get('ece_before', float('nan')):.3f} -> "
               f"{calibration.get('ece_after', float('nan')):.3f})")
     state.wait_for_everyone()
-    return json.loads((student_dir / "student.json").read_text())
+    return read_json(student_dir / "student.json")
 
 
 def rows_hash(rows: list[dict]) -> str:
@@ -124,7 +131,7 @@ def rows_hash(rows: list[dict]) -> str:
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
-def resume_point(cfg, checkpoints: Path, train_rows: list[dict], dev_rows: list[dict], state) -> Path | None:
+def resume_point(cfg, checkpoints: Path, data_hashes: dict, state) -> Path | None:
     """The last complete checkpoint made with this same configuration and data. Checkpoints made
     with another are removed first, so a changed recipe trains afresh instead of resuming."""
     train_cfg = {k: v for k, v in OmegaConf.to_container(cfg.train).items()
@@ -133,7 +140,7 @@ def resume_point(cfg, checkpoints: Path, train_rows: list[dict], dev_rows: list[
     fingerprint = hashlib.sha256(json.dumps(
         {"student": OmegaConf.to_container(cfg.student), "train": train_cfg,
          "task": OmegaConf.to_container(cfg.task), "seed": cfg.seed,
-         "data": [rows_hash(train_rows), rows_hash(dev_rows)]}, sort_keys=True).encode()).hexdigest()
+         "data": [data_hashes["train"], data_hashes["dev"]]}, sort_keys=True).encode()).hexdigest()
     stamp = checkpoints / "fingerprint"
     if state.is_main_process:
         if stamp.exists() and stamp.read_text() != fingerprint:

@@ -14,7 +14,7 @@ import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 
 from distill.config import load_config
-from distill.students.trainer import last_checkpoint
+from distill.students.trainer import checkpoint_step, last_checkpoint
 from distill.teach import teach
 from distill.train import push_to_hub
 
@@ -37,7 +37,7 @@ def taught(tmp_path_factory):
 
 
 def step(checkpoint: Path | None) -> int:
-    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
+    return checkpoint_step(checkpoint) if checkpoint else 0
 
 
 @pytest.mark.slow

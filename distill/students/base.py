@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from functools import cached_property
 from pathlib import Path
 
 import datasets
@@ -33,6 +34,10 @@ def device() -> torch.device:
 
 def bf16_ok() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def default_dtype() -> torch.dtype:
+    return torch.bfloat16 if bf16_ok() else torch.float32
 
 
 def weights_hash(weights_dir: Path) -> str:
@@ -66,6 +71,7 @@ class Student:
     generative = True  # writes its answer as text (and so can learn rationales too)
     task_type: str
     auto_class = None  # the AutoModel class for real checkpoints
+    args_class = TrainingArguments
 
     def __init__(self, cfg, task: Task, model, tokenizer, name: str, temperature: float = 1.0):
         self.cfg, self.task, self.model, self.tokenizer, self.name = cfg, task, model, tokenizer, name
@@ -104,7 +110,7 @@ class Student:
             name = f"tiny-random-{cfg.kind}"
         else:
             tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-            kwargs = {"dtype": torch.bfloat16 if bf16_ok() else torch.float32}
+            kwargs = {"dtype": default_dtype()}
             if cfg.method == "qlora":
                 from transformers import BitsAndBytesConfig
 
@@ -133,20 +139,32 @@ class Student:
         distillation each row also gives a rationale example."""
         out = []
         for i, row in enumerate(rows):
-            out.append((first + i, self.task.student_prompt(row), self.task.student_target(row["label"], row),
-                        1.0 if alpha is None else alpha))
+            out.append((first + i, self.task.student_prompt(row), self.task.student_target(row["label"], row), alpha))
             if alpha is not None and row.get("rationale"):
                 out.append((first + i, self.task.rationale_prompt(row), row["rationale"], 1 - alpha))
         return out
 
     def dataset(self, rows: list[dict], alpha: float | None, first: int = 0) -> datasets.Dataset:
+        """The kind's encoded examples, numbered by row (for the sharding record) and, with
+        rationales, weighted by task."""
+        numbers, prompts, targets, weights = zip(*self.examples(rows, alpha, first))
+        data = {**self.encode(list(prompts), list(targets)), "row": list(numbers)}
+        if alpha is not None:
+            data["task_weight"] = list(weights)
+        return datasets.Dataset.from_dict(data)
+
+    def encode(self, prompts: list[str], targets: list[str]) -> dict:
+        """Columns the kind's trainer reads, from prompt and target texts."""
         raise NotImplementedError
+
+    def trainer_args(self) -> dict:
+        """Arguments the kind's `args_class` needs beyond the shared ones."""
+        return {}
 
     def make_trainer(self, args, train_data, dev_data, weighted: bool):
         raise NotImplementedError
 
-    def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir: Path,
-                args_class=TrainingArguments, **extra):
+    def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir: Path):
         """The kind's Hugging Face trainer: dev evaluation each epoch, best checkpoint by dev loss,
         early stopping, a checkpoint every `train.save_steps` steps."""
         alpha = None
@@ -158,7 +176,7 @@ class Student:
         train_data = self.dataset(train_rows, alpha)
         dev_data = self.dataset(dev_rows, alpha, first=-len(dev_rows)) if dev_rows else None
         has_dev = dev_data is not None
-        args = args_class(
+        args = self.args_class(
             output_dir=str(output_dir), num_train_epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
             learning_rate=train_cfg.lr, per_device_train_batch_size=train_cfg.batch_size,
             per_device_eval_batch_size=train_cfg.batch_size,
@@ -171,7 +189,7 @@ class Student:
             restore_callback_states_from_checkpoint=True, seed=train_cfg.seed,
             use_cpu=not torch.cuda.is_available(), bf16=bf16_ok(), ddp_find_unused_parameters=False,
             gradient_checkpointing=self.cfg.method == "qlora", remove_unused_columns=False,
-            dataloader_num_workers=0, disable_tqdm=False, **extra)
+            dataloader_num_workers=0, disable_tqdm=False, **self.trainer_args())
         trainer = self.make_trainer(args, train_data, dev_data, weighted=alpha is not None)
         trainer.data_collator = Collator(trainer.data_collator)
         trainer.add_callback(trainer.data_collator)
@@ -200,8 +218,7 @@ class Student:
         if not self.cfg.merge:
             return {"merged": False}
         # the base again, unquantized, so QLoRA adapters merge into full-precision weights
-        base = self.from_pretrained(self.base_path(student_dir), self.task,
-                                    dtype=torch.bfloat16 if bf16_ok() else torch.float32)
+        base = self.from_pretrained(self.base_path(student_dir), self.task, dtype=default_dtype())
         merged = PeftModel.from_pretrained(base, student_dir / "adapter").merge_and_unload()
         merged.save_pretrained(student_dir / "merged")
         self.tokenizer.save_pretrained(student_dir / "merged")
@@ -215,7 +232,7 @@ class Student:
         """The merged model when exported, else the adapter on its base; with its calibration."""
         student_dir = Path(student_dir)
         meta = read_json(student_dir / "student.json")
-        dtype = torch.bfloat16 if bf16_ok() else torch.float32
+        dtype = default_dtype()
         if (student_dir / "merged" / "config.json").exists():
             tokenizer = AutoTokenizer.from_pretrained(student_dir / "merged")
             model = cls.from_pretrained(student_dir / "merged", task, dtype=dtype)
@@ -227,7 +244,9 @@ class Student:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         temperature = read_json(student_dir / "calibration.json").get("temperature", 1.0)
-        return cls(cfg, task, model.to(device()).eval(), tokenizer, meta.get("name", cfg.model), temperature)
+        student = cls(cfg, task, model.to(device()).eval(), tokenizer, meta.get("name", cfg.model), temperature)
+        student.meta = meta  # student.json: identity and training record
+        return student
 
     # -- prediction ---------------------------------------------------------------------------
     def predict(self, rows: list[dict], batch_size: int = 32, progress: bool = True,
@@ -261,13 +280,16 @@ class Student:
         prompts = [self.task.student_prompt(r) for r in rows]
         candidates = self.task.candidates()
         if candidates:
-            targets = [self.task.student_target(c, None) for c in candidates]
-            scores = self.score(prompts, targets)
+            scores = self.score(prompts, self.candidate_targets)
             best = scores.argmax(-1).tolist()
             return [candidates[b] for b in best], [candidates[b] for b in best], top_confidence(scores, temps).exp()
         texts, step_logits, mask = self.generate(prompts)
         logp = torch.stack([top_confidence(s, temps) for s in step_logits], 1)  # [B, steps, G]
         return [None] * len(rows), texts, mean_over(logp, mask)
+
+    @cached_property
+    def candidate_targets(self) -> list[str]:
+        return [self.task.student_target(c, None) for c in self.task.candidates()]
 
     def score(self, prompts: list[str], targets: list[str]) -> torch.Tensor:
         """Log-likelihood of each target after each prompt: [len(prompts), len(targets)]."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import datasets
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
@@ -21,6 +18,7 @@ class CausalStudent(Student):
     kind = "causal"
     task_type = "CAUSAL_LM"
     auto_class = AutoModelForCausalLM
+    args_class = SFTConfig
 
     @classmethod
     def tiny_model(cls, tiny, tokenizer, task):
@@ -31,21 +29,16 @@ class CausalStudent(Student):
                              bos_token_id=None, tie_word_embeddings=False)
         return LlamaForCausalLM(config)
 
-    def dataset(self, rows: list[dict], alpha: float | None, first: int = 0) -> datasets.Dataset:
-        rows_, prompts, targets, weights = zip(*self.examples(rows, alpha, first))
-        data = {"prompt": list(prompts), "completion": [" " + t for t in targets], "row": list(rows_)}
-        if alpha is not None:
-            data["task_weight"] = list(weights)
-        return datasets.Dataset.from_dict(data)
+    def encode(self, prompts: list[str], targets: list[str]) -> dict:
+        return {"prompt": prompts, "completion": [" " + t for t in targets]}  # SFTTrainer tokenizes
 
     def make_trainer(self, args, train_data, dev_data, weighted: bool):
         return (WeightedSFTTrainer if weighted else SFTTrainer)(
             model=self.model, args=args, train_dataset=train_data, eval_dataset=dev_data,
             processing_class=self.tokenizer)
 
-    def trainer(self, train_rows, dev_rows, train_cfg, output_dir: Path):
-        return super().trainer(train_rows, dev_rows, train_cfg, output_dir, SFTConfig, completion_only_loss=True,
-                               max_length=self.cfg.max_source_length + self.cfg.max_target_length)
+    def trainer_args(self) -> dict:
+        return {"completion_only_loss": True, "max_length": self.cfg.max_source_length + self.cfg.max_target_length}
 
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         ids = self.tokenizer(prompts, max_length=self.cfg.max_source_length, truncation=True)["input_ids"]

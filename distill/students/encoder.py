@@ -25,6 +25,12 @@ from distill.students.calibration import mean_over, top_confidence
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+def first_subtokens(enc, i: int) -> list[tuple[int, int]]:
+    """(position, word) of each word's first sub-token in row i of a word-split encoding."""
+    words = enc.word_ids(i)
+    return [(pos, w) for pos, w in enumerate(words) if w is not None and (pos == 0 or words[pos - 1] != w)]
+
+
 class EncoderStudent(Student):
     kind = "encoder"
     generative = False
@@ -80,11 +86,8 @@ class EncoderStudent(Student):
         for i, row in enumerate(rows):
             ids = self.task.to_class_ids(row["label"], row)
             if self.task.token_level:  # the first sub-token of each word carries its tag
-                words, prev, ids_ = enc.word_ids(i), None, []
-                for w in words:
-                    ids_.append(ids[w] if w is not None and w != prev else -100)
-                    prev = w
-                ids = ids_
+                tagged = dict(first_subtokens(enc, i))
+                ids = [ids[tagged[pos]] if pos in tagged else -100 for pos in range(len(enc["input_ids"][i]))]
             labels.append(ids)
         return datasets.Dataset.from_dict({**enc, "labels": labels, "row": list(range(first, first + len(rows)))})
 
@@ -108,11 +111,8 @@ class EncoderStudent(Student):
         word_logits[..., 0] = 1e4
         mask = torch.zeros(len(rows), width, dtype=torch.bool, device=logits.device)
         for b in range(len(rows)):
-            prev = None
-            for pos, w in enumerate(enc.word_ids(b)):
-                if w is not None and w != prev:
-                    word_logits[b, w], mask[b, w] = logits[b, pos], True
-                prev = w
+            for pos, w in first_subtokens(enc, b):
+                word_logits[b, w], mask[b, w] = logits[b, pos], True
         ids = word_logits.argmax(-1).tolist()
         labels = [self.task.from_class_ids(ids[b][: len(r["tokens"])], r) for b, r in enumerate(rows)]
         return labels, [" ".join(tags) for tags in labels], mean_over(top_confidence(word_logits, temps), mask)

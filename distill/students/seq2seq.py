@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import datasets
 import torch
 from transformers import (
     AutoModelForSeq2SeqLM,
@@ -27,6 +24,7 @@ class Seq2SeqStudent(Student):
     kind = "seq2seq"
     task_type = "SEQ_2_SEQ_LM"
     auto_class = AutoModelForSeq2SeqLM
+    args_class = Seq2SeqTrainingArguments
 
     @classmethod
     def tiny_model(cls, tiny, tokenizer, task):
@@ -36,24 +34,17 @@ class Seq2SeqStudent(Student):
                           eos_token_id=tokenizer.eos_token_id, dropout_rate=0.0)
         return T5ForConditionalGeneration(config)
 
-    def dataset(self, rows: list[dict], alpha: float | None, first: int = 0) -> datasets.Dataset:
-        rows_, sources, targets, weights = zip(*self.examples(rows, alpha, first))
-        enc = self.tokenizer(list(sources), max_length=self.cfg.max_source_length, truncation=True)
-        enc["labels"] = self.tokenizer(text_target=list(targets), max_length=self.cfg.max_target_length,
+    def encode(self, prompts: list[str], targets: list[str]) -> dict:
+        enc = self.tokenizer(prompts, max_length=self.cfg.max_source_length, truncation=True)
+        enc["labels"] = self.tokenizer(text_target=targets, max_length=self.cfg.max_target_length,
                                        truncation=True)["input_ids"]
-        data = {**enc, "row": list(rows_)}
-        if alpha is not None:
-            data["task_weight"] = list(weights)
-        return datasets.Dataset.from_dict(data)
+        return dict(enc)
 
     def make_trainer(self, args, train_data, dev_data, weighted: bool):
         return (WeightedSeq2SeqTrainer if weighted else Seq2SeqTrainer)(
             model=self.model, args=args, train_dataset=train_data, eval_dataset=dev_data,
             data_collator=DataCollatorForSeq2Seq(self.tokenizer, model=self.model),
             processing_class=self.tokenizer)
-
-    def trainer(self, train_rows, dev_rows, train_cfg, output_dir: Path):
-        return super().trainer(train_rows, dev_rows, train_cfg, output_dir, Seq2SeqTrainingArguments)
 
     def _inputs(self, prompts: list[str]) -> dict:
         return self.tokenizer(prompts, max_length=self.cfg.max_source_length, truncation=True,

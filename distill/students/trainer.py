@@ -22,7 +22,8 @@ class Collator(TrainerCallback):
 
     def __call__(self, examples: list[dict]) -> dict:
         examples = [dict(e) for e in examples]
-        self.seen += [e.pop("row") for e in examples if e["row"] >= 0]  # dev rows are numbered below 0
+        rows = [e.pop("row") for e in examples]
+        self.seen += [r for r in rows if r >= 0]  # dev rows are numbered below 0
         weights = [e.pop("task_weight") for e in examples] if "task_weight" in examples[0] else None
         batch = self.inner(examples)
         if weights is not None:
@@ -68,10 +69,14 @@ def first_epoch_rows(trainer) -> list[int]:
     return sorted(set(collator.seen[: collator.epoch_ends[0]] if collator.epoch_ends else collator.seen))
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(Path(checkpoint).name.rsplit("-", 1)[1])
+
+
 def last_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint: the Trainer writes trainer_state.json last."""
     done = [p for p in Path(output_dir).glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+    return max(done, key=checkpoint_step, default=None)
 
 
 def final_loss(trainer) -> float | None:

@@ -141,8 +141,7 @@ class Task:
     def simulated_rationale(self, answer: dict, row: dict) -> str:
         """What the simulated teacher says: the longest words of the text, then its answer."""
         words = sorted(set(row["text"].split()), key=lambda w: (-len(w), w))[:3]
-        shown = {k: v for k, v in answer.items() if k != "rationale"}
-        return f"The text mentions {', '.join(words)}, so the answer is {json.dumps(shown)}."
+        return f"The text mentions {', '.join(words)}, so the answer is {json.dumps(answer)}."
 
     def confidence_spans(self, content: str) -> list[tuple[int, int]]:
         """Character spans of the reply that carry the answer (one per unit: a label, an entity)."""

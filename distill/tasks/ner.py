@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from functools import cached_property
 
 from distill.errors import DataError, OutputError
 from distill.tasks.base import Task, norm, prf, span_probability, token_offsets
@@ -178,15 +179,21 @@ class NER(Task):
     token_level = True
 
     def class_names(self) -> list[str]:
+        return self._tags
+
+    @cached_property
+    def _tags(self) -> list[str]:
         return ["O", *(f"{p}-{t}" for t in self.labels for p in "BI")]
 
+    @cached_property
+    def _tag_ids(self) -> dict[str, int]:
+        return {tag: i for i, tag in enumerate(self._tags)}
+
     def to_class_ids(self, label: list[str], row: dict) -> list[int]:
-        names = self.class_names()
-        return [names.index(tag) for tag in label]
+        return [self._tag_ids[tag] for tag in label]
 
     def from_class_ids(self, ids: list[int], row: dict) -> list[str]:
-        names = self.class_names()
-        return iob2([names[i] for i in ids])  # a stray I- opens an entity rather than vanishing
+        return iob2([self._tags[i] for i in ids])  # a stray I- opens an entity rather than vanishing
 
     def parse_student(self, text: str, row: dict) -> list[str]:
         text = text.strip()
