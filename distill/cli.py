@@ -16,13 +16,17 @@ stages:
   teach     the teacher labels the seed pool (and the gold texts, for scoring)
   train     fine-tune the student on the teacher's labels, calibrate and export it
             (teaches first if needed; a rerun resumes from the last checkpoint)
-  label     the student labels the corpus
+  label     the student labels the corpus and the gold texts (sharded by accelerate launch,
+            resumable); label.threshold=X sends unsure corpus rows to the teacher or to review
+  merge     join the label shards into labels/{corpus,gold}.parquet (label does it at the end)
+  cascade   pick label.threshold on gold for label.target at the least teacher cost, plot it
   monitor   score student and teacher against human gold
   run       all of the above, in order
   simulate  serve the recipe's simulated teacher over HTTP (teacher.sim.port=8000)
 
 Any key=value overrides the recipe, e.g. train.epochs=3 teacher.model=gpt-4o-mini.
-Multi-process training: accelerate launch [--config_file configs/accelerate/X.yaml] distill/train.py recipe=NAME"""
+Multi-process training: accelerate launch [--config_file configs/accelerate/X.yaml] distill/train.py recipe=NAME
+Multi-process labeling: accelerate launch --num_processes N distill/label.py recipe=NAME"""
 
 
 def run_stage(fn, argv: list[str]):
@@ -56,14 +60,15 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     stage, rest = argv[0], argv[1:]
-    from distill.label import label
+    from distill.cascade import cascade
+    from distill.label import label, merge
     from distill.monitor import monitor
     from distill.teach import teach
     from distill.teacher.simulator import serve
     from distill.train import train
 
-    stages = {"teach": teach, "train": train, "label": label, "monitor": monitor, "run": run_all,
-              "simulate": serve}
+    stages = {"teach": teach, "train": train, "label": label, "merge": merge, "cascade": cascade,
+              "monitor": monitor, "run": run_all, "simulate": serve}
     if stage not in stages:
         print(f"distill: error: unknown stage {stage!r}; choose one of: {', '.join(stages)}\n\n{USAGE}",
               file=sys.stderr)

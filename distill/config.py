@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from distill.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ("teacher", "student", "train", "monitor")
+GROUPS = ("teacher", "student", "train", "monitor", "label")
 
 
 def recipes_dir() -> Path:

@@ -7,12 +7,14 @@ token-level tasks, and `label` when the split carries human labels.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
 
 import datasets
 import pandas as pd
+from omegaconf import OmegaConf
 
 from distill.errors import DataError
 from distill.tasks import Task
@@ -29,15 +31,14 @@ def content_id(text: str, occurrence: int = 0) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def read_conll(path: Path, token_index: int = 0, tag_index: int = -1) -> datasets.Dataset:
-    """CoNLL column file: one token per line, blank line between sentences, -DOCSTART- skipped."""
-    sentences, tokens, tags, first_line = [], [], [], 0
+def _conll_sentences(path: str, token_index: int, tag_index: int, stamp=None):
+    tokens, tags, first_line = [], [], 0
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate([*f, ""], start=1):
+        for lineno, line in enumerate(itertools.chain(f, [""]), start=1):
             cols = line.split()
             if not cols or cols[0] == "-DOCSTART-":
                 if tokens:
-                    sentences.append({"tokens": tokens, "tags": iob2(tags), "line": first_line})
+                    yield {"tokens": tokens, "tags": iob2(tags), "line": first_line}
                 tokens, tags = [], []
                 continue
             if len(cols) < 2:
@@ -46,11 +47,23 @@ def read_conll(path: Path, token_index: int = 0, tag_index: int = -1) -> dataset
                 first_line = lineno
             tokens.append(cols[token_index])
             tags.append(cols[tag_index])
-    return datasets.Dataset.from_list(sentences) if sentences else datasets.Dataset.from_dict(
-        {"tokens": [], "tags": [], "line": []})
+
+
+def read_conll(path: Path, token_index: int = 0, tag_index: int = -1) -> datasets.Dataset:
+    """CoNLL column file: one token per line, blank line between sentences, -DOCSTART- skipped."""
+    features = datasets.Features({"tokens": datasets.List(datasets.Value("string")),
+                                  "tags": datasets.List(datasets.Value("string")), "line": datasets.Value("int64")})
+    stat = Path(path).stat()  # part of the cache key: an edited file is read again
+    if not any(True for _ in _conll_sentences(str(path), token_index, tag_index)):
+        return datasets.Dataset.from_dict({"tokens": [], "tags": [], "line": []}, features=features)
+    return datasets.Dataset.from_generator(
+        _conll_sentences, features=features,
+        gen_kwargs={"path": str(path), "token_index": token_index, "tag_index": tag_index,
+                    "stamp": (stat.st_size, stat.st_mtime_ns)})
 
 
 def _read(path: Path, spec) -> datasets.Dataset:
+    """The file as an Arrow dataset on disk (memory-mapped): a corpus larger than RAM is fine."""
     fmt = spec.get("format") or FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; set format to one of "
@@ -58,20 +71,28 @@ def _read(path: Path, spec) -> datasets.Dataset:
     if fmt == "conll":
         return read_conll(path, spec.get("token_index", 0), spec.get("tag_index", -1))
     if fmt in ("csv", "tsv"):
-        # pandas, not the csv builder: headerless files and literal quotes in text need its options
-        frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False,
-                            header=None if spec.get("column_names") else "infer",
-                            names=list(spec.column_names) if spec.get("column_names") else None,
-                            quoting=3 if fmt == "tsv" else 0)
-        return datasets.Dataset.from_pandas(frame, preserve_index=False)
+        kwargs = {"sep": "\t" if fmt == "tsv" else ",", "keep_default_na": False, "na_filter": False}
+        if fmt == "tsv":
+            kwargs["quoting"] = 3  # literal quotes inside text
+        if spec.get("column_names"):
+            kwargs.update(header=None, column_names=list(spec.column_names))
+        columns = kwargs.get("column_names") or list(pd.read_csv(path, nrows=0, sep=kwargs["sep"]).columns)
+        # every column as text, exactly as written ("007" stays "007")
+        features = datasets.Features({c: datasets.Value("string") for c in columns})
+        return datasets.load_dataset("csv", data_files=str(path), split="train", features=features, **kwargs)
     return datasets.load_dataset(fmt, data_files=str(path), split="train")
+
+
+def _plain(cfg):
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
 def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datasets.Dataset:
     """Load data split `name` (seed, corpus or gold) of the recipe, validated row by row.
 
     `labels=True` requires the split's label column, `None` reads it when configured, `False`
-    ignores it.
+    ignores it. The result is an Arrow dataset on disk, read lazily; the validated copy is cached
+    beside the raw one, so a second call (or another rank) reuses it.
     """
     spec = cfg.data[name]
     if not spec.get("path"):
@@ -79,7 +100,11 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
     path = Path(spec.path)
     if not path.is_file():
         raise DataError(f"{name} data: file {path} does not exist (set data.{name}.path=...)")
-    raw = _read(path, spec)
+    try:
+        raw = _read(path, spec)
+    except datasets.exceptions.DatasetGenerationError as e:
+        raise (e.__cause__ if isinstance(e.__cause__, DataError) else
+               DataError(f"{path}: cannot be read as {spec.get('format') or path.suffix}: {e.__cause__ or e}")) from None
     if spec.get("limit"):
         raw = raw.select(range(min(int(spec.limit), len(raw))))
     if len(raw) == 0:
@@ -90,33 +115,42 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
     label_col = None if labels is False else spec.get("label_column")
     if labels and not label_col:
         raise DataError(f"data.{name}.label_column is not set: the {name} split needs human labels")
-    for col in [text_col, label_col, spec.get("id_column")]:
+    id_col = spec.get("id_column")
+    for col in [text_col, label_col, id_col]:
         if col and col not in raw.column_names:
             raise DataError(f"{path}: no column {col!r} (data.{name}); columns are: {', '.join(raw.column_names)}")
 
-    rows, seen = [], Counter()
-    for i, r in enumerate(raw):
-        where = f"{path} row {r['line'] if 'line' in r else i + 1}"
-        value = r[text_col]
-        if token_level:
-            if not isinstance(value, list) or not value or not all(isinstance(t, str) and t.strip() for t in value):
-                raise DataError(f"{where}: field {text_col!r} must be a non-empty list of tokens")
-            text = " ".join(value)
-        else:
-            if not isinstance(value, str) or not value.strip():
-                raise DataError(f"{where}: field {text_col!r} is empty; every row needs text to label")
-            text = value
-        row = {"id": str(r[spec.id_column]) if spec.get("id_column") else content_id(text, seen[text]),
-               "text": text}
-        seen[text] += 1
-        if token_level:
-            row["tokens"] = list(value)
-        if label_col:
-            row["label"] = task.check_gold(r[label_col], f"{where} field {label_col!r}")
-            if token_level and len(row["label"]) != len(row["tokens"]):
-                raise DataError(f"{where}: {len(row['label'])} tags for {len(row['tokens'])} tokens")
-        rows.append(row)
-    return datasets.Dataset.from_list(rows)
+    seen = Counter()  # content ids of repeated texts count their occurrences
+
+    def validate(batch: dict, indices: list[int]) -> dict:
+        out = {"id": [], "text": [], **({"tokens": []} if token_level else {}), **({"label": []} if label_col else {})}
+        for j, i in enumerate(indices):
+            where = f"{path} row {batch['line'][j] if 'line' in batch else i + 1}"
+            value = batch[text_col][j]
+            if token_level:
+                if not isinstance(value, list) or not value or not all(isinstance(t, str) and t.strip() for t in value):
+                    raise DataError(f"{where}: field {text_col!r} must be a non-empty list of tokens")
+                text = " ".join(value)
+                out["tokens"].append(list(value))
+            else:
+                if not isinstance(value, str) or not value.strip():
+                    raise DataError(f"{where}: field {text_col!r} is empty; every row needs text to label")
+                text = value
+            key = content_id(text)
+            out["id"].append(str(batch[id_col][j]) if id_col else content_id(text, seen[key]))
+            seen[key] += 1
+            out["text"].append(text)
+            if label_col:
+                label = task.check_gold(batch[label_col][j], f"{where} field {label_col!r}")
+                if token_level and len(label) != len(value):
+                    raise DataError(f"{where}: {len(label)} tags for {len(value)} tokens")
+                out["label"].append(label)
+        return out
+
+    # the cache key: the raw data's fingerprint and everything validation depends on
+    key = json.dumps([raw._fingerprint, name, label_col, _plain(spec), _plain(task.cfg), "v2"], sort_keys=True, default=str)
+    return raw.map(validate, batched=True, with_indices=True, remove_columns=raw.column_names,
+                   batch_size=10_000, new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32])
 
 
 def check_held_out(gold_texts, other_texts, other_name: str) -> None:
@@ -145,16 +179,9 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def write_parquet(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pd.DataFrame(rows).to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
-def read_parquet(path: Path) -> list[dict]:
+def read_parquet(path: Path, columns: list[str] | None = None) -> list[dict]:
     if not path.exists():
         raise DataError(f"{path} does not exist: run the stage that writes it first")
-    frame = pd.read_parquet(path)
+    frame = pd.read_parquet(path, columns=columns)
     return [{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in row.items()}
             for row in frame.to_dict("records")]

@@ -1,51 +1,281 @@
-"""Label stage: the trained student labels the corpus, and the gold texts for the monitor.
+"""Label stage: the trained student labels the corpus and the gold texts, sharded across processes.
 
     distill label recipe=NAME
+    accelerate launch [--num_processes N] distill/label.py recipe=NAME
+    distill merge recipe=NAME        # shards -> labels/{corpus,gold}.parquet (label ends with it)
 
-Writes labels/corpus.parquet and labels/gold.parquet: one row per input row with the label,
-its confidence, an error type when the output was invalid, and the student's identity.
+Each process takes a contiguous share of the rows, read lazily from Arrow, one window at a time:
+the window is length-sorted into batches, labeled, and written as one part file. At the end each
+process joins its parts into one shard, labels/{split}/shard-R-of-W.parquet, and rank 0 writes a
+manifest and merges the shards. Killed and rerun, labeling skips every row already written.
+
+With `label.threshold` set, corpus rows under it (and invalid ones) leave the student: to the
+teacher (`label.route=teacher`) or to review files for Label Studio and Argilla (`route=review`).
+Gold is always labeled by the student alone: it is what the monitor scores.
 """
 
-from __future__ import annotations
+if __name__ == "__main__" and not __package__:
+    # run as a file: import the installed package rather than its modules as top-level names
+    import pathlib
+    import sys
+
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import json
+import os
+import resource
+import shutil
 import sys
 import time
+import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from distill.data import load_split, write_parquet
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from distill.cascade import cascade_rows, check_cascade, resolve_threshold
+from distill.data import load_split
+from distill.errors import ConfigError, DataError
 from distill.students import student_class
-from distill.tasks import build_task
+from distill.students.base import student_identity
+from distill.tasks import Task, build_task
 from distill.teach import prepare_data
+
+ABSORBED = b"distill.absorbed_parts"  # shard metadata: the part files it replaced
 
 
 def label(cfg) -> dict:
+    # a generous collective timeout: the other ranks wait while rank 0 converts a large corpus
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=6))
+    if state.device.type == "cpu" and state.num_processes > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))  # no oversubscription
     run_dir = Path(cfg.run_dir)
     task = build_task(cfg.task)
-    prepare_data(cfg)
-    student = student_class(cfg.student).load(cfg.student, task, run_dir / "student")
-    meta = student.meta
-    identity = f"{meta['name']}+{'full' if meta['method'] == 'full' else 'lora'}:{meta['adapter_hash']}"
+    if int(cfg.label.window) < 1 or int(cfg.label.batch_size) < 1:
+        raise ConfigError("label.window and label.batch_size must be positive row counts")
+    check_cascade(cfg, task)  # a bad threshold or a missing API key stops us before any work
 
-    summary = {}
-    for split in ("corpus", "gold"):
-        rows = list(load_split(cfg, split, task, labels=False))
-        start = time.perf_counter()
-        preds = student.predict(rows, cfg.label.batch_size)
-        seconds = time.perf_counter() - start
-        out = []
-        for row, pred in zip(rows, preds):
-            record = {"id": row["id"], "text": row["text"], **pred, "source": "student", "model": identity}
-            if "tokens" in row:
-                record["tokens"] = row["tokens"]
-            out.append(record)
-        write_parquet(out, run_dir / "labels" / f"{split}.parquet")
-        summary[split] = {"rows": len(out), "invalid": sum(p["label"] is None for p in preds),
-                          "rows_per_s": len(out) / seconds if seconds else None}
-        print(f"student (temperature {student.temperature}) labeled {len(out)} {split} rows ({summary[split]['rows_per_s']:.0f} rows/s) "
-              f"-> {run_dir / 'labels' / f'{split}.parquet'}")
-    (run_dir / "labels" / "summary.json").write_text(json.dumps({"model": identity, **summary}, indent=2))
+    # student: the merged model when exported, calibrated, on this process's device
+    student = student_class(cfg.student).load(cfg.student, task, run_dir / "student", on=state.device)
+    identity = student_identity(student.meta)
+
+    stats = {}
+    for split in cfg.label.splits:
+        # data: rank 0 prepares the Arrow cache, the others then read it; each takes its share
+        with state.main_process_first():
+            prepare_data(cfg)
+            rows = load_split(cfg, split, task, labels=False)
+        out_dir = run_dir / "labels" / split
+        if state.is_main_process:
+            start_afresh_if_changed(out_dir, fingerprint(cfg, split, identity, student.temperature))
+        state.wait_for_everyone()
+        shard = rows.shard(state.num_processes, state.process_index, contiguous=True)
+        prefix = f"shard-{state.process_index:05d}-of-{state.num_processes:05d}"
+        stats[split] = label_shard(student, task, shard, out_dir, prefix, identity, cfg.label,
+                                   desc=f"student: {split}" + (f" [rank {state.process_index}]"
+                                                               if state.num_processes > 1 else ""),
+                                   show=state.is_local_main_process)
+        state.wait_for_everyone()  # every rank has read the written ids before parts are joined away
+        join_parts(out_dir, prefix, task)
+    stats["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    # merge: rank 0 once every shard is complete; the others are done (no barrier to time out
+    # while the teacher answers the cascade)
+    per_rank = gather_object([stats])
+    return merge(cfg, per_rank) if state.is_main_process else {}
+
+
+# -- one process's share ------------------------------------------------------------------------
+
+def label_shard(student, task: Task, shard, out_dir: Path, prefix: str, identity: str, cfg, desc: str,
+                show: bool) -> dict:
+    """Label this process's rows a window at a time; each window becomes a part file."""
+    done = written_ids(out_dir)
+    ids = shard["id"]
+    skipped = sum(i in done for i in ids) if done else 0
+    labeled, seconds = 0, 0.0
+    window = int(cfg.window)
+    with tqdm(total=len(shard), initial=skipped, desc=desc, unit="row", disable=not show, smoothing=0.1) as bar:
+        for start in range(0, len(shard), window):
+            if done and all(i in done for i in ids[start : start + window]):
+                continue
+            block = shard[start : start + window]
+            rows = [r for r in (dict(zip(block, vals)) for vals in zip(*block.values())) if r["id"] not in done]
+            began = time.perf_counter()
+            preds = student.predict(rows, int(cfg.batch_size), progress=False)
+            seconds += time.perf_counter() - began
+            now = datetime.now(timezone.utc)
+            records = [student_record(row, pred, identity, now) for row, pred in zip(rows, preds)]
+            write_table(records, out_dir / "parts" / f"{prefix}-{start:012d}-{uuid.uuid4().hex[:8]}.parquet", task)
+            labeled += len(rows)
+            bar.update(len(rows))
+    return {"rows": len(shard), "skipped": skipped, "labeled": labeled, "seconds": seconds}
+
+
+def student_record(row: dict, pred: dict, identity: str, now: datetime) -> dict:
+    """One output row: the label with its provenance (who, which route, how sure, when)."""
+    return {"id": row["id"], "text": row["text"], **({"tokens": row["tokens"]} if "tokens" in row else {}),
+            "label": pred["label"], "confidence": pred["confidence"],
+            "entity_confidence": pred["entity_confidence"], "error": pred["error"], "raw": pred["raw"],
+            "route": "student", "model": identity, "student": identity, "student_label": pred["label"],
+            "student_confidence": pred["confidence"], "cost_usd": 0.0, "time": now}
+
+
+def schema(task: Task) -> pa.Schema:
+    label = pa.list_(pa.string()) if task.token_level else pa.string()
+    return pa.schema([
+        ("id", pa.string()), ("text", pa.string()), *([("tokens", pa.list_(pa.string()))] if task.token_level else []),
+        ("label", label), ("confidence", pa.float64()), ("entity_confidence", pa.list_(pa.float64())),
+        ("error", pa.string()), ("raw", pa.string()), ("route", pa.string()), ("model", pa.string()),
+        ("student", pa.string()), ("student_label", label), ("student_confidence", pa.float64()),
+        ("cost_usd", pa.float64()), ("time", pa.timestamp("ms", tz="UTC")),
+    ])
+
+
+def write_table(records: list[dict], path: Path, task: Task) -> None:
+    """Write atomically: a file that exists is complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(pa.Table.from_pylist(records, schema=schema(task)), tmp)
+    os.replace(tmp, path)
+
+
+# -- files of a split: parts, shards, manifest ------------------------------------------------
+
+def label_files(out_dir: Path) -> list[Path]:
+    """The split's shards, and its parts not yet joined into one."""
+    shards = sorted(out_dir.glob("shard-*.parquet"))
+    absorbed = set()
+    for path in shards:
+        absorbed |= set(json.loads((pq.read_schema(path).metadata or {}).get(ABSORBED, b"[]")))
+    parts = [p for p in sorted((out_dir / "parts").glob("*.parquet")) if p.name not in absorbed]
+    return shards + parts
+
+
+def written_ids(out_dir: Path) -> set[str]:
+    ids: set[str] = set()
+    for path in label_files(out_dir):
+        ids.update(pq.read_table(path, columns=["id"]).column("id").to_pylist())
+    return ids
+
+
+def join_parts(out_dir: Path, prefix: str, task: Task) -> None:
+    """This process's parts (and any earlier shard of the same name) become one shard file.
+    The shard names the parts it absorbed, so a kill before they are deleted repeats nothing."""
+    shard = out_dir / f"{prefix}.parquet"
+    absorbed = set(json.loads((pq.read_schema(shard).metadata or {}).get(ABSORBED, b"[]"))) if shard.exists() else set()
+    parts = [p for p in sorted((out_dir / "parts").glob(f"{prefix}-*.parquet")) if p.name not in absorbed]
+    if not parts:
+        return
+    sources = ([shard] if shard.exists() else []) + parts
+    names = sorted(absorbed | {p.name for p in parts})
+    tmp = shard.with_suffix(".tmp")
+    with pq.ParquetWriter(tmp, schema(task).with_metadata({ABSORBED: json.dumps(names).encode()})) as writer:
+        for path in sources:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
+                writer.write_batch(batch)
+    os.replace(tmp, shard)
+    for p in parts:
+        p.unlink()
+
+
+def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
+    """What the labels of a split depend on; a change means they are stale."""
+    spec = cfg.data[split]
+    path = Path(spec.path)
+    stat = path.stat() if path.exists() else None
+    return {"student": identity, "temperature": temperature, "task": OmegaConf.to_container(cfg.task),
+            "data": OmegaConf.to_container(spec), "file": [stat.st_size, stat.st_mtime_ns] if stat else None}
+
+
+def start_afresh_if_changed(out_dir: Path, fp: dict) -> None:
+    path = out_dir / "fingerprint.json"
+    if path.exists() and json.loads(path.read_text()) != fp:
+        print(f"label: the student, task or data changed since {out_dir} was written; labeling it afresh")
+        shutil.rmtree(out_dir)
+        out_dir.with_suffix(".parquet").unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fp, indent=2))
+
+
+# -- merging ----------------------------------------------------------------------------------
+
+def merge(cfg, per_rank: list[dict] | None = None) -> dict:
+    """Shards of each split -> manifest.json and labels/{split}.parquet; corpus rows under the
+    threshold take the cascade route first."""
+    run_dir = Path(cfg.run_dir)
+    task = build_task(cfg.task)
+    threshold = resolve_threshold(cfg)
+    summary = {"model": None, "world_size": len(per_rank) if per_rank else None, "threshold": threshold,
+               "route": cfg.label.route if threshold is not None else None}
+    for split in cfg.label.splits:
+        out_dir = run_dir / "labels" / split
+        files = label_files(out_dir) if out_dir.exists() else []
+        if not files:
+            raise DataError(f"{out_dir} has no labels to merge: run distill label recipe={cfg.recipe} first")
+        manifest = {"split": split, "files": [{"file": str(p.relative_to(out_dir)), "rows": pq.read_metadata(p).num_rows}
+                                              for p in files]}
+        manifest["rows"] = sum(f["rows"] for f in manifest["files"])
+        (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+        # the cascade: low-confidence corpus rows to the teacher or to review
+        overlay, cascade = {}, None
+        if split == "corpus" and threshold is not None:
+            overlay, cascade = cascade_rows(cfg, task, files, threshold, run_dir)
+
+        # one file, rows in shard order, each id once
+        path = run_dir / "labels" / f"{split}.parquet"
+        seen, routes, invalid, cost, repeats = set(), {}, 0, 0.0, 0
+        with pq.ParquetWriter(path.with_suffix(".tmp"), schema(task)) as writer:
+            for f in files:
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=8192):
+                    out = []
+                    for row in batch.to_pylist():
+                        if row["id"] in seen:
+                            repeats += 1
+                            continue
+                        seen.add(row["id"])
+                        row.update(overlay.get(row["id"], {}))
+                        routes[row["route"]] = routes.get(row["route"], 0) + 1
+                        invalid += row["label"] is None
+                        cost += row["cost_usd"] or 0.0
+                        out.append(row)
+                    writer.write_table(pa.Table.from_pylist(out, schema=schema(task)))
+                    summary["model"] = summary["model"] or (out[0]["student"] if out else None)
+        os.replace(path.with_suffix(".tmp"), path)
+        summary[split] = {"rows": len(seen), "invalid": invalid, "routes": routes, "teacher_cost_usd": round(cost, 6),
+                          "repeated_rows_dropped": repeats, "shards": len(files), "cascade": cascade}
+        if per_rank:
+            ranks = [r[split] for r in per_rank]
+            seconds = max(r["seconds"] for r in ranks)
+            summary[split].update(labeled_this_run=sum(r["labeled"] for r in ranks),
+                                  skipped_already_written=sum(r["skipped"] for r in ranks),
+                                  rows_per_s=round(sum(r["labeled"] for r in ranks) / seconds, 1) if seconds else None)
+        print(format_line(split, summary[split], path))
+    if per_rank:
+        summary["peak_rss_mb"] = round(max(r["peak_rss_mb"] for r in per_rank), 1)
+    (run_dir / "labels" / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def format_line(split: str, s: dict, path: Path) -> str:
+    routes = ", ".join(f"{n} {k}" for k, n in sorted(s["routes"].items()))
+    line = f"labels: {s['rows']} {split} rows ({routes}; {s['invalid']} invalid) -> {path}"
+    if "labeled_this_run" in s:
+        speed = f" at {s['rows_per_s']:.0f} rows/s" if s["rows_per_s"] else ""
+        line += f"\n  this run: {s['labeled_this_run']} labeled{speed}, {s['skipped_already_written']} already written"
+    if s["repeated_rows_dropped"]:
+        line += f"\n  warning: {s['repeated_rows_dropped']} rows repeat an id already labeled and were dropped; " \
+                "ids must be unique (check the split's id_column)"
+    if s["teacher_cost_usd"]:
+        line += f"\n  teacher cost ${s['teacher_cost_usd']:.4f}"
+    return line
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from distill.card import write_card
@@ -42,7 +43,8 @@ def monitor(cfg) -> dict:
     systems["student"] = {**task.metrics(truth, preds), "missing": missing}
 
     # label mix of the bulk labels next to gold's
-    corpus = read_parquet(run_dir / "labels" / "corpus.parquet")
+    corpus = read_parquet(run_dir / "labels" / "corpus.parquet", columns=["label", "route"])
+    corpus_labels = [r["label"] for r in corpus]
     report = {
         "recipe": cfg.recipe, "task": task.kind, "gold_rows": len(truth), "headline": list(task.headline),
         "teacher": {"model": teacher_summary.get("model", cfg.teacher.model),
@@ -50,8 +52,9 @@ def monitor(cfg) -> dict:
                     "sim_accuracy": teacher_summary.get("sim", {}).get("accuracy")},
         "student": student_labels[0]["model"] if student_labels else None,
         "systems": systems,
-        "label_mix": {"gold": task.summarize(truth), "student_corpus": task.summarize([r["label"] for r in corpus])},
-        "corpus_rows": len(corpus), "corpus_invalid": sum(r["label"] is None for r in corpus),
+        "label_mix": {"gold": task.summarize(truth), "student_corpus": task.summarize(corpus_labels)},
+        "corpus_rows": len(corpus), "corpus_invalid": sum(lab is None for lab in corpus_labels),
+        "corpus_routes": dict(Counter(r["route"] for r in corpus)),
         "teacher_usage": teacher_summary.get("seed"),
     }
     out = run_dir / "monitor" / "metrics.json"

@@ -25,6 +25,12 @@ def prepare_data(cfg) -> None:
         write_demo(cfg.data.demo.name, Path(cfg.data.demo.dir), dict(cfg.data.demo.sizes), cfg.seed)
 
 
+def spent(run_dir: Path) -> float:
+    """USD the teacher has been paid for this run directory: seed and gold, and the label cascade."""
+    files = [*run_dir.glob("teacher/*.jsonl"), *run_dir.glob("labels/teacher/*.jsonl")]
+    return sum(r.get("cost_usd") or 0.0 for path in files for r in read_jsonl(path))
+
+
 def teach(cfg) -> dict:
     run_dir = Path(cfg.run_dir)
     save_config(cfg, run_dir)
@@ -53,7 +59,7 @@ def teach(cfg) -> dict:
         sim_rows = [*gold, *seed] if cfg.teacher.simulated else []
         with open_teacher(cfg.teacher, task, sim_rows) as teacher:
             # the budget covers everything this run directory has paid for, across reruns
-            teacher.spent_before = sum(r.get("cost_usd") or 0.0 for rows in records.values() for r in rows)
+            teacher.spent_before = spent(run_dir)
             labeler = partial(label_batch, teacher) if cfg.teacher.mode == "batch" else teacher.label
             for name in [n for n in jobs if pending[n]]:
                 stats[name] = labeler(jobs[name][0], paths[name], jobs[name][1])

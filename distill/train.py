@@ -68,6 +68,7 @@ def train(cfg, teach_first: bool = True) -> dict:
     prepare_data(cfg)
     gold = load_split(cfg, "gold", task, labels=True)
     check_held_out(gold["text"], [r["text"] for r in rows], "training data")
+    rows.sort(key=lambda r: r["id"])  # the teacher writes rows as replies arrive: fix the order first
     random.Random(cfg.seed).shuffle(rows)
     n_dev = int(len(rows) * cfg.train.dev_fraction)
     dev_rows, train_rows = rows[:n_dev], rows[n_dev:]

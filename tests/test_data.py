@@ -47,6 +47,13 @@ def test_reads_jsonl_csv_parquet_with_stable_ids(make_cfg, tmp_path, files):
     assert len(set(ids)) == 20
 
 
+def test_csv_values_are_read_as_written(make_cfg, tmp_path, files):
+    _, gold = files
+    (tmp_path / "seed.csv").write_text("text\n007\n1.50\n")  # numbers to a type-guessing reader
+    cfg = cfg_with(make_cfg, tmp_path / "seed.csv", gold)
+    assert load_split(cfg, "seed", build_task(cfg.task))["text"] == ["007", "1.50"]
+
+
 def test_missing_file(make_cfg, files, tmp_path):
     cfg = cfg_with(make_cfg, tmp_path / "nope.jsonl", files[1])
     with pytest.raises(DataError, match=r"seed data: file .*nope.jsonl does not exist"):

@@ -2,6 +2,7 @@
 calibration, rationale distillation, pretrained loading from a local directory."""
 
 import json
+import math
 import random
 import shutil
 
@@ -16,6 +17,7 @@ from distill.students import student_class
 from distill.students.base import check_method
 from distill.students.calibration import ece, fit_temperature
 from distill.tasks import build_task
+from distill.tasks.ner import spans
 from distill.teach import prepare_data
 
 KINDS = ["tiny_t5", "tiny_causal", "tiny_encoder"]
@@ -152,7 +154,7 @@ def test_rationale_distillation_trains_both_tasks_and_labels_with_one(make_cfg, 
     # labeling asks the label task only: answers come from the label set, not rationale text
     preds = model.predict(rows[:16], progress=False)
     assert all(p["label"] in task.labels and p["raw"] in task.labels for p in preds)
-    texts, _, _ = model.generate([task.rationale_prompt(r) for r in rows[:4]])
+    texts, *_ = model.generate([task.rationale_prompt(r) for r in rows[:4]])
     assert all(t.strip().startswith("The text mentions") for t in texts), texts
 
 
@@ -176,6 +178,11 @@ def test_encoder_ner_tags_every_word(make_cfg, tmp_path):
     gold = list(load_split(cfg, "gold", task))[:30]
     preds = model.predict(gold, batch_size=8, progress=False)
     assert all(len(p["label"]) == len(r["tokens"]) and 0 < p["confidence"] <= 1 for p, r in zip(preds, gold))
+    # one confidence per predicted entity: the geometric mean of its words' tag probabilities
+    assert any(p["entity_confidence"] for p in preds)
+    for p in preds:
+        assert len(p["entity_confidence"]) == len(spans(p["label"]))
+        assert all(0 < c <= 1 for c in p["entity_confidence"])
     scores = task.metrics([r["label"] for r in gold], [p["label"] for p in preds])
     assert scores["f1"] > 0.3, scores  # the tiny model learned something of the entities
 
@@ -249,8 +256,49 @@ def test_ner_generation_gives_tags_or_an_error_type(make_cfg, student):
         assert isinstance(p["raw"], str) and 0 < p["confidence"] <= 1
         if p["error"] is None:
             assert len(p["label"]) == len(row["tokens"])
+            assert p["entity_confidence"] is None or len(p["entity_confidence"]) == len(spans(p["label"]))
         else:
             assert p["label"] is None
+
+
+@pytest.mark.parametrize("student", ["tiny_t5", "tiny_causal"])
+def test_candidate_scores_are_each_labels_log_likelihood(make_cfg, student, topic_rows):
+    task, rows = topic_rows
+    _, _, model = build(make_cfg, student, rows)
+    model.model.eval()
+    prompts = [task.student_prompt(r) for r in rows[:3]]  # different lengths: padded in the batch
+    with torch.inference_mode():
+        scores = model.score(prompts, model.candidate_targets)
+        for i, prompt in enumerate(prompts):
+            for j, target in enumerate(model.candidate_targets):
+                # the same pair alone, through the model's own loss: mean token NLL times tokens
+                enc = model.encode([prompt], [target])
+                if student == "tiny_t5":
+                    labels = torch.tensor(enc["labels"])
+                    out = model.model(input_ids=torch.tensor(enc["input_ids"]), labels=labels)
+                    assert scores[i, j] == pytest.approx(-out.loss.item() * labels.shape[1], abs=1e-3)
+                else:
+                    p = model.tokenizer(prompt)["input_ids"][:-1]  # without the byte tokenizer's EOS
+                    t = model.tokenizer(" " + target, add_special_tokens=False)["input_ids"] + [model.tokenizer.eos_token_id]
+                    ids = torch.tensor([p + t])
+                    labels = torch.tensor([[-100] * len(p) + t])
+                    out = model.model(input_ids=ids, labels=labels)
+                    assert scores[i, j] == pytest.approx(-out.loss.item() * len(t), abs=1e-3)
+
+
+def test_generated_entities_get_the_probability_of_their_own_tokens(make_cfg):
+    task = build_task(make_cfg("demo_ner").task)
+    row = {"text": "Ann Lee met Bob in Paris", "tokens": "Ann Lee met Bob in Paris".split()}
+    text = "PER: Ann Lee; LOC: Paris; PER: Zed"  # Zed is not in the text: dropped from the label
+    label = task.parse_student(text, row)
+    # tokens as a byte-level student writes them, each with its logprob
+    cut = [0, 4, 8, 12, 13, 18, 24, 25, 34]
+    lps = [-0.1, -0.2, -0.3, -0.05, -0.5, -0.6, -0.01, -2.0]
+    pieces = [(text[a:b], lp) for a, b, lp in zip(cut, cut[1:], lps)]
+    conf = task.student_unit_confidence(text, pieces, label, row)
+    # entities in label order: Ann Lee (tokens 0-2 span "PER: Ann Lee"), Paris (tokens 4-5)
+    assert conf == [pytest.approx(math.exp(-0.6), abs=1e-6), pytest.approx(math.exp(-1.1), abs=1e-6)]
+    assert task.student_unit_confidence(text + "x", pieces, label, row) is None  # tokens must spell the text
 
 
 def test_model_card_names_teacher_data_recipe_dev_metrics_and_calibration(make_cfg, tmp_path):

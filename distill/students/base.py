@@ -47,6 +47,11 @@ def weights_hash(weights_dir: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def student_identity(meta: dict) -> str:
+    """How labels name the student that made them: model name, method and weights hash."""
+    return f"{meta['name']}+{'full' if meta['method'] == 'full' else 'lora'}:{meta['adapter_hash']}"
+
+
 def check_method(cfg) -> None:
     if cfg.method not in METHODS:
         raise ConfigError(f"student.method {cfg.method!r} is unknown; choose one of: {', '.join(METHODS)}")
@@ -228,7 +233,7 @@ class Student:
         return Path(student_dir) / "base" if self.cfg.get("tiny") else self.cfg.model
 
     @classmethod
-    def load(cls, cfg, task: Task, student_dir: Path) -> "Student":
+    def load(cls, cfg, task: Task, student_dir: Path, on: torch.device | None = None) -> "Student":
         """The merged model when exported, else the adapter on its base; with its calibration."""
         student_dir = Path(student_dir)
         meta = read_json(student_dir / "student.json")
@@ -244,7 +249,7 @@ class Student:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         temperature = read_json(student_dir / "calibration.json").get("temperature", 1.0)
-        student = cls(cfg, task, model.to(device()).eval(), tokenizer, meta.get("name", cfg.model), temperature)
+        student = cls(cfg, task, model.to(on or device()).eval(), tokenizer, meta.get("name", cfg.model), temperature)
         student.meta = meta  # student.json: identity and training record
         return student
 
@@ -252,40 +257,61 @@ class Student:
     def predict(self, rows: list[dict], batch_size: int = 32, progress: bool = True,
                 temps: torch.Tensor | None = None) -> list[dict]:
         """One dict per row: label (None when invalid), confidence at the calibrated temperature
-        (a list, one per temperature, when `temps` is given), error type, raw output."""
+        (a list, one per temperature, when `temps` is given), entity_confidence (NER: one per
+        entity, in order), error type, raw output. Batches are length-sorted: fewer pad tokens."""
         self.model.eval()
         grid = temps if temps is not None else torch.tensor([self.temperature])
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))  # fewer pad tokens
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))
         results: dict[int, dict] = {}
         for start in tqdm(range(0, len(order), batch_size), desc="student: labeling", unit="batch",
                           disable=not progress):
             idx = order[start : start + batch_size]
-            batch = [rows[i] for i in idx]
             with torch.inference_mode():
-                labels, raws, conf = self.predict_batch(batch, grid)
-            for i, row, label, raw, c in zip(idx, batch, labels, raws, conf.tolist()):
-                error = None
-                if label is None:
-                    try:
-                        label = self.task.parse_student(raw, row)
-                    except OutputError as e:
-                        error = e.kind
-                results[i] = {"label": label, "confidence": c if temps is not None else c[0],
-                              "error": error, "raw": raw}
+                preds = self.predict_batch([rows[i] for i in idx], grid)
+            for i, pred in zip(idx, preds):
+                if temps is None:
+                    pred["confidence"] = pred["confidence"][0]
+                results[i] = pred
         return [results[i] for i in range(len(rows))]
 
-    def predict_batch(self, rows: list[dict], temps: torch.Tensor):
-        """(labels or None to parse from raw, raw outputs, confidence [B, G]). Generative students
-        score each candidate label when the task has a fixed set, and generate otherwise."""
+    def predict_batch(self, rows: list[dict], temps: torch.Tensor) -> list[dict]:
+        """Predictions for one batch, confidences per temperature. Generative students score each
+        candidate label when the task has a fixed set (a probability for every label, never an
+        invalid one), and otherwise generate and parse, flagging output that does not parse."""
         prompts = [self.task.student_prompt(r) for r in rows]
         candidates = self.task.candidates()
         if candidates:
             scores = self.score(prompts, self.candidate_targets)
-            best = scores.argmax(-1).tolist()
-            return [candidates[b] for b in best], [candidates[b] for b in best], top_confidence(scores, temps).exp()
-        texts, step_logits, mask = self.generate(prompts)
+            conf = top_confidence(scores, temps).exp().tolist()
+            return [{"label": candidates[b], "confidence": c, "entity_confidence": None, "error": None,
+                     "raw": candidates[b]} for b, c in zip(scores.argmax(-1).tolist(), conf)]
+        texts, step_logits, tokens, mask = self.generate(prompts)
         logp = torch.stack([top_confidence(s, temps) for s in step_logits], 1)  # [B, steps, G]
-        return [None] * len(rows), texts, mean_over(logp, mask)
+        conf = mean_over(logp, mask).tolist()
+        tokens, lp0, mask = tokens.cpu(), logp[..., 0].cpu(), mask.cpu()  # one copy per batch
+        out = []
+        for b, (row, text) in enumerate(zip(rows, texts)):
+            label, error, units = None, None, None
+            try:
+                label = self.task.parse_student(text, row)
+            except OutputError as e:
+                error = e.kind
+            if label is not None and self.task.token_level:
+                keep = mask[b]
+                units = self.task.student_unit_confidence(
+                    text, self.pieces(tokens[b][keep].tolist(), lp0[b][keep].tolist()), label, row)
+            out.append({"label": label, "confidence": conf[b], "entity_confidence": units, "error": error,
+                        "raw": text})
+        return out
+
+    def pieces(self, ids: list[int], logps: list[float]) -> list[tuple[str, float]]:
+        """(text, logprob) of each generated token, the texts spelling the decoded output."""
+        out, before = [], ""
+        for k, lp in enumerate(logps):
+            text = self.tokenizer.decode(ids[: k + 1], skip_special_tokens=True)
+            out.append((text[len(before):], lp))
+            before = text
+        return out
 
     @cached_property
     def candidate_targets(self) -> list[str]:
@@ -295,6 +321,7 @@ class Student:
         """Log-likelihood of each target after each prompt: [len(prompts), len(targets)]."""
         raise NotImplementedError
 
-    def generate(self, prompts: list[str]) -> tuple[list[str], list[torch.Tensor], torch.Tensor]:
-        """Greedy output texts, the logits at each step ([B, V] each), and which steps are output."""
+    def generate(self, prompts: list[str]) -> tuple[list[str], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Greedy output texts, the logits at each step ([B, V] each), the output token ids
+        [B, steps] and which of them are output (not padding)."""
         raise NotImplementedError

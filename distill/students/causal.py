@@ -79,4 +79,4 @@ class CausalStudent(Student):
                                   pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
         new = out.sequences[:, width:]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return texts, list(out.scores), new != pad
+        return texts, list(out.scores), new, new != pad

@@ -21,6 +21,7 @@ from transformers import (
 from distill.errors import ConfigError
 from distill.students.base import Student
 from distill.students.calibration import mean_over, top_confidence
+from distill.tasks.ner import spans
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -98,13 +99,15 @@ class EncoderStudent(Student):
                        data_collator=collator, processing_class=self.tokenizer)
 
     # -- prediction ---------------------------------------------------------------------------
-    def predict_batch(self, rows: list[dict], temps: torch.Tensor):
+    def predict_batch(self, rows: list[dict], temps: torch.Tensor) -> list[dict]:
         enc = self._encode(rows)
         batch = self.tokenizer.pad(enc, return_tensors="pt").to(self.model.device)
         logits = self.model(**batch).logits.float()
         if not self.task.token_level:
+            conf = top_confidence(logits, temps).exp().tolist()
             labels = [self.task.from_class_ids(i, r) for i, r in zip(logits.argmax(-1).tolist(), rows)]
-            return labels, labels, top_confidence(logits, temps).exp()
+            return [{"label": lab, "confidence": c, "entity_confidence": None, "error": None, "raw": lab}
+                    for lab, c in zip(labels, conf)]
         # one position per word (its first sub-token); words cut off by truncation get O
         width = max(len(r["tokens"]) for r in rows)
         word_logits = torch.zeros(len(rows), width, logits.shape[-1], device=logits.device)
@@ -113,6 +116,14 @@ class EncoderStudent(Student):
         for b in range(len(rows)):
             for pos, w in first_subtokens(enc, b):
                 word_logits[b, w], mask[b, w] = logits[b, pos], True
+        word_lp = top_confidence(word_logits, temps)  # [B, W, G]
+        conf = mean_over(word_lp, mask).tolist()
         ids = word_logits.argmax(-1).tolist()
-        labels = [self.task.from_class_ids(ids[b][: len(r["tokens"])], r) for b, r in enumerate(rows)]
-        return labels, [" ".join(tags) for tags in labels], mean_over(top_confidence(word_logits, temps), mask)
+        out = []
+        for b, row in enumerate(rows):
+            tags = self.task.from_class_ids(ids[b][: len(row["tokens"])], row)
+            # an entity's confidence: the geometric mean of its words' tag probabilities
+            units = [round(float(word_lp[b, s:e, 0].mean().exp()), 6) for _, s, e in spans(tags)]
+            out.append({"label": tags, "confidence": conf[b], "entity_confidence": units, "error": None,
+                        "raw": " ".join(tags)})
+        return out

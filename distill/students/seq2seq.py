@@ -52,18 +52,23 @@ class Seq2SeqStudent(Student):
 
     def score(self, prompts: list[str], targets: list[str]) -> torch.Tensor:
         enc = self._inputs(prompts)
-        # one encoder pass, then every target is scored against the same encoder states
-        encoder_out = self.model.get_encoder()(**enc)
-        labels = self.tokenizer(text_target=targets, padding=True, return_tensors="pt")["input_ids"]
-        labels = labels.masked_fill(labels == self.tokenizer.pad_token_id, -100).to(self.model.device)
         n, k = len(prompts), len(targets)
-        hidden = encoder_out.last_hidden_state.repeat_interleave(k, 0)
-        mask = enc["attention_mask"].repeat_interleave(k, 0)
-        tiled = labels.repeat(n, 1)
-        logits = self.model(encoder_outputs=(hidden,), attention_mask=mask, labels=tiled).logits
-        logp = logits.float().log_softmax(-1)
-        token_lp = logp.gather(-1, tiled.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tiled != -100)
-        return token_lp.sum(-1).view(n, k)
+        # one encoder pass, and one decoder step that also fills the cross-attention cache: the
+        # encoder states are projected once per row, not once per candidate
+        hidden = self.model.get_encoder()(**enc).last_hidden_state
+        start = torch.full((n, 1), self.model.config.decoder_start_token_id, device=self.model.device)
+        first = self.model(encoder_outputs=(hidden,), attention_mask=enc["attention_mask"], decoder_input_ids=start,
+                           use_cache=True)
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(k)
+        labels = self.tokenizer(text_target=targets, padding=True, return_tensors="pt")["input_ids"].to(self.model.device)
+        tiled = labels.repeat(n, 1)  # row-major: row i's k candidates are adjacent
+        rest = self.model(encoder_outputs=(hidden.repeat_interleave(k, 0),),
+                          attention_mask=enc["attention_mask"].repeat_interleave(k, 0),
+                          decoder_input_ids=tiled[:, :-1], past_key_values=cache).logits
+        logits = torch.cat([first.logits.repeat_interleave(k, 0), rest], 1)  # [n*k, target length, V]
+        token_lp = logits.float().log_softmax(-1).gather(-1, tiled.unsqueeze(-1)).squeeze(-1)
+        return (token_lp * (tiled != self.tokenizer.pad_token_id)).sum(-1).view(n, k)
 
     def generate(self, prompts: list[str]):
         enc = self._inputs(prompts)
@@ -71,4 +76,4 @@ class Seq2SeqStudent(Student):
                                   num_beams=1, output_scores=True, return_dict_in_generate=True)
         tokens = out.sequences[:, 1:]  # after the decoder start token
         texts = self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
-        return texts, list(out.scores), tokens != self.tokenizer.pad_token_id
+        return texts, list(out.scores), tokens, tokens != self.tokenizer.pad_token_id

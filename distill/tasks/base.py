@@ -151,6 +151,10 @@ class Task:
         """(row confidence, per-unit confidences or None) from the reply's token logprobs."""
         return math.exp(sum(lp for _, lp in logprobs)), None
 
+    def student_unit_confidence(self, text: str, pieces: list, label, row: dict):
+        """Per-unit confidences of a generated student answer (NER: per entity); None here."""
+        return None
+
     def vote(self, labels: list, n: int, row: dict):
         """Self-consistency: the most common of n sampled labels, with agreement as confidence."""
         counts = Counter(json.dumps(label) for label in labels)

@@ -124,6 +124,10 @@ class NER(Task):
                 units.append([norm(ent["type"]), norm(ent["text"]), span_probability(offsets, start, end)])
             except (ValueError, KeyError, TypeError):
                 continue
+        return total, self._per_entity(units, label, row)
+
+    def _per_entity(self, units: list[list], label: list[str], row: dict) -> list[float | None]:
+        """Each labeled entity's confidence, from the answer's (type, surface, probability) units."""
         per_entity = []
         for typ, s, e in spans(label):
             surface = norm(" ".join(row["tokens"][s:e]))
@@ -131,7 +135,22 @@ class NER(Task):
             per_entity.append(round(match[2], 6) if match else None)
             if match:
                 units.remove(match)
-        return total, per_entity
+        return per_entity
+
+    def student_unit_confidence(self, text: str, pieces: list, label: list[str], row: dict):
+        """Per-entity confidence of a generated 'TYPE: words; ...' answer: the probability of the
+        tokens that wrote each entity."""
+        offsets = token_offsets(text, pieces)
+        if offsets is None:
+            return None
+        units, pos = [], 0
+        for part in text.split(";"):
+            typ, sep, surface = part.partition(":")
+            if sep:
+                units.append([norm(self.normalize_label(typ.strip())), norm(surface),
+                              span_probability(offsets, pos, pos + len(part))])
+            pos += len(part) + 1
+        return self._per_entity(units, label, row)
 
     def vote(self, labels: list, n: int, row: dict):
         """Entity-level majority: an entity found by more than half the n samples is kept."""

@@ -334,16 +334,24 @@ class Simulator:
         self.stop()
 
 
+def sim_rows(cfg, task: Task) -> list[dict]:
+    """The recipe's rows with labels, to answer from: gold, and seed / corpus where they carry some."""
+    from distill.data import load_split
+
+    rows = [*load_split(cfg, "gold", task, labels=True), *load_split(cfg, "seed", task)]
+    if cfg.data.corpus.get("label_column"):
+        rows += list(load_split(cfg, "corpus", task))
+    return [r for r in rows if r.get("label") is not None]
+
+
 def serve(cfg) -> None:
     """`distill simulate recipe=NAME [teacher.sim.port=8000]`: serve the recipe's gold until Ctrl-C."""
-    from distill.data import load_split
     from distill.tasks import build_task
     from distill.teach import prepare_data
 
     task = build_task(cfg.task)
     prepare_data(cfg)
-    rows = [*load_split(cfg, "gold", task, labels=True), *load_split(cfg, "seed", task)]
-    sim = Simulator(task, rows, cfg.teacher.sim, cfg.teacher.model)
+    sim = Simulator(task, sim_rows(cfg, task), cfg.teacher.sim, cfg.teacher.model)
     print(f"simulated teacher for recipe {cfg.recipe!r} at {sim.base_url} (Ctrl-C stops)", flush=True)
     try:
         sim.server.serve_forever()

@@ -1,0 +1,290 @@
+"""The cascade: corpus rows the student is unsure of go to the teacher, or to people for review.
+
+    distill label recipe=NAME label.threshold=0.8 [label.route=teacher|review]
+    distill cascade recipe=NAME [label.target=0.95]     # pick the threshold on gold, plot the curve
+
+`distill cascade` replays the choice on gold: for each threshold, rows under it take the teacher's
+gold-text label and the rest keep the student's. It picks the threshold that reaches
+`label.target` (the task's main metric: accuracy, or entity F1 for NER) with the fewest teacher
+calls, writes cascade/threshold.json (read by `label.threshold=auto`) and cascade/curve.json, and
+plots coverage, quality and teacher cost in cascade/curve.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import pyarrow.parquet as pq
+
+from distill.data import load_split, read_jsonl, read_parquet
+from distill.errors import ConfigError, DataError
+from distill.students.base import student_identity
+from distill.tasks import Task, build_task
+from distill.tasks.ner import spans
+from distill.teach import spent
+from distill.teacher import Teacher, open_teacher
+from distill.teacher.client import prices
+from distill.teacher.simulator import sim_rows
+
+ROUTES = ("teacher", "review")
+
+
+def resolve_threshold(cfg) -> float | None:
+    """`label.threshold`: null (no cascade), a confidence in [0, 1], or auto (cascade/threshold.json)."""
+    value = cfg.label.threshold
+    if value is None:
+        return None
+    if cfg.label.route not in ROUTES:
+        raise ConfigError(f"label.route must be one of {list(ROUTES)}, not {cfg.label.route!r}")
+    if value == "auto":
+        path = Path(cfg.run_dir) / "cascade" / "threshold.json"
+        if not path.exists():
+            raise ConfigError(f"label.threshold=auto reads {path}, which `distill cascade recipe={cfg.recipe}` "
+                              "writes: run that first, or give a number")
+        picked = json.loads(path.read_text())
+        meta = Path(cfg.run_dir) / "student" / "student.json"
+        if meta.exists() and picked.get("student") and picked["student"] != student_identity(json.loads(meta.read_text())):
+            print(f"label: warning: {path} was picked for student {picked['student']}, not the current one; "
+                  f"rerun distill cascade recipe={cfg.recipe} to pick it for this student", file=sys.stderr)
+        return float(picked["threshold"])
+    try:
+        value = float(value)
+    except ValueError:
+        raise ConfigError(f"label.threshold must be a number in [0, 1], auto or null, not {value!r}") from None
+    if not 0 <= value <= 1:
+        raise ConfigError(f"label.threshold must be in [0, 1], not {value}")
+    return value
+
+
+def check_cascade(cfg, task: Task) -> None:
+    """Before labeling: the threshold is valid and, for a real teacher, its API key is set."""
+    if resolve_threshold(cfg) is not None and cfg.label.route == "teacher" and not cfg.teacher.simulated:
+        Teacher(cfg.teacher, task, cache_path=":memory:")  # raises with the variable to export
+
+
+# -- routing corpus rows (called by the merge) ------------------------------------------------
+
+def cascade_rows(cfg, task: Task, files: list[Path], threshold: float, run_dir: Path) -> tuple[dict, dict]:
+    """Rows under the threshold (or invalid): {id: fields to overwrite}, and counts."""
+    columns = ["id", "text", *(["tokens"] if task.token_level else []), "label", "confidence",
+               "entity_confidence", "student"]
+    low, seen = [], set()
+    for f in files:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=columns):
+            for row in batch.to_pylist():
+                if row["id"] not in seen and (row["label"] is None or row["confidence"] < threshold):
+                    seen.add(row["id"])
+                    low.append(row)
+    overlay, review, stats = {}, [], {"rows_under_threshold": len(low), "teacher": None}
+    if cfg.label.route == "teacher" and low:
+        out = run_dir / "labels" / "teacher" / "corpus.jsonl"
+        with open_teacher(cfg.teacher, task, simulator_rows(cfg, task)) as teacher:
+            teacher.spent_before = spent(run_dir)  # the budget covers the whole run directory
+            stats["teacher"] = teacher.label(low, out, "teacher: low-confidence rows")
+        answers = {r["id"]: r for r in read_jsonl(out)}
+        for row in low:
+            answer = answers.get(row["id"])
+            if answer is None or answer["label"] is None:  # failed, invalid or over budget: a person decides
+                overlay[row["id"]] = {"route": "review"}
+                review.append(row)
+                continue
+            overlay[row["id"]] = {
+                "label": answer["label"], "confidence": answer["confidence"], "error": None,
+                "entity_confidence": answer["entity_confidence"], "raw": answer["raw"], "route": "teacher",
+                "model": answer["model"] + (" (simulated)" if answer.get("simulated") else ""),
+                "cost_usd": answer["cost_usd"], "time": _time(answer["time"])}
+    else:
+        overlay = {row["id"]: {"route": "review"} for row in low}
+        review = low
+    if review:
+        stats["review_files"] = write_review(run_dir / "labels" / "review", "corpus", review, task)
+    stats["review_rows"] = len(review)
+    return overlay, stats
+
+
+def _time(epoch: float | None):
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None
+
+
+def simulator_rows(cfg, task: Task) -> list[dict]:
+    """Rows with labels the simulated teacher answers from (a real teacher needs none)."""
+    return sim_rows(cfg, task) if cfg.teacher.simulated else []
+
+
+# -- review files -----------------------------------------------------------------------------
+
+def _offsets(tokens: list[str]) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    for t in tokens:
+        out.append((pos, pos + len(t)))
+        pos += len(t) + 1
+    return out
+
+
+def write_review(out_dir: Path, split: str, rows: list[dict], task: Task) -> list[str]:
+    """Rows for people to check, with the student's answer as a pre-annotation: a Label Studio
+    task file (+ its labeling config) and an Argilla record file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks, records = [], []
+    for row in rows:
+        data = {"text": row["text"], "distill_id": row["id"]}
+        if task.token_level:
+            offsets = _offsets(row["tokens"])
+            ents = spans(row["label"]) if row["label"] else []
+            confs = row.get("entity_confidence") or [None] * len(ents)
+            result = [{"from_name": "label", "to_name": "text", "type": "labels", "score": c,
+                       "value": {"start": offsets[s][0], "end": offsets[e - 1][1], "labels": [typ],
+                                 "text": " ".join(row["tokens"][s:e])}}
+                      for (typ, s, e), c in zip(ents, confs)]
+            suggestion = [{"start": offsets[s][0], "end": offsets[e - 1][1], "label": typ} for typ, s, e in ents]
+        else:
+            result = [{"from_name": "label", "to_name": "text", "type": "choices",
+                       "value": {"choices": [row["label"]]}}] if row["label"] else []
+            suggestion = row["label"]
+        tasks.append({"data": data, "predictions": [{"model_version": row["student"], "score": row["confidence"],
+                                                     "result": result}]})
+        records.append({"id": row["id"], "text": row["text"], "label": suggestion, "score": row["confidence"]})
+    ls, ar, xml = (out_dir / f"{split}.label_studio.json", out_dir / f"{split}.argilla.jsonl",
+                   out_dir / "label_config.xml")
+    ls.write_text(json.dumps(tasks, indent=1))
+    ar.write_text("".join(json.dumps(r) + "\n" for r in records))
+    xml.write_text(label_studio_config(task))
+    return [str(ls), str(ar), str(xml)]
+
+
+def label_studio_config(task: Task) -> str:
+    if task.token_level:
+        tags = "".join(f"<Label value={quoteattr(t)}/>" for t in task.labels)
+        return f'<View>\n  <Labels name="label" toName="text">{tags}</Labels>\n  <Text name="text" value="$text"/>\n</View>\n'
+    tags = "".join(f"<Choice value={quoteattr(t)}/>" for t in task.labels)
+    return (f'<View>\n  <Text name="text" value="$text"/>\n'
+            f'  <Choices name="label" toName="text" choice="single">{tags}</Choices>\n</View>\n')
+
+
+# -- picking the threshold on gold ------------------------------------------------------------
+
+def curve(task: Task, truth: list, student: list, confidence: list, teacher: list,
+          cost_per_row: float | None, points: int = 201) -> list[dict]:
+    """Quality, coverage and teacher cost of the cascade at each threshold, replayed on gold."""
+    n = len(truth)
+    conf = [c if lab is not None else -1.0 for lab, c in zip(student, confidence)]  # invalid: always sent
+    values = sorted({c for c in conf if c >= 0})
+    if len(values) > points:  # quantiles keep the table small on a large gold set
+        values = sorted({values[round(i * (len(values) - 1) / (points - 1))] for i in range(points)})
+    out = []
+    for t in [0.0, *values, math.nextafter(1.0, 2.0)]:
+        sent = [c < t for c in conf]
+        preds = [tl if s else sl for s, sl, tl in zip(sent, student, teacher)]
+        share = sum(sent) / n
+        out.append({"threshold": t, "coverage": 1 - share, "teacher_share": share,
+                    "quality": task.metrics(truth, preds)[task.main_metric],
+                    "teacher_cost_per_1k_rows": cost_per_row * 1000 * share if cost_per_row is not None else None})
+    return out
+
+
+def pick(points: list[dict], target: float) -> tuple[dict, bool]:
+    """The cheapest point reaching the target; the best one when none does."""
+    good = [p for p in points if p["quality"] >= target]
+    if good:
+        return min(good, key=lambda p: (p["teacher_share"], p["threshold"])), True
+    return max(points, key=lambda p: (p["quality"], -p["teacher_share"])), False
+
+
+def cascade(cfg) -> dict:
+    run_dir = Path(cfg.run_dir)
+    task = build_task(cfg.task)
+    gold = load_split(cfg, "gold", task, labels=True)
+    student = {r["id"]: r for r in read_parquet(run_dir / "labels" / "gold.parquet")}
+    teacher_path = run_dir / "teacher" / "gold.jsonl"
+    if not teacher_path.exists():
+        raise DataError(f"{teacher_path} does not exist: the cascade replays the teacher's answers on the gold "
+                        f"texts; run distill teach recipe={cfg.recipe} monitor.score_teacher=true first")
+    teacher = {r["id"]: r for r in read_jsonl(teacher_path)}
+    ids, truth = gold["id"], gold["label"]
+    missing = [i for i in ids if i not in student]
+    if missing:
+        raise DataError(f"{len(missing)} gold rows have no student label: run distill label recipe={cfg.recipe}")
+
+    price = prices(cfg.teacher.model, cfg.teacher.get("price"))
+    billed = [r for r in teacher.values() if r["prompt_tokens"]]
+    cost_per_row = (sum(r["prompt_tokens"] * price["input"] + r["completion_tokens"] * price["output"]
+                        for r in billed) / 1e6 / len(billed)) if price and billed else None
+    points = curve(task, truth, [student[i]["label"] for i in ids], [student[i]["confidence"] for i in ids],
+                   [teacher.get(i, {}).get("label") for i in ids], cost_per_row)
+    target = float(cfg.label.target)
+    chosen, reached = pick(points, target)
+    result = {"threshold": chosen["threshold"], "target": target, "student": next(iter(student.values()))["student"], "metric": task.main_metric, "reached": reached,
+              "gold_rows": len(ids), "expected": chosen, "student_only": points[0], "teacher_only": points[-1],
+              "teacher_cost_per_row_usd": cost_per_row, "teacher_model": cfg.teacher.model}
+    out = run_dir / "cascade"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curve.json").write_text(json.dumps(points, indent=1))
+    (out / "threshold.json").write_text(json.dumps(result, indent=2))
+    plot(points, chosen, target, task.main_metric, out / "curve.png")
+    print(format_result(result, points, out))
+    return result
+
+
+def format_result(result: dict, points: list[dict], out: Path) -> str:
+    metric = result["metric"]
+    usd = result["teacher_cost_per_row_usd"] is not None
+    lines = [f"cascade on {result['gold_rows']} gold rows: rows under the threshold take the teacher's label",
+             f"{'threshold':>10} {'coverage':>9} {'teacher':>8} {metric:>9}" + (f" {'$ / 1k rows':>12}" if usd else "")]
+    shown = {0, len(points) - 1, points.index(result["expected"])}
+    shown |= {min(range(len(points)), key=lambda i: abs(points[i]["teacher_share"] - s)) for s in (0.1, 0.2, 0.3, 0.5)}
+    for i in sorted(shown):
+        p = points[i]
+        mark = "  <- chosen" if p is result["expected"] else ""
+        lines.append(f"{min(p['threshold'], 1.0):>10.4f} {p['coverage']:>9.1%} {p['teacher_share']:>8.1%} "
+                     f"{p['quality']:>9.3f}" + (f" {p['teacher_cost_per_1k_rows']:>12.4f}" if usd else "") + mark)
+    if result["reached"]:
+        lines.append(f"label.threshold={result['threshold']:.4f} reaches {metric} >= {result['target']} with the "
+                     f"teacher on {result['expected']['teacher_share']:.1%} of rows")
+    else:
+        lines.append(f"no threshold reaches {metric} {result['target']} on gold (best {result['expected']['quality']:.3f}, "
+                     f"teacher alone {result['teacher_only']['quality']:.3f}); saved the best threshold instead")
+    lines.append(f"label with it: distill label recipe=... label.threshold=auto   (curve: {out / 'curve.png'})")
+    return "\n".join(lines)
+
+
+def plot(points: list[dict], chosen: dict, target: float, metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    ts = [min(p["threshold"], 1.0) for p in points]
+    left.plot(ts, [p["quality"] for p in points], label=metric)
+    left.plot(ts, [p["coverage"] for p in points], label="coverage (student keeps)")
+    left.axhline(target, color="grey", linestyle=":", label=f"target {target}")
+    left.axvline(min(chosen["threshold"], 1.0), color="red", linestyle="--", label="chosen threshold")
+    left.set(xlabel="confidence threshold", ylim=(0, 1.02), title="coverage and quality on gold")
+    left.legend(loc="lower left", fontsize=8)
+    usd = points[0]["teacher_cost_per_1k_rows"] is not None
+    xs = [p["teacher_cost_per_1k_rows"] if usd else 100 * p["teacher_share"] for p in points]
+    right.plot(xs, [p["quality"] for p in points], marker=".", markersize=3)
+    right.axhline(target, color="grey", linestyle=":")
+    right.scatter([chosen["teacher_cost_per_1k_rows"] if usd else 100 * chosen["teacher_share"]],
+                  [chosen["quality"]], color="red", zorder=3)
+    right.set(xlabel="teacher cost, USD per 1,000 rows" if usd else "rows sent to the teacher (%)",
+              ylabel=metric, title="quality against teacher cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from distill.cli import run_stage
+
+    run_stage(cascade, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()
