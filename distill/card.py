@@ -3,12 +3,9 @@ dev split and against human gold, and how its confidences are calibrated."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+from distill.data import read_json
 
 
 def _num(value, fmt: str = ".3f") -> str:
@@ -19,10 +16,10 @@ def write_card(cfg, run_dir: Path) -> list[Path]:
     """(Re)write README.md in the adapter and merged-model folders from what the run directory holds."""
     run_dir = Path(run_dir)
     student_dir = run_dir / "student"
-    meta = _load(student_dir / "student.json")
-    calib = _load(student_dir / "calibration.json")
-    teacher = _load(run_dir / "teacher" / "summary.json")
-    monitor = _load(run_dir / "monitor" / "metrics.json")
+    meta = read_json(student_dir / "student.json")
+    calib = read_json(student_dir / "calibration.json")
+    teacher = read_json(run_dir / "teacher" / "summary.json")
+    monitor = read_json(run_dir / "monitor" / "metrics.json")
     simulated = " (simulated: answers from human gold with noise, "\
         f"target accuracy {teacher.get('sim', {}).get('accuracy')})" if teacher.get("simulated") else ""
     method = {"lora": f"LoRA r={cfg.student.lora.r}", "qlora": f"QLoRA (4-bit base) r={cfg.student.lora.r}",

@@ -15,19 +15,20 @@ from __future__ import annotations
 import json
 import math
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import pyarrow.parquet as pq
 
-from distill.data import load_split, read_jsonl, read_parquet
+from distill.data import load_split, read_json, read_jsonl, read_parquet
 from distill.errors import ConfigError, DataError
 from distill.students.base import student_identity
 from distill.tasks import Task, build_task
 from distill.tasks.ner import spans
 from distill.teach import spent
 from distill.teacher import Teacher, open_teacher
-from distill.teacher.client import prices
+from distill.teacher.client import prices, usd
 from distill.teacher.simulator import sim_rows
 
 ROUTES = ("teacher", "review")
@@ -46,8 +47,8 @@ def resolve_threshold(cfg) -> float | None:
             raise ConfigError(f"label.threshold=auto reads {path}, which `distill cascade recipe={cfg.recipe}` "
                               "writes: run that first, or give a number")
         picked = json.loads(path.read_text())
-        meta = Path(cfg.run_dir) / "student" / "student.json"
-        if meta.exists() and picked.get("student") and picked["student"] != student_identity(json.loads(meta.read_text())):
+        meta = read_json(Path(cfg.run_dir) / "student" / "student.json")
+        if meta and picked.get("student") and picked["student"] != student_identity(meta):
             print(f"label: warning: {path} was picked for student {picked['student']}, not the current one; "
                   f"rerun distill cascade recipe={cfg.recipe} to pick it for this student", file=sys.stderr)
         return float(picked["threshold"])
@@ -82,7 +83,7 @@ def cascade_rows(cfg, task: Task, files: list[Path], threshold: float, run_dir: 
     overlay, review, stats = {}, [], {"rows_under_threshold": len(low), "teacher": None}
     if cfg.label.route == "teacher" and low:
         out = run_dir / "labels" / "teacher" / "corpus.jsonl"
-        with open_teacher(cfg.teacher, task, simulator_rows(cfg, task)) as teacher:
+        with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
             teacher.spent_before = spent(run_dir)  # the budget covers the whole run directory
             stats["teacher"] = teacher.label(low, out, "teacher: low-confidence rows")
         answers = {r["id"]: r for r in read_jsonl(out)}
@@ -107,14 +108,7 @@ def cascade_rows(cfg, task: Task, files: list[Path], threshold: float, run_dir: 
 
 
 def _time(epoch: float | None):
-    from datetime import datetime, timezone
-
     return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None
-
-
-def simulator_rows(cfg, task: Task) -> list[dict]:
-    """Rows with labels the simulated teacher answers from (a real teacher needs none)."""
-    return sim_rows(cfg, task) if cfg.teacher.simulated else []
 
 
 # -- review files -----------------------------------------------------------------------------
@@ -213,8 +207,8 @@ def cascade(cfg) -> dict:
 
     price = prices(cfg.teacher.model, cfg.teacher.get("price"))
     billed = [r for r in teacher.values() if r["prompt_tokens"]]
-    cost_per_row = (sum(r["prompt_tokens"] * price["input"] + r["completion_tokens"] * price["output"]
-                        for r in billed) / 1e6 / len(billed)) if price and billed else None
+    cost_per_row = (sum(usd(price, r["prompt_tokens"], r["completion_tokens"]) for r in billed) / len(billed)
+                    if price and billed else None)
     points = curve(task, truth, [student[i]["label"] for i in ids], [student[i]["confidence"] for i in ids],
                    [teacher.get(i, {}).get("label") for i in ids], cost_per_row)
     target = float(cfg.label.target)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
     if len(raw) == 0:
         raise DataError(f"{path}: no rows")
 
-    token_level = task.kind == "ner"
+    token_level = task.token_level
     text_col = spec.get("tokens_column", "tokens") if token_level else spec.get("text_column", "text")
     label_col = None if labels is False else spec.get("label_column")
     if labels and not label_col:
@@ -120,7 +121,7 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
         if col and col not in raw.column_names:
             raise DataError(f"{path}: no column {col!r} (data.{name}); columns are: {', '.join(raw.column_names)}")
 
-    seen = Counter()  # content ids of repeated texts count their occurrences
+    seen = Counter()  # occurrences of each text so far, by content id
 
     def validate(batch: dict, indices: list[int]) -> dict:
         out = {"id": [], "text": [], **({"tokens": []} if token_level else {}), **({"label": []} if label_col else {})}
@@ -136,9 +137,12 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
                 if not isinstance(value, str) or not value.strip():
                     raise DataError(f"{where}: field {text_col!r} is empty; every row needs text to label")
                 text = value
-            key = content_id(text)
-            out["id"].append(str(batch[id_col][j]) if id_col else content_id(text, seen[key]))
-            seen[key] += 1
+            if id_col:
+                out["id"].append(str(batch[id_col][j]))
+            else:
+                key = content_id(text)  # a repeated text's later copies hash with their occurrence
+                out["id"].append(key if not seen[key] else content_id(text, seen[key]))
+                seen[key] += 1
             out["text"].append(text)
             if label_col:
                 label = task.check_gold(batch[label_col][j], f"{where} field {label_col!r}")
@@ -177,6 +181,25 @@ def read_jsonl(path: Path) -> list[dict]:
             except json.JSONDecodeError:
                 break
     return rows
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file of the run directory; {} when it is not there (yet)."""
+    return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+
+
+def start_afresh_if_changed(directory: Path, fingerprint: dict, message: str) -> bool:
+    """Keep `directory` only when it was made from the same fingerprint (what its contents depend
+    on); otherwise remove it, saying why. Returns whether it was removed."""
+    stamp = directory / "fingerprint.json"
+    text = json.dumps(fingerprint, sort_keys=True, indent=1, default=str)
+    changed = stamp.exists() and stamp.read_text() != text
+    if changed:
+        print(message)
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(text)
+    return changed
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> list[dict]:

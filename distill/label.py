@@ -24,7 +24,6 @@ if __name__ == "__main__" and not __package__:
 import json
 import os
 import resource
-import shutil
 import sys
 import time
 import uuid
@@ -40,7 +39,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from distill.cascade import cascade_rows, check_cascade, resolve_threshold
-from distill.data import load_split
+from distill.data import load_split, start_afresh_if_changed
 from distill.errors import ConfigError, DataError
 from distill.students import student_class
 from distill.students.base import student_identity
@@ -65,15 +64,18 @@ def label(cfg) -> dict:
     student = student_class(cfg.student).load(cfg.student, task, run_dir / "student", on=state.device)
     identity = student_identity(student.meta)
 
+    # data: rank 0 prepares the Arrow caches, the others then read them
+    with state.main_process_first():
+        prepare_data(cfg)
+        data = {split: load_split(cfg, split, task, labels=False) for split in cfg.label.splits}
+
     stats = {}
-    for split in cfg.label.splits:
-        # data: rank 0 prepares the Arrow cache, the others then read it; each takes its share
-        with state.main_process_first():
-            prepare_data(cfg)
-            rows = load_split(cfg, split, task, labels=False)
+    for split, rows in data.items():
         out_dir = run_dir / "labels" / split
-        if state.is_main_process:
-            start_afresh_if_changed(out_dir, fingerprint(cfg, split, identity, student.temperature))
+        if state.is_main_process and start_afresh_if_changed(
+                out_dir, fingerprint(cfg, split, identity, student.temperature),
+                f"label: the student, task or data changed since {out_dir} was written; labeling it afresh"):
+            out_dir.with_suffix(".parquet").unlink(missing_ok=True)
         state.wait_for_everyone()
         shard = rows.shard(state.num_processes, state.process_index, contiguous=True)
         prefix = f"shard-{state.process_index:05d}-of-{state.num_processes:05d}"
@@ -148,12 +150,17 @@ def write_table(records: list[dict], path: Path, task: Task) -> None:
 
 # -- files of a split: parts, shards, manifest ------------------------------------------------
 
+def absorbed_by(shard: Path) -> set[str]:
+    """Names of the part files a shard replaced (none when it does not exist yet)."""
+    if not shard.exists():
+        return set()
+    return set(json.loads((pq.read_schema(shard).metadata or {}).get(ABSORBED, b"[]")))
+
+
 def label_files(out_dir: Path) -> list[Path]:
     """The split's shards, and its parts not yet joined into one."""
     shards = sorted(out_dir.glob("shard-*.parquet"))
-    absorbed = set()
-    for path in shards:
-        absorbed |= set(json.loads((pq.read_schema(path).metadata or {}).get(ABSORBED, b"[]")))
+    absorbed = set().union(*map(absorbed_by, shards))
     parts = [p for p in sorted((out_dir / "parts").glob("*.parquet")) if p.name not in absorbed]
     return shards + parts
 
@@ -169,7 +176,7 @@ def join_parts(out_dir: Path, prefix: str, task: Task) -> None:
     """This process's parts (and any earlier shard of the same name) become one shard file.
     The shard names the parts it absorbed, so a kill before they are deleted repeats nothing."""
     shard = out_dir / f"{prefix}.parquet"
-    absorbed = set(json.loads((pq.read_schema(shard).metadata or {}).get(ABSORBED, b"[]"))) if shard.exists() else set()
+    absorbed = absorbed_by(shard)
     parts = [p for p in sorted((out_dir / "parts").glob(f"{prefix}-*.parquet")) if p.name not in absorbed]
     if not parts:
         return
@@ -188,20 +195,9 @@ def join_parts(out_dir: Path, prefix: str, task: Task) -> None:
 def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
     """What the labels of a split depend on; a change means they are stale."""
     spec = cfg.data[split]
-    path = Path(spec.path)
-    stat = path.stat() if path.exists() else None
+    stat = Path(spec.path).stat()  # load_split has checked that it exists
     return {"student": identity, "temperature": temperature, "task": OmegaConf.to_container(cfg.task),
-            "data": OmegaConf.to_container(spec), "file": [stat.st_size, stat.st_mtime_ns] if stat else None}
-
-
-def start_afresh_if_changed(out_dir: Path, fp: dict) -> None:
-    path = out_dir / "fingerprint.json"
-    if path.exists() and json.loads(path.read_text()) != fp:
-        print(f"label: the student, task or data changed since {out_dir} was written; labeling it afresh")
-        shutil.rmtree(out_dir)
-        out_dir.with_suffix(".parquet").unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fp, indent=2))
+            "data": OmegaConf.to_container(spec), "file": [stat.st_size, stat.st_mtime_ns]}
 
 
 # -- merging ----------------------------------------------------------------------------------
@@ -211,12 +207,13 @@ def merge(cfg, per_rank: list[dict] | None = None) -> dict:
     threshold take the cascade route first."""
     run_dir = Path(cfg.run_dir)
     task = build_task(cfg.task)
+    table_schema = schema(task)
     threshold = resolve_threshold(cfg)
     summary = {"model": None, "world_size": len(per_rank) if per_rank else None, "threshold": threshold,
                "route": cfg.label.route if threshold is not None else None}
     for split in cfg.label.splits:
         out_dir = run_dir / "labels" / split
-        files = label_files(out_dir) if out_dir.exists() else []
+        files = label_files(out_dir)
         if not files:
             raise DataError(f"{out_dir} has no labels to merge: run distill label recipe={cfg.recipe} first")
         manifest = {"split": split, "files": [{"file": str(p.relative_to(out_dir)), "rows": pq.read_metadata(p).num_rows}
@@ -232,7 +229,7 @@ def merge(cfg, per_rank: list[dict] | None = None) -> dict:
         # one file, rows in shard order, each id once
         path = run_dir / "labels" / f"{split}.parquet"
         seen, routes, invalid, cost, repeats = set(), {}, 0, 0.0, 0
-        with pq.ParquetWriter(path.with_suffix(".tmp"), schema(task)) as writer:
+        with pq.ParquetWriter(path.with_suffix(".tmp"), table_schema) as writer:
             for f in files:
                 for batch in pq.ParquetFile(f).iter_batches(batch_size=8192):
                     out = []
@@ -246,7 +243,7 @@ def merge(cfg, per_rank: list[dict] | None = None) -> dict:
                         invalid += row["label"] is None
                         cost += row["cost_usd"] or 0.0
                         out.append(row)
-                    writer.write_table(pa.Table.from_pylist(out, schema=schema(task)))
+                    writer.write_table(pa.Table.from_pylist(out, schema=table_schema))
                     summary["model"] = summary["model"] or (out[0]["student"] if out else None)
         os.replace(path.with_suffix(".tmp"), path)
         summary[split] = {"rows": len(seen), "invalid": invalid, "routes": routes, "teacher_cost_usd": round(cost, 6),

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from distill.card import write_card
-from distill.data import load_split, read_jsonl, read_parquet
+from distill.data import load_split, read_json, read_jsonl, read_parquet
 from distill.tasks import build_task
 from distill.teach import prepare_data
 
@@ -33,8 +33,7 @@ def monitor(cfg) -> dict:
 
     # systems scored on the same gold rows
     systems = {"majority baseline": task.metrics(truth, task.majority(truth))}
-    teacher_summary = json.loads((run_dir / "teacher" / "summary.json").read_text()) \
-        if (run_dir / "teacher" / "summary.json").exists() else {}
+    teacher_summary = read_json(run_dir / "teacher" / "summary.json")
     if (run_dir / "teacher" / "gold.jsonl").exists():
         preds, missing = _aligned(read_jsonl(run_dir / "teacher" / "gold.jsonl"), ids)
         systems["teacher"] = {**task.metrics(truth, preds), "missing": missing}

@@ -110,8 +110,8 @@ def format_summary(summary: dict, cfg) -> str:
                      f"{run['prompt_tokens'] + run['completion_tokens']} tokens, ${run['cost_usd']:.4f}")
         lines.append(line)
     if summary["stopped"] == "budget":
-        spent = sum(summary[n]["cost_usd"] for n in ("seed", "gold") if n in summary)
-        lines.append(f"teacher: stopped at the budget (teacher.budget_usd={cfg.teacher.budget_usd}, ${spent:.4f} spent); "
+        paid = sum(summary[n]["cost_usd"] for n in ("seed", "gold") if n in summary)
+        lines.append(f"teacher: stopped at the budget (teacher.budget_usd={cfg.teacher.budget_usd}, ${paid:.4f} spent); "
                      f"every finished row is kept. Raise teacher.budget_usd and rerun to label the rest.")
     return "\n".join(lines)
 

@@ -18,7 +18,6 @@ if __name__ == "__main__" and not __package__:
 import hashlib
 import json
 import random
-import shutil
 import sys
 from pathlib import Path
 
@@ -28,7 +27,13 @@ from accelerate.utils import gather_object
 from omegaconf import OmegaConf
 
 from distill.card import write_card
-from distill.data import check_held_out, load_split, read_jsonl
+from distill.data import (
+    check_held_out,
+    load_split,
+    read_json,
+    read_jsonl,
+    start_afresh_if_changed,
+)
 from distill.errors import DataError
 from distill.students import student_class
 from distill.students.base import check_method, weights_hash
@@ -38,7 +43,6 @@ from distill.students.trainer import (
     final_loss,
     first_epoch_rows,
     last_checkpoint,
-    read_json,
 )
 from distill.tasks import build_task
 from distill.teach import prepare_data, teach
@@ -138,17 +142,12 @@ def resume_point(cfg, checkpoints: Path, data_hashes: dict, state) -> Path | Non
     train_cfg = {k: v for k, v in OmegaConf.to_container(cfg.train).items()
                  if k not in ("logging_steps", "report_to", "push_to_hub", "hub_model_id", "save_steps",
                               "save_total_limit")}
-    fingerprint = hashlib.sha256(json.dumps(
-        {"student": OmegaConf.to_container(cfg.student), "train": train_cfg,
-         "task": OmegaConf.to_container(cfg.task), "seed": cfg.seed,
-         "data": [data_hashes["train"], data_hashes["dev"]]}, sort_keys=True).encode()).hexdigest()
-    stamp = checkpoints / "fingerprint"
+    fingerprint = {"student": OmegaConf.to_container(cfg.student), "train": train_cfg,
+                   "task": OmegaConf.to_container(cfg.task), "seed": cfg.seed,
+                   "data": [data_hashes["train"], data_hashes["dev"]]}
     if state.is_main_process:
-        if stamp.exists() and stamp.read_text() != fingerprint:
-            print(f"train: {checkpoints} holds checkpoints of another configuration or data; starting afresh")
-            shutil.rmtree(checkpoints)
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(fingerprint)
+        start_afresh_if_changed(checkpoints, fingerprint, f"train: {checkpoints} holds checkpoints of another "
+                                                          "configuration or data; starting afresh")
     state.wait_for_everyone()
     last = last_checkpoint(checkpoints)
     if last is not None and state.is_main_process:

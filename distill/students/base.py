@@ -20,9 +20,10 @@ from transformers import (
     set_seed,
 )
 
+from distill.data import read_json
 from distill.errors import ConfigError, OutputError
 from distill.students.calibration import mean_over, top_confidence
-from distill.students.trainer import Collator, SaveEvery, read_json
+from distill.students.trainer import Collator, SaveEvery
 from distill.tasks import Task
 
 METHODS = ("lora", "qlora", "full")

@@ -32,6 +32,13 @@ def first_subtokens(enc, i: int) -> list[tuple[int, int]]:
     return [(pos, w) for pos, w in enumerate(words) if w is not None and (pos == 0 or words[pos - 1] != w)]
 
 
+def label_maps(task) -> dict:
+    """The classification head's config: one class per label (or per NER tag)."""
+    names = task.class_names()
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)}}
+
+
 class EncoderStudent(Student):
     kind = "encoder"
     generative = False
@@ -46,9 +53,7 @@ class EncoderStudent(Student):
 
     @classmethod
     def from_pretrained(cls, path, task, **kwargs):
-        names = task.class_names()
-        return cls.auto(task).from_pretrained(path, num_labels=len(names), id2label=dict(enumerate(names)),
-                                              label2id={n: i for i, n in enumerate(names)}, **kwargs)
+        return cls.auto(task).from_pretrained(path, **label_maps(task), **kwargs)
 
     @classmethod
     def tiny_tokenizer(cls, texts: list[str]):
@@ -64,12 +69,9 @@ class EncoderStudent(Student):
 
     @classmethod
     def tiny_model(cls, tiny, tokenizer, task):
-        names = task.class_names()
         config = BertConfig(vocab_size=len(tokenizer), hidden_size=tiny.hidden, num_hidden_layers=tiny.layers,
                             num_attention_heads=tiny.heads, intermediate_size=tiny.hidden * 2,
-                            max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-                            num_labels=len(names), id2label=dict(enumerate(names)),
-                            label2id={n: i for i, n in enumerate(names)})
+                            max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, **label_maps(task))
         return (BertForTokenClassification if task.token_level else BertForSequenceClassification)(config)
 
     # -- training -----------------------------------------------------------------------------
@@ -113,17 +115,20 @@ class EncoderStudent(Student):
         word_logits = torch.zeros(len(rows), width, logits.shape[-1], device=logits.device)
         word_logits[..., 0] = 1e4
         mask = torch.zeros(len(rows), width, dtype=torch.bool, device=logits.device)
-        for b in range(len(rows)):
-            for pos, w in first_subtokens(enc, b):
-                word_logits[b, w], mask[b, w] = logits[b, pos], True
+        # (row, position, word) of every word's first sub-token, gathered in one indexing op
+        where = torch.tensor([(b, pos, w) for b in range(len(rows)) for pos, w in first_subtokens(enc, b)],
+                             dtype=torch.long, device=logits.device).reshape(-1, 3)
+        at_row, at_pos, at_word = where.unbind(1)
+        word_logits[at_row, at_word], mask[at_row, at_word] = logits[at_row, at_pos], True
         word_lp = top_confidence(word_logits, temps)  # [B, W, G]
         conf = mean_over(word_lp, mask).tolist()
         ids = word_logits.argmax(-1).tolist()
+        lp0 = word_lp[..., 0].cpu()  # one copy per batch
         out = []
         for b, row in enumerate(rows):
             tags = self.task.from_class_ids(ids[b][: len(row["tokens"])], row)
             # an entity's confidence: the geometric mean of its words' tag probabilities
-            units = [round(float(word_lp[b, s:e, 0].mean().exp()), 6) for _, s, e in spans(tags)]
+            units = [round(float(lp0[b, s:e].mean().exp()), 6) for _, s, e in spans(tags)]
             out.append({"label": tags, "confidence": conf[b], "entity_confidence": units, "error": None,
                         "raw": " ".join(tags)})
         return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -85,5 +84,3 @@ def final_loss(trainer) -> float | None:
     return losses[-1] if losses else None
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text()) if Path(path).exists() else {}

@@ -42,7 +42,7 @@ class Classification(Task):
             answer = answer["label"]
         return self.normalize_label(answer)
 
-    def estimate_answer_tokens(self, row: dict) -> int:
+    def answer_tokens(self, row: dict) -> int:
         return len(json.dumps({"label": max(self.labels, key=len)})) // 4 + 2
 
     def confidence_spans(self, content: str) -> list[tuple[int, int]]:

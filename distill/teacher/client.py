@@ -74,6 +74,11 @@ def prices(model: str, override=None) -> dict | None:
     return table.get(model)
 
 
+def usd(price: dict, prompt_tokens: int, completion_tokens: int) -> float:
+    """What tokens cost at a price in USD per 1M input/output tokens."""
+    return (prompt_tokens * price["input"] + completion_tokens * price["output"]) / 1e6
+
+
 def compact(reply: dict) -> dict:
     """Keep what labeling needs from a chat.completion: contents, token logprobs, usage."""
     choices = []
@@ -139,9 +144,7 @@ class Teacher:
         return body
 
     def cost(self, prompt_tokens: int, completion_tokens: int, discount: float = 1.0) -> float:
-        if not self.price:
-            return 0.0
-        return discount * (prompt_tokens * self.price["input"] + completion_tokens * self.price["output"]) / 1e6
+        return discount * usd(self.price, prompt_tokens, completion_tokens) if self.price else 0.0
 
     def over_budget(self, cost: float) -> bool:
         """Would spending `cost` more pass `teacher.budget_usd` (counting what earlier runs paid)?"""
@@ -159,8 +162,7 @@ class Teacher:
     def estimate_tokens(self, body: dict, row: dict) -> tuple[int, int]:
         """Rough token counts before asking (4 characters a token), for limits, dry runs and budgets."""
         prompt = sum(len(m["content"] or "") // 4 + 4 for m in body["messages"])
-        answer = self.task.estimate_answer_tokens(row) + (40 if self.task.rationale else 0)  # one sentence
-        return prompt, answer * body.get("n", 1)
+        return prompt, self.task.estimate_answer_tokens(row) * body.get("n", 1)
 
     def estimate(self, rows) -> dict:
         """What labeling `rows` would take: rows, cache hits, estimated tokens and USD (dry run)."""
