@@ -20,8 +20,9 @@ stages:
             resumable); label.threshold=X sends unsure corpus rows to the teacher or to review
   merge     join the label shards into labels/{corpus,gold}.parquet (label does it at the end)
   cascade   pick label.threshold on gold for label.target at the least teacher cost, plot it
-  monitor   score student and teacher against human gold
-  run       all of the above, in order
+  monitor   score student and teacher against human gold with CIs, test for drift against a
+            baseline, record the run, write monitor/report.html; exits 1 on an alert
+  run       teach, train, label and monitor, in order (exits 0 on alerts: gate on distill monitor)
   simulate  serve the recipe's simulated teacher over HTTP (teacher.sim.port=8000)
 
 Any key=value overrides the recipe, e.g. train.epochs=3 teacher.model=gpt-4o-mini.
@@ -30,14 +31,18 @@ Multi-process labeling: accelerate launch --num_processes N distill/label.py rec
 
 
 def run_stage(fn, argv: list[str]):
-    """Load the config, run one stage; bad input ends with one clear message and exit status 2."""
+    """Load the config, run one stage; bad input ends with one clear message and exit status 2, a
+    monitor alert (at monitor.fail_on or worse) with exit status 1."""
     from distill.config import load_config
 
     try:
-        return fn(load_config(argv))
+        result = fn(load_config(argv))
     except DistillError as e:
         print(f"distill: error: {e}", file=sys.stderr)
         sys.exit(2)
+    if isinstance(result, dict) and result.get("exit_status"):
+        sys.exit(result["exit_status"])  # the monitor raised an alert: fail cron and CI gates
+    return result
 
 
 def run_all(cfg) -> dict:
@@ -51,7 +56,8 @@ def run_all(cfg) -> dict:
         return summary  # an estimate only, or the budget ran out: nothing more to do
     train(cfg, teach_first=False)
     label(cfg)
-    return monitor(cfg)
+    # the run itself succeeded: alerts are printed and recorded; gate cron and CI on `distill monitor`
+    return {**monitor(cfg), "exit_status": 0}
 
 
 def main(argv: list[str] | None = None) -> None:

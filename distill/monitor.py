@@ -1,68 +1,221 @@
-"""Monitor stage: score the student and the teacher against held-out human gold, side by side.
+"""Monitor stage: is the student still labeling well, and would we know if it were not?
 
-    distill monitor recipe=NAME
+    distill monitor recipe=NAME [monitor.baseline=auto|previous|teacher|none] [monitor.power=true]
 
-Writes monitor/metrics.json and prints a table. A gold row a system left unlabeled or labeled
-invalidly counts as wrong for that system.
+Scores the student (and the teacher) on held-out human gold with bootstrap CIs; tests it against
+a baseline on the same gold rows (the previous student in the history, else the teacher); tests
+the bulk labels' class mix against gold and the teacher's seed labels, and the corpus inputs
+against the gold inputs in the student's own embedding space; checks calibration against its
+noise floor; estimates bulk accuracy without labels; records the run in SQLite and runs a CUSUM
+over the audits there. Writes monitor/metrics.json and monitor/report.html, prints a summary,
+and exits 1 when an alert at `monitor.fail_on` or worse fires (for cron and CI gating).
+A gold row a system left unlabeled or labeled invalidly counts as wrong for that system.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
+from distill import drift, history, stats
 from distill.card import write_card
 from distill.data import load_split, read_json, read_jsonl, read_parquet
+from distill.errors import ConfigError
+from distill.report import effect, write_html
 from distill.tasks import build_task
 from distill.teach import prepare_data
 
-
-def _aligned(records: list[dict], ids: list[str]) -> tuple[list, int]:
-    by_id = {r["id"]: r["label"] for r in records}
-    return [by_id.get(i) for i in ids], sum(i not in by_id for i in ids)
+CBPE_CAVEAT = ("mean calibrated confidence of the student on the bulk labels: right only while the "
+               "calibration fitted on teacher labels holds on this batch; it cannot see concept drift")
 
 
 def monitor(cfg) -> dict:
-    run_dir = Path(cfg.run_dir)
+    run_dir, mcfg = Path(cfg.run_dir), cfg.monitor
     task = build_task(cfg.task)
     prepare_data(cfg)
     gold = load_split(cfg, "gold", task, labels=True)
-    ids, truth = gold["id"], gold["label"]
+    ids, truth = list(gold["id"]), list(gold["label"])
+    gold_key = _digest(json.dumps([ids, truth]))
 
-    # systems scored on the same gold rows
+    # -- the systems on the same gold rows, with bootstrap CIs --------------------------------------
+    student_rows = {r["id"]: r for r in read_parquet(run_dir / "labels" / "gold.parquet")}
+    student_name = next(iter(student_rows.values()))["student"] if student_rows else None
+    pred, conf, missing = _aligned(student_rows, ids)
     systems = {"majority baseline": task.metrics(truth, task.majority(truth))}
     teacher_summary = read_json(run_dir / "teacher" / "summary.json")
-    if (run_dir / "teacher" / "gold.jsonl").exists():
-        preds, missing = _aligned(read_jsonl(run_dir / "teacher" / "gold.jsonl"), ids)
-        systems["teacher"] = {**task.metrics(truth, preds), "missing": missing}
-    student_labels = read_parquet(run_dir / "labels" / "gold.parquet")
-    preds, missing = _aligned(student_labels, ids)
-    systems["student"] = {**task.metrics(truth, preds), "missing": missing}
+    teacher_rows = {r["id"]: r for r in read_jsonl(run_dir / "teacher" / "gold.jsonl")}
+    if teacher_rows:
+        t_pred, t_conf, t_missing = _aligned(teacher_rows, ids)
+        systems["teacher"] = _scored(task, truth, t_pred, mcfg, t_missing)
+    systems["student"] = _scored(task, truth, pred, mcfg, missing)
 
-    # label mix of the bulk labels next to gold's
-    corpus = read_parquet(run_dir / "labels" / "corpus.parquet", columns=["label", "route"])
+    # -- the bulk labels and the teacher's seed labels ---------------------------------------------
+    corpus_path = run_dir / "labels" / "corpus.parquet"
+    corpus = read_parquet(corpus_path, columns=["label", "route", "student_confidence"])
     corpus_labels = [r["label"] for r in corpus]
+    seed_labels = [r["label"] for r in read_jsonl(run_dir / "teacher" / "seed.jsonl") if r.get("label") is not None]
+    mix = {"corpus": task.label_counts(corpus_labels), "gold": task.label_counts(truth),
+           "seed": task.label_counts(seed_labels) if seed_labels else None}
+    corpus_conf = np.array([r["student_confidence"] for r in corpus if r["student_confidence"] is not None])
+
+    # -- baseline, embeddings, tests -----------------------------------------------------------------
+    history_path = Path(mcfg.history or run_dir / "monitor" / "history.sqlite")
+    past = history.runs(history_path, cfg.recipe)
+    baseline, base_pred, base_conf = _baseline(mcfg.baseline, past, student_name, gold_key, ids, teacher_rows)
+    emb_gold, emb_corpus = _embeddings(cfg, task, gold, run_dir) if int(mcfg.embed_rows) > 0 else (None, None)
+    ev = drift.Evidence(
+        classes=task.labels, f1_key=task.f1_key, counts=task.counts(truth, pred),
+        correct=task.correct(truth, pred), confidence=conf, baseline=baseline,
+        base_counts=task.counts(truth, base_pred) if base_pred is not None else None,
+        base_correct=task.correct(truth, base_pred) if base_pred is not None else None,
+        base_confidence=base_conf, mix=mix, corpus_confidence=corpus_conf, emb_gold=emb_gold, emb_corpus=emb_corpus)
+    tests = drift.run_tests(ev, mcfg)
+    alerts = drift.alerts(tests, mcfg, baseline)
+    label_free = {**stats.label_free_accuracy(corpus_conf), "gold_accuracy": systems["student"]["accuracy"],
+                  "caveat": CBPE_CAVEAT}
+
+    # -- history and the CUSUM over gold audits -----------------------------------------------------
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    corpus_key = f"{len(corpus)} rows sha256:{_file_digest(corpus_path)}" if corpus_path.exists() else "none"
+    run = {"time": now, "recipe": cfg.recipe, "student": student_name, "baseline": baseline,
+           "corpus_batch": corpus_key, "gold": gold_key, "gold_rows": len(ids),
+           "metrics": {**systems["student"], "mean_confidence": float(conf.mean()), "label_free": label_free,
+                       "label_mix": task.summarize(corpus_labels)},
+           "tests": tests, "alerts": alerts,
+           "predictions": {i: [p, c] for i, p, c in zip(ids, pred, conf.tolist())}}
+    run_id = history.record(history_path, run)
+    past = history.runs(history_path, cfg.recipe)
+    key = task.main_metric
+    trend = stats.cusum([r["metrics"][key] for r in past], [r["gold_rows"] for r in past],
+                        past[0]["metrics"][key], float(mcfg.cusum.k), float(mcfg.cusum.h))
+    if trend["signal"]:
+        alerts.append({"test": "cusum", "severity": "warning", "p": None, "p_holm": None,
+                       "reason": f"CUSUM of {key} shortfalls over {len(past)} gold audits is {trend['statistic']:.2f} "
+                                 f"> h={trend['h']} (reference {past[0]['metrics'][key]:.3f}, now "
+                                 f"{systems['student'][key]:.3f})", "mitigation": drift.MITIGATION["cusum"]})
+        history.record(history_path, {**run, "alerts": alerts})
+
     report = {
-        "recipe": cfg.recipe, "task": task.kind, "gold_rows": len(truth), "headline": list(task.headline),
+        "recipe": cfg.recipe, "task": task.kind, "time": now, "gold_rows": len(truth), "headline": list(task.headline),
+        "main_metric": key, "f1_key": task.f1_key,
         "teacher": {"model": teacher_summary.get("model", cfg.teacher.model),
                     "simulated": teacher_summary.get("simulated", bool(cfg.teacher.simulated)),
                     "sim_accuracy": teacher_summary.get("sim", {}).get("accuracy")},
-        "student": student_labels[0]["model"] if student_labels else None,
-        "systems": systems,
-        "label_mix": {"gold": task.summarize(truth), "student_corpus": task.summarize(corpus_labels)},
+        "student": student_name, "baseline": baseline, "systems": systems,
+        "label_mix": {"gold": task.summarize(truth), "seed": task.summarize(seed_labels) if seed_labels else None,
+                      "student_corpus": task.summarize(corpus_labels)},
         "corpus_rows": len(corpus), "corpus_invalid": sum(lab is None for lab in corpus_labels),
         "corpus_routes": dict(Counter(r["route"] for r in corpus)),
         "teacher_usage": teacher_summary.get("seed"),
+        "label_free": label_free, "reliability": stats.reliability(conf, ev.correct),
+        "tests": tests, "alerts": alerts, "cusum": {**trend, "metric": key},
+        "power": _power(task, truth, ev, tests, mcfg) if mcfg.power else None,
+        "history": {"path": str(history_path), "run_id": run_id, "runs": len(past)},
     }
-    out = run_dir / "monitor" / "metrics.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    report["exit_status"] = 1 if drift.fails(alerts, mcfg.fail_on) else 0
+
+    out = run_dir / "monitor"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    report["report_html"] = str(write_html(report, past, out / "report.html"))
     if (run_dir / "student" / "student.json").exists():
         write_card(cfg, run_dir)
     print(format_report(report))
     return report
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def _aligned(rows: dict, ids: list[str]) -> tuple[list, np.ndarray, int]:
+    """Labels and confidences in gold order; a missing row is unlabeled with confidence 0."""
+    pred = [rows[i]["label"] if i in rows else None for i in ids]
+    conf = np.array([float(rows[i].get("confidence") or 0.0) if i in rows else 0.0 for i in ids])
+    return pred, conf, sum(i not in rows for i in ids)
+
+
+def _scored(task, truth: list, pred: list, mcfg, missing: int) -> dict:
+    m = {**task.metrics(truth, pred), "missing": missing}
+    ci = stats.bootstrap_ci(task.counts(truth, pred), task.correct(truth, pred), task.f1_key,
+                            int(mcfg.n_boot), int(mcfg.seed))
+    m["ci"] = {"accuracy": ci["accuracy"], task.f1_key: ci[task.f1_key]}
+    for k, (label, pc) in enumerate(m["per_class"].items()):
+        pc.update(recall_ci=ci["recall"][k], f1_ci=ci["f1_per_class"][k],
+                  insufficient_support=pc["support"] < int(mcfg.min_support))
+    return m
+
+
+def _baseline(choice: str, past: list[dict], student: str | None, gold_key: str, ids: list[str],
+              teacher_rows: dict) -> tuple[str | None, list | None, np.ndarray | None]:
+    """(name, gold labels, confidences) of the system the student is paired against."""
+    if choice not in ("auto", "previous", "teacher", "none"):
+        raise ConfigError(f"monitor.baseline {choice!r} is unknown; choose auto, previous, teacher or none")
+    if choice in ("auto", "previous"):
+        earlier = [r for r in past if r["student"] != student and r["gold"] == gold_key and r["predictions"]]
+        if earlier:
+            prev = earlier[-1]
+            pred, conf, _ = _aligned({i: {"label": p, "confidence": c} for i, (p, c) in prev["predictions"].items()},
+                                     ids)
+            return f"previous student {prev['student']} (run {prev['id']})", pred, conf
+    if choice in ("auto", "teacher") and teacher_rows:
+        pred, conf, _ = _aligned(teacher_rows, ids)
+        has_conf = all(teacher_rows.get(i, {}).get("confidence") is not None for i in ids if i in teacher_rows)
+        return "teacher", pred, conf if has_conf else None
+    return None, None, None
+
+
+def _embeddings(cfg, task, gold, run_dir: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The student's encoder embeddings of up to monitor.embed_rows gold and corpus inputs."""
+    if not (run_dir / "student" / "student.json").exists():
+        return None, None
+    from distill.students import student_class
+
+    rows, rng = int(cfg.monitor.embed_rows), np.random.default_rng(int(cfg.monitor.seed))
+    corpus = load_split(cfg, "corpus", task, labels=False)
+    pick = lambda n: sorted(rng.choice(n, size=min(n, rows), replace=False).tolist())  # noqa: E731
+    student = student_class(cfg.student).load(cfg.student, task, run_dir / "student")
+    return (student.embed(gold.select(pick(len(gold)))["text"], int(cfg.label.batch_size)),
+            student.embed(corpus.select(pick(len(corpus)))["text"], int(cfg.label.batch_size), progress=True))
+
+
+def _power(task, truth: list, ev: drift.Evidence, tests: dict, mcfg) -> dict:
+    """Smallest drops an alert catches with 80% power at this gold size: the accuracy test and each
+    class's recall test at the Bonferroni share of alpha (Holm's first step; a bound, not exact)."""
+    m = max(1, len(tests))
+    alpha, n = float(mcfg.alpha), len(truth)
+    observed = "accuracy" in tests
+    if observed:
+        t = tests["accuracy"]
+        disc = (t["baseline_only_right"] + t["current_only_right"]) / n
+    else:
+        disc = float(mcfg.assumed_discordance)
+    gold_counts = ev.counts[..., 2].sum(0)
+    per_class = {}
+    for k, label in enumerate(task.labels):
+        support = int(gold_counts[k])
+        d = disc
+        if ev.base_counts is not None and support:
+            d = float(np.abs(ev.base_counts[:, k, 0] - ev.counts[:, k, 0]).sum() / support)
+        drop = stats.detectable_drop(support, max(d, 1e-3), alpha / (m * len(task.labels)))
+        per_class[label] = {"support": support, "recall_drop": drop, "discordance": d}
+    return {"alpha_per_test": alpha / m, "gold_rows": n, "discordance": disc,
+            "discordance_source": "observed against the baseline" if observed else "monitor.assumed_discordance",
+            "accuracy_drop": stats.detectable_drop(n, max(disc, 1e-3), alpha / m), "per_class": per_class}
 
 
 def format_report(report: dict) -> str:
@@ -70,18 +223,39 @@ def format_report(report: dict) -> str:
     teacher = f"{t['model']} (SIMULATED, target accuracy {t['sim_accuracy']})" if t["simulated"] else t["model"]
     cols = [*report["headline"], "invalid"]
     lines = [f"distill monitor · recipe {report['recipe']} · {report['gold_rows']} human gold rows",
-             f"teacher: {teacher}", f"student: {report['student']}", "",
-             f"{'system':<20}" + "".join(f"{c:>11}" for c in cols)]
+             f"teacher: {teacher}", f"student: {report['student']}", f"baseline: {report['baseline'] or 'none'}", "",
+             f"{'system':<20}" + "".join(f"{c:>11}" for c in cols) + f"{'95% CI ' + report['main_metric']:>22}"]
     for name, m in report["systems"].items():
+        ci = m.get("ci", {}).get(report["main_metric"])
         lines.append(f"{name:<20}" + "".join(f"{m[c]:>11.3f}" if isinstance(m[c], float) else f"{m[c]:>11}"
-                                             for c in cols))
+                                             for c in cols) + (f"{f'[{ci[0]:.3f}, {ci[1]:.3f}]':>22}" if ci else ""))
     names = [n for n in report["systems"] if n != "majority baseline"]
+    mix = report["label_mix"]
     lines += ["", f"{'per-class F1':<20}" + "".join(f"{n:>11}" for n in names) + f"{'support':>11}"
               + f"{'gold mix':>11}{'corpus mix':>11}"]
-    mix = report["label_mix"]
     for label, m in report["systems"]["student"]["per_class"].items():
+        flag = " (insufficient support)" if m["insufficient_support"] else ""
         lines.append(f"{label:<20}" + "".join(f"{report['systems'][n]['per_class'][label]['f1']:>11.3f}" for n in names)
-                     + f"{m['support']:>11}{mix['gold'][label]:>11.2f}{mix['student_corpus'][label]:>11.2f}")
+                     + f"{m['support']:>11}{mix['gold'][label]:>11.2f}{mix['student_corpus'][label]:>11.2f}{flag}")
+    lines += ["", f"{'test':<18}{'p':>10}{'Holm p':>10}  effect"]
+    for name, test in report["tests"].items():
+        lines.append(f"{name:<18}{test['p']:>10.3g}{test['p_holm']:>10.3g}  {effect(name, test)}")
+    lf = report["label_free"]
+    if lf["estimate"] is not None:
+        lines += ["", f"label-free accuracy estimate on {lf['rows']} bulk labels: {lf['estimate']:.3f} "
+                      f"[{lf['ci'][0]:.3f}, {lf['ci'][1]:.3f}] (gold: {lf['gold_accuracy']:.3f}); {lf['caveat']}"]
+    if report["power"]:
+        p = report["power"]
+        acc = f"{p['accuracy_drop']:.3f}" if p["accuracy_drop"] is not None else "none detectable"
+        lines += ["", f"power (80%) at {p['gold_rows']} gold rows, discordance {p['discordance']:.3f} "
+                      f"({p['discordance_source']}): smallest accuracy drop {acc}"]
+        for label, c in p["per_class"].items():
+            drop = f"{c['recall_drop']:.3f}" if c["recall_drop"] is not None else "none detectable"
+            lines.append(f"  {label:<18} support {c['support']:>6}  smallest recall drop {drop}")
+    lines += [""] + ([f"ALERT [{a['severity']}] {a['test']}: {a['reason']}\n    mitigation: {a['mitigation']}"
+                      for a in report["alerts"]] or ["no alerts"])
+    lines.append(f"report: {report.get('report_html', '')} · history: {report['history']['path']} "
+                 f"(run {report['history']['run_id']} of {report['history']['runs']})")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from tqdm.auto import tqdm
@@ -304,6 +305,23 @@ class Student:
             out.append({"label": label, "confidence": conf[b], "entity_confidence": units, "error": error,
                         "raw": text})
         return out
+
+    def embed(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Mean-pooled last hidden states of the student's own encoder (a causal LM: its last
+        layer), one row per text: the monitor compares corpus and gold inputs with them."""
+        out = []
+        for start in tqdm(range(0, len(texts), batch_size), desc="student: embedding", unit="batch",
+                          disable=not progress):
+            enc = self.tokenizer(texts[start : start + batch_size], max_length=self.cfg.max_source_length,
+                                 truncation=True, padding=True, return_tensors="pt").to(self.model.device)
+            with torch.inference_mode():
+                hidden = self.hidden_states(enc).float()
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def hidden_states(self, enc) -> torch.Tensor:
+        return self.model(**enc, output_hidden_states=True).hidden_states[-1]
 
     def pieces(self, ids: list[int], logps: list[float]) -> list[tuple[str, float]]:
         """(text, logprob) of each generated token, the texts spelling the decoded output."""

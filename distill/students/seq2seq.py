@@ -50,6 +50,9 @@ class Seq2SeqStudent(Student):
         return self.tokenizer(prompts, max_length=self.cfg.max_source_length, truncation=True,
                               padding=True, return_tensors="pt").to(self.model.device)
 
+    def hidden_states(self, enc) -> torch.Tensor:
+        return self.model.get_encoder()(**enc).last_hidden_state
+
     def score(self, prompts: list[str], targets: list[str]) -> torch.Tensor:
         enc = self._inputs(prompts)
         n, k = len(prompts), len(targets)

@@ -8,6 +8,7 @@ import re
 from collections import Counter
 from typing import Any
 
+import numpy as np
 from omegaconf import ListConfig, OmegaConf
 
 from distill.errors import DataError, OutputError
@@ -204,13 +205,25 @@ class Task:
     def student_target(self, label, row: dict) -> str: ...
     def parse_student(self, text: str, row: dict): ...
     def check_gold(self, value, where: str): ...
-    def metrics(self, gold: list, pred: list) -> dict: ...
+    def counts(self, gold: list, pred: list) -> np.ndarray: ...  # [rows, classes, (tp, predicted, gold)]
+    def label_counts(self, labels: list) -> np.ndarray: ...  # [classes]: how often each is labeled
     def majority(self, gold: list) -> list: ...
-    def summarize(self, labels: list) -> dict: ...
 
+    # -- scoring against gold -------------------------------------------------------------------
+    f1_key = "macro_f1"  # the F1 the monitor's paired test compares
 
-def prf(tp: int, n_pred: int, n_gold: int) -> dict:
-    p = tp / n_pred if n_pred else 0.0
-    r = tp / n_gold if n_gold else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": p, "recall": r, "f1": f, "support": n_gold}
+    def correct(self, gold: list, pred: list) -> np.ndarray:
+        """Per row: the prediction is entirely right."""
+        return np.array([p is not None and p == g for g, p in zip(gold, pred)], dtype=bool)
+
+    def metrics(self, gold: list, pred: list) -> dict:
+        from distill.stats import scores
+
+        return {**scores(self.counts(gold, pred), self.correct(gold, pred), self.labels),
+                "invalid": sum(p is None for p in pred)}
+
+    def summarize(self, labels: list) -> dict:
+        """Each class's share of the labels (invalid ones left out)."""
+        counts = self.label_counts(labels)
+        return {label: float(c) / max(1, int(counts.sum())) for label, c in zip(self.labels, counts)}
+

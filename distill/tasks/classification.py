@@ -6,8 +6,10 @@ import json
 import re
 from collections import Counter
 
+import numpy as np
+
 from distill.errors import DataError, OutputError
-from distill.tasks.base import Task, prf, span_probability, token_offsets
+from distill.tasks.base import Task, span_probability, token_offsets
 
 _LABEL_VALUE = re.compile(r'"label"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
@@ -90,26 +92,20 @@ class Classification(Task):
         except OutputError:
             raise DataError(f"{where}: label {value!r} is not in the label set {self.labels}") from None
 
-    def metrics(self, gold: list[str], pred: list[str | None]) -> dict:
-        n = len(gold)
-        per_class = {}
-        for label in self.labels:
-            tp = sum(g == label and p == label for g, p in zip(gold, pred))
-            per_class[label] = prf(tp, sum(p == label for p in pred), sum(g == label for g in gold))
-        present = [m["f1"] for lab, m in per_class.items() if m["support"] or any(p == lab for p in pred)]
-        return {
-            "n": n,
-            "accuracy": sum(g == p for g, p in zip(gold, pred)) / n if n else 0.0,
-            "macro_f1": sum(present) / len(present) if present else 0.0,
-            "invalid": sum(p is None for p in pred),
-            "per_class": per_class,
-        }
+    def counts(self, gold: list[str], pred: list[str | None]) -> np.ndarray:
+        index = {label: k for k, label in enumerate(self.labels)}
+        out = np.zeros((len(gold), len(self.labels), 3), dtype=np.int64)
+        for i, (g, p) in enumerate(zip(gold, pred)):
+            out[i, index[g], 2] = 1
+            if p is not None:
+                out[i, index[p], 1] = 1
+                out[i, index[p], 0] = int(p == g)
+        return out
 
     def majority(self, gold: list[str]) -> list[str]:
         top = Counter(gold).most_common(1)[0][0]
         return [top] * len(gold)
 
-    def summarize(self, labels: list[str | None]) -> dict:
+    def label_counts(self, labels: list[str | None]) -> np.ndarray:
         counts = Counter(label for label in labels if label is not None)
-        total = sum(counts.values()) or 1
-        return {label: counts.get(label, 0) / total for label in self.labels}
+        return np.array([counts.get(label, 0) for label in self.labels], dtype=np.int64)

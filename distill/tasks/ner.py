@@ -7,8 +7,10 @@ import re
 from collections import Counter
 from functools import cached_property
 
+import numpy as np
+
 from distill.errors import DataError, OutputError
-from distill.tasks.base import Task, norm, prf, span_probability, token_offsets
+from distill.tasks.base import Task, norm, span_probability, token_offsets
 
 _OBJECT = re.compile(r"\{[^{}]*\}")
 
@@ -233,31 +235,22 @@ class NER(Task):
                 raise DataError(f"{where}: tag {tag!r} is not O or B-/I- of the types {self.labels}")
         return list(value)
 
-    def metrics(self, gold: list[list[str]], pred: list[list[str] | None]) -> dict:
-        counts = {t: [0, 0, 0] for t in self.labels}  # tp, predicted, gold
-        for g, p in zip(gold, pred):
+    f1_key = "f1"  # entity-level micro F1, the CoNLL headline
+
+    def counts(self, gold: list[list[str]], pred: list[list[str] | None]) -> np.ndarray:
+        index = {t: k for k, t in enumerate(self.labels)}
+        out = np.zeros((len(gold), len(self.labels), 3), dtype=np.int64)
+        for i, (g, p) in enumerate(zip(gold, pred)):
             gs, ps = set(spans(g)), set(spans(p or ["O"] * len(g)))
-            for typ, *_ in gs:
-                counts[typ][2] += 1
-            for typ, *_ in ps:
-                counts[typ][1] += 1
-            for typ, *_ in gs & ps:
-                counts[typ][0] += 1
-        per_type = {t: prf(*c) for t, c in counts.items()}
-        micro = prf(*(sum(c[i] for c in counts.values()) for i in range(3)))
-        return {
-            "n": len(gold),
-            "precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1"],
-            "macro_f1": sum(m["f1"] for m in per_type.values()) / len(per_type),
-            "invalid": sum(p is None for p in pred),
-            "per_class": per_type,
-        }
+            for column, found in ((2, gs), (1, ps), (0, gs & ps)):
+                for typ, *_ in found:
+                    out[i, index[typ], column] += 1
+        return out
 
     def majority(self, gold: list[list[str]]) -> list[list[str]]:
         # the majority tag is O: a model that finds nothing
         return [["O"] * len(g) for g in gold]
 
-    def summarize(self, labels: list[list[str] | None]) -> dict:
+    def label_counts(self, labels: list[list[str] | None]) -> np.ndarray:
         counts = Counter(typ for tags in labels if tags for typ, *_ in spans(tags))
-        total = sum(counts.values()) or 1
-        return {t: counts.get(t, 0) / total for t in self.labels}
+        return np.array([counts.get(t, 0) for t in self.labels], dtype=np.int64)

@@ -1,0 +1,197 @@
+"""From evidence (the student on gold, a baseline on the same rows, the label mix of the bulk
+labels, embeddings) to tests and alerts. Plain arrays in, plain dicts out: `distill monitor` and
+`scripts/bench_monitor.py` run exactly this code.
+
+Each test gives a one-sided or homogeneity p-value at its own level; an alert needs the test to
+survive Holm's correction across all tests that ran (so one monitor run raises a false alarm at
+most alpha of the time) and, for the label mix, an effect large enough to act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from distill import stats
+
+MITIGATION = {
+    "accuracy": "relabel a fresh sample with the teacher and retrain on teacher plus human labels, keeping "
+                "at least 10% human or teacher data in every retraining set (Shumailov et al., Nature 2024)",
+    "f1": "relabel a fresh sample with the teacher and retrain on teacher plus human labels, keeping at least "
+          "10% human or teacher data in every retraining set (Shumailov et al., Nature 2024)",
+    "class_recall": "rebalance the minority classes (oversample or reweight them in the next training set) and "
+                    "send their low-confidence rows to the teacher with label.threshold (CReST, Wei et al. 2021)",
+    "vanished": "rebalance the minority classes and relabel that class's likely rows with the teacher; "
+                "accumulate training data across generations rather than replacing it (Gerstgrasser et al. 2024)",
+    "label_mix_gold": "accumulate rather than replace training data across generations (Gerstgrasser et al. "
+                      "2024) and check the shifted classes against the teacher on a fresh sample",
+    "label_mix_seed": "accumulate rather than replace training data across generations (Gerstgrasser et al. "
+                      "2024) and check the shifted classes against the teacher on a fresh sample",
+    "overconfidence": "recalibrate (distill train refits the temperature) and rerun distill cascade before "
+                      "trusting confidence-based routing; relabel low-confidence rows with the teacher",
+    "calibration": "recalibrate on human or teacher labels (distill train refits the temperature) and rerun "
+                   "distill cascade before trusting label.threshold",
+    "input": "gold no longer represents the corpus: add human gold drawn from the current corpus batch and "
+             "relabel a sample of it with the teacher",
+    "cusum": "a sustained decline across audits: retrain from teacher labels, accumulating data and keeping "
+             "at least 10% human or teacher data (Gerstgrasser et al. 2024; Shumailov et al. 2024)",
+}
+SEVERITY = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass
+class Evidence:
+    classes: list[str]
+    f1_key: str                              # the F1 headline: macro_f1 (classification) or f1 (NER, micro)
+    counts: np.ndarray                       # [n, C, 3] the student on gold: tp, predicted, gold
+    correct: np.ndarray                      # [n] row entirely right
+    confidence: np.ndarray | None = None     # [n] calibrated confidence on gold rows
+    baseline: str | None = None              # who the baseline is (teacher, a previous student)
+    base_counts: np.ndarray | None = None
+    base_correct: np.ndarray | None = None
+    base_confidence: np.ndarray | None = None
+    mix: dict[str, np.ndarray] = field(default_factory=dict)  # label counts [C]: corpus, gold, seed
+    corpus_confidence: np.ndarray | None = None
+    emb_gold: np.ndarray | None = None
+    emb_corpus: np.ndarray | None = None
+
+
+def run_tests(ev: Evidence, cfg) -> dict:
+    """Every test the evidence allows, each with its p-value and the effect behind it."""
+    alpha, n_perm, seed = float(cfg.alpha), int(cfg.n_perm), int(cfg.seed)
+    tests: dict[str, dict] = {}
+    paired = ev.base_counts is not None
+    if paired:
+        b = int((ev.base_correct & ~ev.correct).sum())
+        c = int((~ev.base_correct & ev.correct).sum())
+        acc_b, acc_n = float(ev.base_correct.mean()), float(ev.correct.mean())
+        tests["accuracy"] = {"p": stats.mcnemar_midp(b, c), "baseline": acc_b, "current": acc_n,
+                             "drop": acc_b - acc_n, "baseline_only_right": b, "current_only_right": c,
+                             "error_persistence": stats.persistence(ev.base_correct, ev.correct)}
+        f1 = stats.F1[ev.f1_key]
+        fb, fn = float(f1(ev.base_counts.sum(0))), float(f1(ev.counts.sum(0)))
+        tests["f1"] = {"p": stats.paired_permutation(ev.base_counts, ev.counts, f1, n_perm, seed),
+                       "metric": ev.f1_key, "baseline": fb, "current": fn, "drop": fb - fn}
+        tests["class_recall"] = _class_recall(ev, cfg)
+    if paired and ev.confidence is not None and ev.base_confidence is not None:
+        gap_b = ev.base_confidence - ev.base_correct
+        gap_n = ev.confidence - ev.correct
+        tests["overconfidence"] = {
+            "p": stats.signflip_p(gap_n - gap_b, n_perm, seed),
+            "confidence": [float(ev.base_confidence.mean()), float(ev.confidence.mean())],
+            "accuracy": [float(ev.base_correct.mean()), float(ev.correct.mean())]}
+    if ev.confidence is not None:
+        tests["calibration"] = {**stats.ece_test(ev.confidence, ev.correct, n_sim=n_perm, seed=seed),
+                                "mean_confidence": float(ev.confidence.mean()), "accuracy": float(ev.correct.mean())}
+    corpus = ev.mix.get("corpus")
+    if corpus is not None and corpus.sum():
+        for ref in ("gold", "seed"):
+            if ev.mix.get(ref) is not None and ev.mix[ref].sum():
+                tests[f"label_mix_{ref}"] = _label_mix(corpus, ev.mix[ref], ev.classes, cfg)
+        pooled = sum(ev.mix[r] for r in ("gold", "seed") if ev.mix.get(r) is not None)
+        if not np.isscalar(pooled) and pooled.sum():
+            ref_share = pooled / pooled.sum()
+            # a class present in the references with no bulk label at all: Bonferroni over classes
+            gone = {c: stats.vanished_p(0, int(corpus.sum()), float(ref_share[k]))
+                    for k, c in enumerate(ev.classes) if corpus[k] == 0 and ref_share[k] > 0}
+            tests["vanished"] = {"p": min(1.0, min(gone.values(), default=1.0) * len(ev.classes)),
+                                 "classes": list(gone)}
+    if ev.emb_gold is not None and ev.emb_corpus is not None and len(ev.emb_gold) > 1 and len(ev.emb_corpus) > 1:
+        tests["input"] = stats.mmd_test(ev.emb_corpus, ev.emb_gold, n_perm, seed=seed)
+    adjusted = stats.holm({k: t["p"] for k, t in tests.items()})
+    for k, t in tests.items():
+        t["p_holm"] = adjusted[k]
+        t["significant"] = adjusted[k] < alpha
+    return tests
+
+
+def _class_recall(ev: Evidence, cfg) -> dict:
+    """Per class (entity type), a one-sided paired test of a recall drop, Holm across classes."""
+    per, raw = {}, {}
+    tp_b, tp_n, gold = ev.base_counts[..., 0], ev.counts[..., 0], ev.counts[..., 2]
+    for k, c in enumerate(ev.classes):
+        support = int(gold[:, k].sum())
+        if not support:
+            continue
+        raw[c] = stats.signflip_p(tp_b[:, k] - tp_n[:, k], int(cfg.n_perm), int(cfg.seed) + k)
+        rb, rn = tp_b[:, k].sum() / support, tp_n[:, k].sum() / support
+        per[c] = {"baseline": float(rb), "current": float(rn), "support": support, "p": raw[c],
+                  "insufficient_support": support < int(cfg.min_support)}
+    adjusted = stats.holm(raw) if raw else {}
+    for c in per:
+        per[c]["p_holm"] = adjusted[c]
+    worst = min(per, key=lambda c: adjusted[c]) if per else None
+    return {"p": adjusted[worst] if worst else 1.0, "worst": worst, "per_class": per}
+
+
+def _label_mix(corpus: np.ndarray, ref: np.ndarray, classes: list[str], cfg) -> dict:
+    chi2, p, dof = stats.chi2_homogeneity(corpus, ref)
+    cs, rs = corpus / corpus.sum(), ref / ref.sum()
+    ratio = {c: (float(cs[k] / rs[k]) if rs[k] else None) for k, c in enumerate(classes)}
+    tail = stats.tail_classes(ref)
+    shifted = [c for k, c in enumerate(classes) if rs[k] >= 0.02 and ratio[c] is not None
+               and not 1 / float(cfg.material_ratio) < ratio[c] < float(cfg.material_ratio)]
+    value_psi = stats.psi(corpus, ref)
+    return {"p": p, "chi2": chi2, "dof": dof, "psi": value_psi, "js_distance": stats.js_distance(corpus, ref),
+            "prevalence_ratio": ratio, "shifted": shifted,
+            "material": bool(shifted) or value_psi >= float(cfg.material_psi),
+            "entropy_bits": [stats.entropy_bits(ref), stats.entropy_bits(corpus)],
+            "tail": [classes[k] for k in tail],
+            "tail_mass": [float(rs[tail].sum()), float(cs[tail].sum())], "rows": [int(ref.sum()), int(corpus.sum())]}
+
+
+def alerts(tests: dict, cfg, baseline: str | None = None) -> list[dict]:
+    """One alert per significant (Holm-adjusted) test whose effect is worth acting on: severity,
+    a one-line reason with the numbers, and a mitigation."""
+    out = []
+    crit = float(cfg.critical_drop)
+
+    def add(test, severity, reason):
+        out.append({"test": test, "severity": severity, "reason": reason, "p": tests[test]["p"],
+                    "p_holm": tests[test]["p_holm"], "mitigation": MITIGATION[test]})
+
+    for name, t in tests.items():
+        if not t["significant"]:
+            continue
+        if name in ("accuracy", "f1"):
+            label = "accuracy" if name == "accuracy" else t["metric"]
+            add(name, "critical" if t["drop"] >= crit else "warning",
+                f"{label} fell from {t['baseline']:.3f} ({baseline}) to {t['current']:.3f} on the same gold rows "
+                f"(p={t['p']:.2g}, Holm {t['p_holm']:.2g})")
+        elif name == "class_recall":
+            c = t["per_class"][t["worst"]]
+            rel = 1 - c["current"] / c["baseline"] if c["baseline"] else 0.0
+            add(name, "critical" if rel >= 0.5 else "warning",
+                f"recall of {t['worst']!r} fell from {c['baseline']:.3f} to {c['current']:.3f} "
+                f"on {c['support']} gold items (p={c['p']:.2g}, Holm {t['p_holm']:.2g})")
+        elif name == "overconfidence":
+            add(name, "warning",
+                f"mean confidence {t['confidence'][0]:.3f} -> {t['confidence'][1]:.3f} while gold accuracy "
+                f"{t['accuracy'][0]:.3f} -> {t['accuracy'][1]:.3f} (p={t['p']:.2g})")
+        elif name == "calibration":
+            # overconfidence misleads the cascade into trusting wrong labels; underconfidence only costs teacher calls
+            over = t["mean_confidence"] > t["accuracy"]
+            add(name, "warning" if over else "info",
+                f"ECE {t['ece']:.3f} is above its noise floor {t['noise_floor']:.3f} at this gold size "
+                f"(p={t['p']:.2g}); {'over' if over else 'under'}confident: mean confidence "
+                f"{t['mean_confidence']:.3f}, accuracy {t['accuracy']:.3f}")
+        elif name.startswith("label_mix") and t["material"]:
+            ref = name.removeprefix("label_mix_")
+            what = ", ".join(f"{c} x{t['prevalence_ratio'][c]:.2f}" for c in t["shifted"]) or "no single class"
+            add(name, "warning", f"bulk label mix differs from {ref} labels: PSI {t['psi']:.3f}, JS "
+                                 f"{t['js_distance']:.3f}, prevalence ratios {what} (p={t['p']:.2g})")
+        elif name == "vanished" and t["classes"]:
+            add(name, "critical", f"class(es) {', '.join(t['classes'])} vanished from the bulk labels "
+                                  f"(p={t['p']:.2g})")
+        elif name == "input":
+            add(name, "warning", f"corpus inputs differ from gold inputs: MMD^2 {t['mmd2']:.4f} on "
+                                 f"{t['rows'][0]} corpus and {t['rows'][1]} gold rows (p={t['p']:.2g})")
+    return out
+
+
+def fails(alert_list: list[dict], fail_on: str) -> bool:
+    """Whether alerts this severe should end `distill monitor` with a non-zero exit status."""
+    if fail_on == "never":
+        return False
+    return any(SEVERITY[a["severity"]] >= SEVERITY[fail_on] for a in alert_list)
