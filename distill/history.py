@@ -46,7 +46,7 @@ def record(path: Path, run: dict) -> int:
                    f"ON CONFLICT (recipe, student, corpus_batch, gold) DO UPDATE SET {update}",
                    [values[c] for c in cols])
         key = (run["recipe"], run["student"], run["corpus_batch"], run["gold"])
-        return int(db.execute("SELECT id FROM runs WHERE recipe=? AND student=? AND corpus_batch=? AND gold=?",
+        return int(db.execute("SELECT id FROM runs WHERE recipe=? AND student IS ? AND corpus_batch=? AND gold=?",
                               key).fetchone()[0])
 
 

@@ -63,12 +63,16 @@ def bootstrap_ci(counts: np.ndarray, correct: np.ndarray, f1_key: str, n_boot: i
     per-class recall and F1."""
     n = len(counts)
     rng = np.random.default_rng(seed)
-    w = rng.multinomial(n, np.full(n, 1 / n), size=n_boot).astype(np.float64)  # [B, n]
-    sums = (w @ counts.reshape(n, -1)).reshape(n_boot, *counts.shape[1:])
+    flat, sums, accs = counts.reshape(n, -1).astype(np.float64), [], []
+    for start in range(0, n_boot, 100):  # 100 resamples at a time: memory stays flat for large gold sets
+        w = rng.multinomial(n, np.full(n, 1 / n), size=min(100, n_boot - start)).astype(np.float64)
+        sums.append(w @ flat)
+        accs.append(w @ correct / n)
+    sums = np.concatenate(sums).reshape(n_boot, *counts.shape[1:])
     _, r, f = prf_arrays(sums)
     q = [(1 - level) / 2, (1 + level) / 2]
     ci = lambda x: [float(v) for v in np.quantile(x, q, axis=0)]  # noqa: E731
-    return {"accuracy": ci(w @ correct / n), f1_key: ci(F1[f1_key](sums)),
+    return {"accuracy": ci(np.concatenate(accs)), f1_key: ci(F1[f1_key](sums)),
             "recall": np.quantile(r, q, axis=0).T.tolist(), "f1_per_class": np.quantile(f, q, axis=0).T.tolist()}
 
 
