@@ -141,6 +141,11 @@ def _label_mix(corpus: np.ndarray, ref: np.ndarray, classes: list[str], cfg) -> 
             "tail_mass": [float(rs[tail].sum()), float(cs[tail].sum())], "rows": [int(ref.sum()), int(corpus.sum())]}
 
 
+def fmt_p(p: float) -> str:
+    """A p-value for people: permutation p-values below 0.001 are shown as a bound."""
+    return "<0.001" if p < 0.001 else f"{p:.2g}"
+
+
 def alerts(tests: dict, cfg, baseline: str | None = None) -> list[dict]:
     """One alert per significant (Holm-adjusted) test whose effect is worth acting on: severity,
     a one-line reason with the numbers, and a mitigation."""
@@ -158,35 +163,36 @@ def alerts(tests: dict, cfg, baseline: str | None = None) -> list[dict]:
             label = "accuracy" if name == "accuracy" else t["metric"]
             add(name, "critical" if t["drop"] >= crit else "warning",
                 f"{label} fell from {t['baseline']:.3f} ({baseline}) to {t['current']:.3f} on the same gold rows "
-                f"(p={t['p']:.2g}, Holm {t['p_holm']:.2g})")
+                f"(p={fmt_p(t['p'])}, Holm {fmt_p(t['p_holm'])})")
         elif name == "class_recall":
             c = t["per_class"][t["worst"]]
             rel = 1 - c["current"] / c["baseline"] if c["baseline"] else 0.0
             add(name, "critical" if rel >= 0.5 else "warning",
                 f"recall of {t['worst']!r} fell from {c['baseline']:.3f} to {c['current']:.3f} "
-                f"on {c['support']} gold items (p={c['p']:.2g}, Holm {t['p_holm']:.2g})")
-        elif name == "overconfidence":
+                f"on {c['support']} gold items (p={fmt_p(c['p'])}, Holm {fmt_p(t['p_holm'])})")
+        elif name == "overconfidence" and t["confidence"][1] >= t["confidence"][0] - 0.01:
+            # the gap grew while confidence held or rose; a gap grown with confidence falling is an accuracy alert
             add(name, "warning",
                 f"mean confidence {t['confidence'][0]:.3f} -> {t['confidence'][1]:.3f} while gold accuracy "
-                f"{t['accuracy'][0]:.3f} -> {t['accuracy'][1]:.3f} (p={t['p']:.2g})")
+                f"{t['accuracy'][0]:.3f} -> {t['accuracy'][1]:.3f} (p={fmt_p(t['p'])})")
         elif name == "calibration":
             # overconfidence misleads the cascade into trusting wrong labels; underconfidence only costs teacher calls
             over = t["mean_confidence"] > t["accuracy"]
             add(name, "warning" if over else "info",
                 f"ECE {t['ece']:.3f} is above its noise floor {t['noise_floor']:.3f} at this gold size "
-                f"(p={t['p']:.2g}); {'over' if over else 'under'}confident: mean confidence "
+                f"(p={fmt_p(t['p'])}); {'over' if over else 'under'}confident: mean confidence "
                 f"{t['mean_confidence']:.3f}, accuracy {t['accuracy']:.3f}")
         elif name.startswith("label_mix") and t["material"]:
             ref = name.removeprefix("label_mix_")
             what = ", ".join(f"{c} x{t['prevalence_ratio'][c]:.2f}" for c in t["shifted"]) or "no single class"
             add(name, "warning", f"bulk label mix differs from {ref} labels: PSI {t['psi']:.3f}, JS "
-                                 f"{t['js_distance']:.3f}, prevalence ratios {what} (p={t['p']:.2g})")
+                                 f"{t['js_distance']:.3f}, prevalence ratios {what} (p={fmt_p(t['p'])})")
         elif name == "vanished" and t["classes"]:
             add(name, "critical", f"class(es) {', '.join(t['classes'])} vanished from the bulk labels "
-                                  f"(p={t['p']:.2g})")
+                                  f"(p={fmt_p(t['p'])})")
         elif name == "input":
             add(name, "warning", f"corpus inputs differ from gold inputs: MMD^2 {t['mmd2']:.4f} on "
-                                 f"{t['rows'][0]} corpus and {t['rows'][1]} gold rows (p={t['p']:.2g})")
+                                 f"{t['rows'][0]} corpus and {t['rows'][1]} gold rows (p={fmt_p(t['p'])})")
     return out
 
 

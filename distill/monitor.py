@@ -26,6 +26,7 @@ import numpy as np
 from distill import drift, history, stats
 from distill.card import write_card
 from distill.data import load_split, read_json, read_jsonl, read_parquet
+from distill.drift import fmt_p
 from distill.errors import ConfigError
 from distill.report import effect, write_html
 from distill.tasks import build_task
@@ -239,7 +240,7 @@ def format_report(report: dict) -> str:
                      + f"{m['support']:>11}{mix['gold'][label]:>11.2f}{mix['student_corpus'][label]:>11.2f}{flag}")
     lines += ["", f"{'test':<18}{'p':>10}{'Holm p':>10}  effect"]
     for name, test in report["tests"].items():
-        lines.append(f"{name:<18}{test['p']:>10.3g}{test['p_holm']:>10.3g}  {effect(name, test)}")
+        lines.append(f"{name:<18}{fmt_p(test['p']):>10}{fmt_p(test['p_holm']):>10}  {effect(name, test)}")
     lf = report["label_free"]
     if lf["estimate"] is not None:
         lines += ["", f"label-free accuracy estimate on {lf['rows']} bulk labels: {lf['estimate']:.3f} "

@@ -9,6 +9,8 @@ import html
 import io
 from pathlib import Path
 
+from distill.drift import fmt_p
+
 SEVERITY_COLOR = {"critical": "#b00020", "warning": "#b26a00", "info": "#345"}
 
 
@@ -110,7 +112,7 @@ def write_html(report: dict, runs: list[dict], path: Path) -> Path:
                          "insufficient support" if m["insufficient_support"] else ""]
                         for c, m in report["systems"]["student"]["per_class"].items()])
     tests = _table(["test", "p", "Holm p", "significant", "effect"],
-                   [[k, f"{v['p']:.3g}", f"{v['p_holm']:.3g}", "yes" if v["significant"] else "no",
+                   [[k, fmt_p(v["p"]), fmt_p(v["p_holm"]), "yes" if v["significant"] else "no",
                      effect(k, v)] for k, v in report["tests"].items()])
     lf = report["label_free"]
     label_free = (f"<p>Label-free estimate of the student's accuracy on {lf['rows']} bulk labels: "

@@ -161,6 +161,12 @@ def test_accuracy_drop_and_vanished_class_alert_with_reasons_and_mitigations():
     assert alerts["vanished"]["severity"] == "critical" and "c" in alerts["vanished"]["reason"]
     assert "Gerstgrasser" in alerts["vanished"]["mitigation"]
     assert tests["accuracy"]["error_persistence"] == pytest.approx(1.0)  # it keeps every old error
+    # confidence held while accuracy fell: overconfidence; had confidence fallen further, it is not
+    assert alerts["overconfidence"]["severity"] == "warning"
+    humbler = evidence(drop=0.08, vanish=True)
+    humbler.confidence = np.full(1000, 0.5)
+    assert "overconfidence" not in {a["test"] for a in drift.alerts(drift.run_tests(humbler, CFG), CFG)}
+    assert drift.fmt_p(0.0) == "<0.001" and drift.fmt_p(0.0123) == "0.012"
     assert drift.fails(list(alerts.values()), "warning") and drift.fails(list(alerts.values()), "critical")
     assert not drift.fails(list(alerts.values()), "never")
     info = [{"severity": "info"}]
