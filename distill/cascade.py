@@ -19,10 +19,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distill.data import load_split, read_json, read_jsonl, read_parquet
 from distill.errors import ConfigError, DataError
+from distill.stats import scores
 from distill.students.base import student_identity
 from distill.tasks import Task, build_task
 from distill.tasks.ner import spans
@@ -61,10 +64,13 @@ def resolve_threshold(cfg) -> float | None:
     return value
 
 
-def check_cascade(cfg, task: Task) -> None:
-    """Before labeling: the threshold is valid and, for a real teacher, its API key is set."""
-    if resolve_threshold(cfg) is not None and cfg.label.route == "teacher" and not cfg.teacher.simulated:
+def check_cascade(cfg, task: Task) -> float | None:
+    """Before labeling: the threshold is valid and, for a real teacher, its API key is set; returns
+    the threshold."""
+    threshold = resolve_threshold(cfg)
+    if threshold is not None and cfg.label.route == "teacher" and not cfg.teacher.simulated:
         Teacher(cfg.teacher, task, cache_path=":memory:")  # raises with the variable to export
+    return threshold
 
 
 # -- routing corpus rows (called by the merge) ------------------------------------------------
@@ -76,8 +82,9 @@ def cascade_rows(cfg, task: Task, files: list[Path], threshold: float, run_dir: 
     low, seen = [], set()
     for f in files:
         for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=columns):
-            for row in batch.to_pylist():
-                if row["id"] not in seen and (row["label"] is None or row["confidence"] < threshold):
+            unsure = pc.or_kleene(pc.is_null(batch["label"]), pc.less(batch["confidence"], threshold))
+            for row in batch.filter(unsure).to_pylist():  # only the few unsure rows become Python dicts
+                if row["id"] not in seen:
                     seen.add(row["id"])
                     low.append(row)
     overlay, review, stats = {}, [], {"rows_under_threshold": len(low), "teacher": None}
@@ -167,17 +174,20 @@ def curve(task: Task, truth: list, student: list, confidence: list, teacher: lis
           cost_per_row: float | None, points: int = 201) -> list[dict]:
     """Quality, coverage and teacher cost of the cascade at each threshold, replayed on gold."""
     n = len(truth)
-    conf = [c if lab is not None else -1.0 for lab, c in zip(student, confidence)]  # invalid: always sent
-    values = sorted({c for c in conf if c >= 0})
+    conf = np.array([c if lab is not None else -1.0 for lab, c in zip(student, confidence)])  # invalid: always sent
+    values = sorted({float(c) for c in conf if c >= 0})
     if len(values) > points:  # quantiles keep the table small on a large gold set
         values = sorted({values[round(i * (len(values) - 1) / (points - 1))] for i in range(points)})
+    # per-row counts once; each threshold picks, row by row, the teacher's or the student's
+    counts_s, counts_t = task.counts(truth, student), task.counts(truth, teacher)
+    right_s, right_t = task.correct(truth, student), task.correct(truth, teacher)
     out = []
     for t in [0.0, *values, math.nextafter(1.0, 2.0)]:
-        sent = [c < t for c in conf]
-        preds = [tl if s else sl for s, sl, tl in zip(sent, student, teacher)]
-        share = sum(sent) / n
-        out.append({"threshold": t, "coverage": 1 - share, "teacher_share": share,
-                    "quality": task.metrics(truth, preds)[task.main_metric],
+        sent = conf < t
+        share = int(sent.sum()) / n
+        quality = scores(np.where(sent[:, None, None], counts_t, counts_s), np.where(sent, right_t, right_s),
+                         task.labels)[task.main_metric]
+        out.append({"threshold": t, "coverage": 1 - share, "teacher_share": share, "quality": quality,
                     "teacher_cost_per_1k_rows": cost_per_row * 1000 * share if cost_per_row is not None else None})
     return out
 
@@ -227,16 +237,16 @@ def cascade(cfg) -> dict:
 
 def format_result(result: dict, points: list[dict], out: Path) -> str:
     metric = result["metric"]
-    usd = result["teacher_cost_per_row_usd"] is not None
+    priced = result["teacher_cost_per_row_usd"] is not None
     lines = [f"cascade on {result['gold_rows']} gold rows: rows under the threshold take the teacher's label",
-             f"{'threshold':>10} {'coverage':>9} {'teacher':>8} {metric:>9}" + (f" {'$ / 1k rows':>12}" if usd else "")]
+             f"{'threshold':>10} {'coverage':>9} {'teacher':>8} {metric:>9}" + (f" {'$ / 1k rows':>12}" if priced else "")]
     shown = {0, len(points) - 1, points.index(result["expected"])}
     shown |= {min(range(len(points)), key=lambda i: abs(points[i]["teacher_share"] - s)) for s in (0.1, 0.2, 0.3, 0.5)}
     for i in sorted(shown):
         p = points[i]
         mark = "  <- chosen" if p is result["expected"] else ""
         lines.append(f"{min(p['threshold'], 1.0):>10.4f} {p['coverage']:>9.1%} {p['teacher_share']:>8.1%} "
-                     f"{p['quality']:>9.3f}" + (f" {p['teacher_cost_per_1k_rows']:>12.4f}" if usd else "") + mark)
+                     f"{p['quality']:>9.3f}" + (f" {p['teacher_cost_per_1k_rows']:>12.4f}" if priced else "") + mark)
     if result["reached"]:
         lines.append(f"label.threshold={result['threshold']:.4f} reaches {metric} >= {result['target']} with the "
                      f"teacher on {result['expected']['teacher_share']:.1%} of rows")
@@ -261,13 +271,13 @@ def plot(points: list[dict], chosen: dict, target: float, metric: str, path: Pat
     left.axvline(min(chosen["threshold"], 1.0), color="red", linestyle="--", label="chosen threshold")
     left.set(xlabel="confidence threshold", ylim=(0, 1.02), title="coverage and quality on gold")
     left.legend(loc="lower left", fontsize=8)
-    usd = points[0]["teacher_cost_per_1k_rows"] is not None
-    xs = [p["teacher_cost_per_1k_rows"] if usd else 100 * p["teacher_share"] for p in points]
+    priced = points[0]["teacher_cost_per_1k_rows"] is not None
+    xs = [p["teacher_cost_per_1k_rows"] if priced else 100 * p["teacher_share"] for p in points]
     right.plot(xs, [p["quality"] for p in points], marker=".", markersize=3)
     right.axhline(target, color="grey", linestyle=":")
-    right.scatter([chosen["teacher_cost_per_1k_rows"] if usd else 100 * chosen["teacher_share"]],
+    right.scatter([chosen["teacher_cost_per_1k_rows"] if priced else 100 * chosen["teacher_share"]],
                   [chosen["quality"]], color="red", zorder=3)
-    right.set(xlabel="teacher cost, USD per 1,000 rows" if usd else "rows sent to the teacher (%)",
+    right.set(xlabel="teacher cost, USD per 1,000 rows" if priced else "rows sent to the teacher (%)",
               ylabel=metric, title="quality against teacher cost")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -15,19 +15,19 @@ import numpy as np
 
 from distill import stats
 
+RETRAIN = ("relabel a fresh sample with the teacher and retrain on teacher plus human labels, keeping at least "
+           "10% human or teacher data in every retraining set (Shumailov et al., Nature 2024)")
+ACCUMULATE = ("accumulate rather than replace training data across generations (Gerstgrasser et al. 2024) and "
+              "check the shifted classes against the teacher on a fresh sample")
 MITIGATION = {
-    "accuracy": "relabel a fresh sample with the teacher and retrain on teacher plus human labels, keeping "
-                "at least 10% human or teacher data in every retraining set (Shumailov et al., Nature 2024)",
-    "f1": "relabel a fresh sample with the teacher and retrain on teacher plus human labels, keeping at least "
-          "10% human or teacher data in every retraining set (Shumailov et al., Nature 2024)",
+    "accuracy": RETRAIN,
+    "f1": RETRAIN,
     "class_recall": "rebalance the minority classes (oversample or reweight them in the next training set) and "
                     "send their low-confidence rows to the teacher with label.threshold (CReST, Wei et al. 2021)",
     "vanished": "rebalance the minority classes and relabel that class's likely rows with the teacher; "
                 "accumulate training data across generations rather than replacing it (Gerstgrasser et al. 2024)",
-    "label_mix_gold": "accumulate rather than replace training data across generations (Gerstgrasser et al. "
-                      "2024) and check the shifted classes against the teacher on a fresh sample",
-    "label_mix_seed": "accumulate rather than replace training data across generations (Gerstgrasser et al. "
-                      "2024) and check the shifted classes against the teacher on a fresh sample",
+    "label_mix_gold": ACCUMULATE,
+    "label_mix_seed": ACCUMULATE,
     "overconfidence": "recalibrate (distill train refits the temperature) and rerun distill cascade before "
                       "trusting confidence-based routing; relabel low-confidence rows with the teacher",
     "calibration": "recalibrate on human or teacher labels (distill train refits the temperature) and rerun "
@@ -52,7 +52,6 @@ class Evidence:
     base_correct: np.ndarray | None = None
     base_confidence: np.ndarray | None = None
     mix: dict[str, np.ndarray] = field(default_factory=dict)  # label counts [C]: corpus, gold, seed
-    corpus_confidence: np.ndarray | None = None
     emb_gold: np.ndarray | None = None
     emb_corpus: np.ndarray | None = None
 

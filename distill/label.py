@@ -58,7 +58,7 @@ def label(cfg) -> dict:
     task = build_task(cfg.task)
     if int(cfg.label.window) < 1 or int(cfg.label.batch_size) < 1:
         raise ConfigError("label.window and label.batch_size must be positive row counts")
-    check_cascade(cfg, task)  # a bad threshold or a missing API key stops us before any work
+    threshold = check_cascade(cfg, task)  # a bad threshold or a missing API key stops us before any work
 
     # student: the merged model when exported, calibrated, on this process's device
     student = student_class(cfg.student).load(cfg.student, task, run_dir / "student", on=state.device)
@@ -90,7 +90,10 @@ def label(cfg) -> dict:
     # merge: rank 0 once every shard is complete; the others are done (no barrier to time out
     # while the teacher answers the cascade)
     per_rank = gather_object([stats])
-    return merge(cfg, per_rank) if state.is_main_process else {}
+    result = merge(cfg, per_rank, threshold) if state.is_main_process else {}
+    if state.num_processes > 1:
+        state.destroy_process_group()  # left to interpreter exit, gloo can abort a finished rank
+    return result
 
 
 # -- one process's share ------------------------------------------------------------------------
@@ -202,13 +205,14 @@ def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
 
 # -- merging ----------------------------------------------------------------------------------
 
-def merge(cfg, per_rank: list[dict] | None = None) -> dict:
+def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = None) -> dict:
     """Shards of each split -> manifest.json and labels/{split}.parquet; corpus rows under the
     threshold take the cascade route first."""
     run_dir = Path(cfg.run_dir)
     task = build_task(cfg.task)
     table_schema = schema(task)
-    threshold = resolve_threshold(cfg)
+    if threshold is None:  # distill merge on its own; label passes the one it checked
+        threshold = resolve_threshold(cfg)
     summary = {"model": None, "world_size": len(per_rank) if per_rank else None, "threshold": threshold,
                "route": cfg.label.route if threshold is not None else None}
     for split in cfg.label.splits:

@@ -51,10 +51,13 @@ def monitor(cfg) -> dict:
     systems = {"majority baseline": task.metrics(truth, task.majority(truth))}
     teacher_summary = read_json(run_dir / "teacher" / "summary.json")
     teacher_rows = {r["id"]: r for r in read_jsonl(run_dir / "teacher" / "gold.jsonl")}
+    teacher = None
     if teacher_rows:
         t_pred, t_conf, t_missing = _aligned(teacher_rows, ids)
-        systems["teacher"] = _scored(task, truth, t_pred, mcfg, t_missing)
-    systems["student"] = _scored(task, truth, pred, mcfg, missing)
+        has_conf = all(r.get("confidence") is not None for r in teacher_rows.values())
+        teacher = (t_pred, t_conf if has_conf else None)
+        systems["teacher"], _, _ = _scored(task, truth, t_pred, mcfg, t_missing)
+    systems["student"], counts, correct = _scored(task, truth, pred, mcfg, missing)
 
     # -- the bulk labels and the teacher's seed labels ---------------------------------------------
     corpus_path = run_dir / "labels" / "corpus.parquet"
@@ -68,14 +71,13 @@ def monitor(cfg) -> dict:
     # -- baseline, embeddings, tests -----------------------------------------------------------------
     history_path = Path(mcfg.history or run_dir / "monitor" / "history.sqlite")
     past = history.runs(history_path, cfg.recipe)
-    baseline, base_pred, base_conf = _baseline(mcfg.baseline, past, student_name, gold_key, ids, teacher_rows)
+    baseline, base_pred, base_conf = _baseline(mcfg.baseline, past, student_name, gold_key, ids, teacher)
     emb_gold, emb_corpus = _embeddings(cfg, task, gold, run_dir) if int(mcfg.embed_rows) > 0 else (None, None)
     ev = drift.Evidence(
-        classes=task.labels, f1_key=task.f1_key, counts=task.counts(truth, pred),
-        correct=task.correct(truth, pred), confidence=conf, baseline=baseline,
+        classes=task.labels, f1_key=task.f1_key, counts=counts, correct=correct, confidence=conf, baseline=baseline,
         base_counts=task.counts(truth, base_pred) if base_pred is not None else None,
         base_correct=task.correct(truth, base_pred) if base_pred is not None else None,
-        base_confidence=base_conf, mix=mix, corpus_confidence=corpus_conf, emb_gold=emb_gold, emb_corpus=emb_corpus)
+        base_confidence=base_conf, mix=mix, emb_gold=emb_gold, emb_corpus=emb_corpus)
     tests = drift.run_tests(ev, mcfg)
     alerts = drift.alerts(tests, mcfg, baseline)
     label_free = {**stats.label_free_accuracy(corpus_conf), "gold_accuracy": systems["student"]["accuracy"],
@@ -83,7 +85,7 @@ def monitor(cfg) -> dict:
 
     # -- history and the CUSUM over gold audits -----------------------------------------------------
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    corpus_key = f"{len(corpus)} rows sha256:{_file_digest(corpus_path)}" if corpus_path.exists() else "none"
+    corpus_key = f"{len(corpus)} rows sha256:{_file_digest(corpus_path)}"
     run = {"time": now, "recipe": cfg.recipe, "student": student_name, "baseline": baseline,
            "corpus_batch": corpus_key, "gold": gold_key, "gold_rows": len(ids),
            "metrics": {**systems["student"], "mean_confidence": float(conf.mean()), "label_free": label_free,
@@ -150,20 +152,22 @@ def _aligned(rows: dict, ids: list[str]) -> tuple[list, np.ndarray, int]:
     return pred, conf, sum(i not in rows for i in ids)
 
 
-def _scored(task, truth: list, pred: list, mcfg, missing: int) -> dict:
+def _scored(task, truth: list, pred: list, mcfg, missing: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics with bootstrap CIs, and the per-row counts and rightness they came from."""
     m = {**task.metrics(truth, pred), "missing": missing}
-    ci = stats.bootstrap_ci(task.counts(truth, pred), task.correct(truth, pred), task.f1_key,
-                            int(mcfg.n_boot), int(mcfg.seed))
+    counts, correct = task.counts(truth, pred), task.correct(truth, pred)
+    ci = stats.bootstrap_ci(counts, correct, task.f1_key, int(mcfg.n_boot), int(mcfg.seed))
     m["ci"] = {"accuracy": ci["accuracy"], task.f1_key: ci[task.f1_key]}
     for k, (label, pc) in enumerate(m["per_class"].items()):
         pc.update(recall_ci=ci["recall"][k], f1_ci=ci["f1_per_class"][k],
                   insufficient_support=pc["support"] < int(mcfg.min_support))
-    return m
+    return m, counts, correct
 
 
 def _baseline(choice: str, past: list[dict], student: str | None, gold_key: str, ids: list[str],
-              teacher_rows: dict) -> tuple[str | None, list | None, np.ndarray | None]:
-    """(name, gold labels, confidences) of the system the student is paired against."""
+              teacher: tuple | None) -> tuple[str | None, list | None, np.ndarray | None]:
+    """(name, gold labels, confidences) of the system the student is paired against; `teacher` is
+    the teacher's aligned (labels, confidences or None) when it labeled gold."""
     if choice not in ("auto", "previous", "teacher", "none"):
         raise ConfigError(f"monitor.baseline {choice!r} is unknown; choose auto, previous, teacher or none")
     if choice in ("auto", "previous"):
@@ -173,10 +177,8 @@ def _baseline(choice: str, past: list[dict], student: str | None, gold_key: str,
             pred, conf, _ = _aligned({i: {"label": p, "confidence": c} for i, (p, c) in prev["predictions"].items()},
                                      ids)
             return f"previous student {prev['student']} (run {prev['id']})", pred, conf
-    if choice in ("auto", "teacher") and teacher_rows:
-        pred, conf, _ = _aligned(teacher_rows, ids)
-        has_conf = all(teacher_rows.get(i, {}).get("confidence") is not None for i in ids if i in teacher_rows)
-        return "teacher", pred, conf if has_conf else None
+    if choice in ("auto", "teacher") and teacher:
+        return "teacher", *teacher
     return None, None, None
 
 

@@ -96,8 +96,7 @@ def signflip_p(d: np.ndarray, n_perm: int = 1000, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     signs = rng.integers(0, 2, size=(n_perm, len(d))) * 2 - 1
     null, obs = signs @ d, d.sum()
-    tol = 1e-9 * max(1.0, abs(obs))
-    return float(((null > obs + tol).sum() + 0.5 * (np.abs(null - obs) <= tol).sum()) / n_perm)
+    return _mid_p(null, obs, 1e-9 * max(1.0, abs(obs)))
 
 
 def paired_permutation(base: np.ndarray, new: np.ndarray, stat, n_perm: int = 1000, seed: int = 0) -> float:
@@ -111,8 +110,12 @@ def paired_permutation(base: np.ndarray, new: np.ndarray, stat, n_perm: int = 10
     mask = np.random.default_rng(seed).integers(0, 2, size=(n_perm, n)).astype(np.float64)
     moved = mask @ diff  # what the swapped rows carry from base to new
     null = stat((sb - moved).reshape(n_perm, *shape)) - stat((sn + moved).reshape(n_perm, *shape))
-    tol = 1e-12
-    return float(((null > obs + tol).sum() + 0.5 * (np.abs(null - obs) <= tol).sum()) / n_perm)
+    return _mid_p(null, obs, 1e-12)
+
+
+def _mid_p(null: np.ndarray, obs: float, tol: float) -> float:
+    """Monte Carlo mid-p: the share of null statistics above the observed one, ties counted half."""
+    return float(((null > obs + tol).sum() + 0.5 * (np.abs(null - obs) <= tol).sum()) / len(null))
 
 
 def holm(pvalues: dict[str, float]) -> dict[str, float]:
@@ -182,13 +185,17 @@ def vanished_p(count: int, rows: int, reference_share: float) -> float:
 
 
 # -- calibration -----------------------------------------------------------------------------------
+def _bin(conf: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width confidence bin of each row; confidence 1.0 falls in the top bin."""
+    return np.minimum((conf * bins).astype(int), bins - 1)
+
+
 def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
     """Expected calibration error over equal-width confidence bins. Works row-wise or batched
     ([B, n] correctness for the same confidences)."""
     conf = np.asarray(conf, np.float64)
     correct = np.asarray(correct, np.float64)
-    idx = np.minimum((conf * bins).astype(int), bins - 1)
-    onehot = np.eye(bins)[idx]  # [n, bins]
+    onehot = np.eye(bins)[_bin(conf, bins)]  # [n, bins]
     gap = correct @ onehot - conf @ onehot  # [..., bins]: sum(correct) - sum(conf) per bin
     return np.abs(gap).sum(-1) / max(1, len(conf))
 
@@ -208,7 +215,7 @@ def ece_test(conf: np.ndarray, correct: np.ndarray, bins: int = 10, n_sim: int =
 
 def reliability(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[dict]:
     conf, correct = np.asarray(conf, float), np.asarray(correct, float)
-    idx = np.minimum((conf * bins).astype(int), bins - 1)
+    idx = _bin(conf, bins)
     return [{"bin": [k / bins, (k + 1) / bins], "n": int((idx == k).sum()),
              "confidence": float(conf[idx == k].mean()), "accuracy": float(correct[idx == k].mean())}
             for k in range(bins) if (idx == k).any()]

@@ -65,7 +65,8 @@ def train(cfg, teach_first: bool = True) -> dict:
     # data: the teacher's valid labels (and rationales); a dev split of them, never of gold,
     # for evaluation each epoch, the best checkpoint, early stopping and calibration
     labeled = read_jsonl(run_dir / "teacher" / "seed.jsonl")
-    rows = [{**r, "rationale": task.rationale_of(r["raw"])} for r in labeled if r["label"] is not None]
+    rows = [{**r, "rationale": task.rationale_of(r["raw"]) if task.rationale else None}
+            for r in labeled if r["label"] is not None]
     if not rows:
         raise DataError(f"{run_dir}/teacher/seed.jsonl has no valid teacher labels to train on "
                         f"({len(labeled)} rows, all with errors)")
@@ -162,7 +163,7 @@ def push_to_hub(cfg, student_dir: Path) -> str:
     api = HfApi()
     repo_id = api.create_repo(cfg.train.hub_model_id or f"{cfg.recipe}-student", exist_ok=True,
                               private=True).repo_id
-    main = "adapter" if (student_dir / "adapter").exists() else "merged"
+    main = "merged" if cfg.student.method == "full" else "adapter"
     api.upload_folder(repo_id=repo_id, folder_path=student_dir / main, commit_message="distill: trained student")
     if main == "adapter" and (student_dir / "merged").exists():
         api.upload_folder(repo_id=repo_id, folder_path=student_dir / "merged", path_in_repo="merged",

@@ -50,8 +50,7 @@ def measure(kind: str, method: str, steps: int, batch_size: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(["recipe=demo", f"run_dir={tmp}", f"student={KINDS[kind]}", f"student.method={method}",
                            *(f"student.tiny.{k}={v}" for k, v in SIZE.items()), f"train.max_steps={steps}",
-                           f"train.batch_size={batch_size}", "train.dev_fraction=0", "train.save_steps=0",
-                           "train.logging_steps=1000", "train.lr=1e-4"])
+                           f"train.batch_size={batch_size}", "train.logging_steps=1000", "train.lr=1e-4"])
         prepare_data(cfg)
         task = build_task(cfg.task)
         rows = list(load_split(cfg, "seed", task))

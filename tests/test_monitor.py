@@ -53,6 +53,25 @@ def test_label_mix_statistics_by_hand():
     assert stats.vanished_p(0, 100, 0.05) == pytest.approx(0.95 ** 100)
 
 
+def test_more_statistics_by_hand():
+    # JS distance of (1, 0) and (.5, .5): M = (.75, .25); KL(P||M) = log2(4/3), KL(Q||M) = (log2(2/3) + 1) / 2
+    jsd = (math.log2(4 / 3) + (math.log2(2 / 3) + 1) / 2) / 2
+    assert stats.js_distance(np.array([2, 0]), np.array([1, 1])) == pytest.approx(math.sqrt(jsd))
+    # every row right: every resample is right, the CI is a point
+    task = build_task(OmegaConf.create({"kind": "classification", "labels": ["a", "b"]}))
+    gold = ["a", "b", "a", "a"]
+    ci = stats.bootstrap_ci(task.counts(gold, gold), task.correct(gold, gold), "macro_f1", n_boot=200)
+    assert ci["accuracy"] == [1.0, 1.0] and ci["macro_f1"] == [1.0, 1.0]
+    # identical samples: the mean embeddings coincide, MMD^2 is 0 and nothing is larger than it by chance
+    x = np.random.default_rng(3).normal(size=(50, 4))
+    same = stats.mmd_test(x, x.copy())
+    assert same["mmd2"] == pytest.approx(0.0, abs=1e-12) and same["p"] == 1.0
+    # error persistence: the baseline is wrong on rows 0-3, the new model on rows 0-1 and 5 -> 2 of 4
+    base = np.array([0, 0, 0, 0, 1, 1], bool)
+    new = np.array([0, 0, 1, 1, 1, 0], bool)
+    assert stats.persistence(base, new) == pytest.approx(0.5)
+
+
 def test_calibration_statistics_by_hand():
     conf, right = np.array([0.9, 0.9, 0.6, 0.6]), np.array([1, 0, 1, 1])
     # bin 9: |1 - 1.8|, bin 6: |2 - 1.2| -> (0.8 + 0.8) / 4

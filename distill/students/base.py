@@ -94,16 +94,12 @@ class Student:
         return ByT5Tokenizer()  # bytes: needs no files and no training
 
     @classmethod
-    def auto(cls, task: Task):
-        return cls.auto_class
-
-    @classmethod
     def lora_task_type(cls, task: Task) -> str:
         return cls.task_type
 
     @classmethod
     def from_pretrained(cls, path, task: Task, **kwargs):
-        return cls.auto(task).from_pretrained(path, **kwargs)
+        return cls.auto_class.from_pretrained(path, **kwargs)
 
     @classmethod
     def create(cls, cfg, task: Task, seed: int = 0, texts: list[str] = ()) -> "Student":
@@ -225,14 +221,16 @@ class Student:
         if not self.cfg.merge:
             return {"merged": False}
         # the base again, unquantized, so QLoRA adapters merge into full-precision weights
-        base = self.from_pretrained(self.base_path(student_dir), self.task, dtype=default_dtype())
+        base = self.from_pretrained(self.base_path(self.cfg, student_dir), self.task, dtype=default_dtype())
         merged = PeftModel.from_pretrained(base, student_dir / "adapter").merge_and_unload()
         merged.save_pretrained(student_dir / "merged")
         self.tokenizer.save_pretrained(student_dir / "merged")
         return {"merged": True}
 
-    def base_path(self, student_dir: Path):
-        return Path(student_dir) / "base" if self.cfg.get("tiny") else self.cfg.model
+    @staticmethod
+    def base_path(cfg, student_dir: Path):
+        """Where the LoRA base lives: saved beside the adapter for a tiny random model, else cfg.model."""
+        return Path(student_dir) / "base" if cfg.get("tiny") else cfg.model
 
     @classmethod
     def load(cls, cfg, task: Task, student_dir: Path, on: torch.device | None = None) -> "Student":
@@ -244,9 +242,9 @@ class Student:
             tokenizer = AutoTokenizer.from_pretrained(student_dir / "merged")
             model = cls.from_pretrained(student_dir / "merged", task, dtype=dtype)
         else:
-            base_path = student_dir / "base" if (student_dir / "base").exists() else meta["base_model"]
+            # student.json may not exist yet: train calibrates the adapter before writing it
             tokenizer = AutoTokenizer.from_pretrained(student_dir / "adapter")
-            model = PeftModel.from_pretrained(cls.from_pretrained(base_path, task, dtype=dtype),
+            model = PeftModel.from_pretrained(cls.from_pretrained(cls.base_path(cfg, student_dir), task, dtype=dtype),
                                               student_dir / "adapter")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -312,13 +310,16 @@ class Student:
         out = []
         for start in tqdm(range(0, len(texts), batch_size), desc="student: embedding", unit="batch",
                           disable=not progress):
-            enc = self.tokenizer(texts[start : start + batch_size], max_length=self.cfg.max_source_length,
-                                 truncation=True, padding=True, return_tensors="pt").to(self.model.device)
+            enc = self._inputs(texts[start : start + batch_size])
             with torch.inference_mode():
                 hidden = self.hidden_states(enc).float()
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def _inputs(self, prompts: list[str]) -> dict:
+        return self.tokenizer(prompts, max_length=self.cfg.max_source_length, truncation=True,
+                              padding=True, return_tensors="pt").to(self.model.device)
 
     def hidden_states(self, enc) -> torch.Tensor:
         return self.model(**enc, output_hidden_states=True).hidden_states[-1]

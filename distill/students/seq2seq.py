@@ -46,10 +46,6 @@ class Seq2SeqStudent(Student):
             data_collator=DataCollatorForSeq2Seq(self.tokenizer, model=self.model),
             processing_class=self.tokenizer)
 
-    def _inputs(self, prompts: list[str]) -> dict:
-        return self.tokenizer(prompts, max_length=self.cfg.max_source_length, truncation=True,
-                              padding=True, return_tensors="pt").to(self.model.device)
-
     def hidden_states(self, enc) -> torch.Tensor:
         return self.model.get_encoder()(**enc).last_hidden_state
 
@@ -58,7 +54,7 @@ class Seq2SeqStudent(Student):
         n, k = len(prompts), len(targets)
         # one encoder pass, and one decoder step that also fills the cross-attention cache: the
         # encoder states are projected once per row, not once per candidate
-        hidden = self.model.get_encoder()(**enc).last_hidden_state
+        hidden = self.hidden_states(enc)
         start = torch.full((n, 1), self.model.config.decoder_start_token_id, device=self.model.device)
         first = self.model(encoder_outputs=(hidden,), attention_mask=enc["attention_mask"], decoder_input_ids=start,
                            use_cache=True)

@@ -341,7 +341,7 @@ def sim_rows(cfg, task: Task) -> list[dict]:
     rows = [*load_split(cfg, "gold", task, labels=True), *load_split(cfg, "seed", task)]
     if cfg.data.corpus.get("label_column"):
         rows += list(load_split(cfg, "corpus", task))
-    return [r for r in rows if r.get("label") is not None]
+    return rows  # the simulator keeps those with a label
 
 
 def serve(cfg) -> None:
