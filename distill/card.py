@@ -36,8 +36,8 @@ def write_card(cfg, run_dir: Path) -> list[Path]:
         f"- recipe: `{cfg.recipe}` (task: {cfg.task.kind}; labels: {', '.join(cfg.task.labels)})"
         + ("; with teacher rationales (distilling step-by-step), alpha "
            f"{cfg.train.rationale_alpha}" if cfg.task.get("rationale") else ""),
-        f"- seed pool: `{cfg.data.seed.path}`; {meta.get('train_rows')} teacher-labeled rows for training, "
-        f"{meta.get('dev_rows')} as the dev split",
+        f"- training data: {meta.get('train_rows')} rows labeled by {meta.get('trained_on', 'the teacher')}, "
+        f"{meta.get('dev_rows')} more as the dev split (seed pool: `{cfg.data.seed.path}`)",
         f"- data hashes (sha256 of ids and labels): train `{hashes.get('train')}`, dev `{hashes.get('dev')}`, "
         f"gold `{hashes.get('gold')}`",
         f"- gold (held out, human; never trained on): `{cfg.data.gold.path}`",
@@ -45,9 +45,9 @@ def write_card(cfg, run_dir: Path) -> list[Path]:
         f"{_num(meta.get('train_loss'), '.4f')}; best dev loss {_num(meta.get('best_dev_loss'), '.4f')}",
         f"- weights hash: `{meta.get('adapter_hash')}`",
         "",
-        "## Dev split (teacher labels)",
+        f"## Dev split (labels by {meta.get('trained_on', 'the teacher')})",
         "",
-        f"- agreement with the teacher: {_num(meta.get('dev_agreement'))}",
+        f"- agreement with {meta.get('trained_on', 'the teacher')}: {_num(meta.get('dev_agreement'))}",
         f"- calibration: temperature scaling, T = {calib.get('temperature', 1.0)}, fitted on "
         f"{calib.get('dev_rows', 0)} dev rows; expected calibration error {_num(calib.get('ece_before'))} "
         f"before, {_num(calib.get('ece_after'))} after. `distill label` applies it; to apply it yourself, "

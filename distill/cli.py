@@ -23,6 +23,9 @@ stages:
   monitor   score student and teacher against human gold with CIs, test for drift against a
             baseline, record the run, write monitor/report.html; exits 1 on an alert
   run       teach, train, label and monitor, in order (exits 0 on alerts: gate on distill monitor)
+  audit     model-collapse audit: students retrained on students' labels for N generations, with
+            generations=5 strategies=[replace,accumulate,anchor] anchor_fraction=0.1; writes
+            audit/audit.json and audit/audit.html with a verdict per strategy; resumable
   simulate  serve the recipe's simulated teacher over HTTP (teacher.sim.port=8000)
 
 Any key=value overrides the recipe, e.g. train.epochs=3 teacher.model=gpt-4o-mini.
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     stage, rest = argv[0], argv[1:]
+    from distill.audit import audit
     from distill.cascade import cascade
     from distill.label import label, merge
     from distill.monitor import monitor
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     from distill.train import train
 
     stages = {"teach": teach, "train": train, "label": label, "merge": merge, "cascade": cascade,
-              "monitor": monitor, "run": run_all, "simulate": serve}
+              "monitor": monitor, "run": run_all, "audit": audit, "simulate": serve}
     if stage not in stages:
         print(f"distill: error: unknown stage {stage!r}; choose one of: {', '.join(stages)}\n\n{USAGE}",
               file=sys.stderr)

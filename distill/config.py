@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from distill.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ("teacher", "student", "train", "monitor", "label")
+GROUPS = ("teacher", "student", "train", "monitor", "label", "audit")
 
 
 def recipes_dir() -> Path:

@@ -88,12 +88,32 @@ def _plain(cfg):
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
+def _bounds(value, name: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        lo, hi = 1.0, 0.0
+    if not 0 <= lo < hi <= 1:
+        raise DataError(f"data.{name}.slice must be [lo, hi] with 0 <= lo < hi <= 1, got {value}")
+    return lo, hi
+
+
+def _in_slice(texts: list, bounds: tuple[float, float]) -> list[bool]:
+    """Whether each text's hash falls in [lo, hi): one file cut into disjoint splits, with every
+    copy of a repeated text (up to whitespace) on the same side."""
+    lo, hi = bounds
+    keys = (" ".join(t if isinstance(t, list) else str(t).split()) for t in texts)
+    return [lo <= int(hashlib.sha1(k.encode()).hexdigest()[:12], 16) / 16**12 < hi for k in keys]
+
+
 def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datasets.Dataset:
     """Load data split `name` (seed, corpus or gold) of the recipe, validated row by row.
 
     `labels=True` requires the split's label column, `None` reads it when configured, `False`
-    ignores it. The result is an Arrow dataset on disk, read lazily; the validated copy is cached
-    beside the raw one, so a second call (or another rank) reuses it.
+    ignores it. `slice: [lo, hi]` keeps the rows whose text hashes into that share of the file
+    (then `limit` keeps the first rows of those). The result is an Arrow dataset on disk, read
+    lazily; the validated copy is cached beside the raw one, so a second call (or another rank)
+    reuses it.
     """
     spec = cfg.data[name]
     if not spec.get("path"):
@@ -106,11 +126,6 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
     except datasets.exceptions.DatasetGenerationError as e:
         raise (e.__cause__ if isinstance(e.__cause__, DataError) else
                DataError(f"{path}: cannot be read as {spec.get('format') or path.suffix}: {e.__cause__ or e}")) from None
-    if spec.get("limit"):
-        raw = raw.select(range(min(int(spec.limit), len(raw))))
-    if len(raw) == 0:
-        raise DataError(f"{path}: no rows")
-
     token_level = task.token_level
     text_col = spec.get("tokens_column", "tokens") if token_level else spec.get("text_column", "text")
     label_col = None if labels is False else spec.get("label_column")
@@ -120,6 +135,13 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
     for col in [text_col, label_col, id_col]:
         if col and col not in raw.column_names:
             raise DataError(f"{path}: no column {col!r} (data.{name}); columns are: {', '.join(raw.column_names)}")
+    if spec.get("slice"):
+        raw = raw.filter(_in_slice, input_columns=text_col, batched=True, batch_size=10_000,
+                         fn_kwargs={"bounds": _bounds(spec.slice, name)})
+    if spec.get("limit"):
+        raw = raw.select(range(min(int(spec.limit), len(raw))))
+    if len(raw) == 0:
+        raise DataError(f"{path}: no rows" + (f" in data.{name}.slice {list(spec.slice)}" if spec.get("slice") else ""))
 
     seen = Counter()  # occurrences of each text so far, by content id
 

@@ -1,6 +1,6 @@
 """Monitor stage: is the student still labeling well, and would we know if it were not?
 
-    distill monitor recipe=NAME [monitor.baseline=auto|previous|teacher|none] [monitor.power=true]
+    distill monitor recipe=NAME [monitor.baseline=auto|previous|teacher|none|RUN_DIR] [monitor.power=true]
 
 Scores the student (and the teacher) on held-out human gold with bootstrap CIs; tests it against
 a baseline on the same gold rows (the previous student in the history, else the teacher); tests
@@ -169,7 +169,16 @@ def _baseline(choice: str, past: list[dict], student: str | None, gold_key: str,
     """(name, gold labels, confidences) of the system the student is paired against; `teacher` is
     the teacher's aligned (labels, confidences or None) when it labeled gold."""
     if choice not in ("auto", "previous", "teacher", "none"):
-        raise ConfigError(f"monitor.baseline {choice!r} is unknown; choose auto, previous, teacher or none")
+        gold_labels = Path(choice) / "labels" / "gold.parquet"
+        if not gold_labels.exists():
+            raise ConfigError(f"monitor.baseline {choice!r} is unknown; choose auto, previous, teacher, none or "
+                              "a run directory whose student labeled gold (it has labels/gold.parquet)")
+        rows = {r["id"]: r for r in read_parquet(gold_labels, columns=["id", "label", "confidence", "student"])}
+        if any(i not in rows for i in ids):
+            raise ConfigError(f"monitor.baseline: {gold_labels} lacks {sum(i not in rows for i in ids)} of the "
+                              f"{len(ids)} gold rows: its student labeled another gold set")
+        pred, conf, _ = _aligned(rows, ids)
+        return f"student {next(iter(rows.values()))['student']} of {choice}", pred, conf
     if choice in ("auto", "previous"):
         earlier = [r for r in past if r["student"] != student and r["gold"] == gold_key and r["predictions"]]
         if earlier:

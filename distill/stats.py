@@ -57,15 +57,20 @@ def scores(counts: np.ndarray, correct: np.ndarray, classes: list[str]) -> dict:
     }
 
 
+def _resamples(n: int, n_boot: int, seed: int):
+    """Bootstrap row weights, 100 resamples at a time: memory stays flat for large gold sets."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, 100):
+        yield rng.multinomial(n, np.full(n, 1 / n), size=min(100, n_boot - start)).astype(np.float64)
+
+
 def bootstrap_ci(counts: np.ndarray, correct: np.ndarray, f1_key: str, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> dict:
     """Percentile CIs from resampling rows (whole documents): accuracy, the F1 headline, and
     per-class recall and F1."""
     n = len(counts)
-    rng = np.random.default_rng(seed)
     flat, sums, accs = counts.reshape(n, -1).astype(np.float64), [], []
-    for start in range(0, n_boot, 100):  # 100 resamples at a time: memory stays flat for large gold sets
-        w = rng.multinomial(n, np.full(n, 1 / n), size=min(100, n_boot - start)).astype(np.float64)
+    for w in _resamples(n, n_boot, seed):
         sums.append(w @ flat)
         accs.append(w @ correct / n)
     sums = np.concatenate(sums).reshape(n_boot, *counts.shape[1:])
@@ -74,6 +79,16 @@ def bootstrap_ci(counts: np.ndarray, correct: np.ndarray, f1_key: str, n_boot: i
     ci = lambda x: [float(v) for v in np.quantile(x, q, axis=0)]  # noqa: E731
     return {"accuracy": ci(np.concatenate(accs)), f1_key: ci(F1[f1_key](sums)),
             "recall": np.quantile(r, q, axis=0).T.tolist(), "f1_per_class": np.quantile(f, q, axis=0).T.tolist()}
+
+
+def paired_bootstrap_diff(base: np.ndarray, new: np.ndarray, stat, n_boot: int = 1000, seed: int = 0,
+                          level: float = 0.95) -> list[float]:
+    """Percentile CI of stat(new sums) - stat(base sums), resampling rows of both systems together."""
+    n = len(base)
+    fb, fn = base.reshape(n, -1).astype(np.float64), new.reshape(n, -1).astype(np.float64)
+    diffs = [stat((w @ fn).reshape(-1, *new.shape[1:])) - stat((w @ fb).reshape(-1, *base.shape[1:]))
+             for w in _resamples(n, n_boot, seed)]
+    return [float(v) for v in np.quantile(np.concatenate(diffs), [(1 - level) / 2, (1 + level) / 2])]
 
 
 # -- paired tests against a baseline on the same gold rows -----------------------------------------
@@ -164,7 +179,7 @@ def js_distance(a: np.ndarray, b: np.ndarray) -> float:
 def entropy_bits(counts: np.ndarray) -> float:
     p = np.asarray(counts, dtype=np.float64)
     p = p[p > 0] / p.sum() if p.sum() else p[:0]
-    return float(-(p * np.log2(p)).sum())
+    return float(-(p * np.log2(p)).sum()) + 0.0  # no -0.0 for a single class
 
 
 def tail_classes(reference: np.ndarray, share: float = 0.2) -> list[int]:

@@ -48,7 +48,10 @@ from distill.tasks import build_task
 from distill.teach import prepare_data, teach
 
 
-def train(cfg, teach_first: bool = True) -> dict:
+def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained_on: str = "the teacher") -> dict:
+    """Train the student on the teacher's valid seed labels, or on `rows` (id, text, label and
+    `tokens` for token-level tasks) when given: the collapse audit trains later generations on
+    earlier students' labels, described by `trained_on` in student.json and the model card."""
     state = PartialState(cpu=not torch.cuda.is_available())
     run_dir = Path(cfg.run_dir)
     student_dir = run_dir / "student"
@@ -62,23 +65,28 @@ def train(cfg, teach_first: bool = True) -> dict:
     if cfg.teacher.dry_run:  # the estimate is all that was asked for
         return {"dry_run": True}
 
-    # data: the teacher's valid labels (and rationales); a dev split of them, never of gold,
+    # data: the teacher's valid labels (and rationales), or the rows given; a dev split of them, never of gold,
     # for evaluation each epoch, the best checkpoint, early stopping and calibration
-    labeled = read_jsonl(run_dir / "teacher" / "seed.jsonl")
-    rows = [{**r, "rationale": task.rationale_of(r["raw"]) if task.rationale else None}
-            for r in labeled if r["label"] is not None]
+    if rows is None:
+        rows = teacher_labels(run_dir, task)
+        if not rows:
+            raise DataError(f"{run_dir}/teacher/seed.jsonl has no valid teacher labels to train on "
+                            f"({len(read_jsonl(run_dir / 'teacher' / 'seed.jsonl'))} rows, all with errors)")
     if not rows:
-        raise DataError(f"{run_dir}/teacher/seed.jsonl has no valid teacher labels to train on "
-                        f"({len(labeled)} rows, all with errors)")
+        raise DataError(f"{run_dir}: no rows to train on ({trained_on} gave no valid labels)")
+    rows = [{"rationale": None, **r} for r in rows]
     prepare_data(cfg)
     gold = load_split(cfg, "gold", task, labels=True)
     check_held_out(gold["text"], [r["text"] for r in rows], "training data")
-    rows.sort(key=lambda r: r["id"])  # the teacher writes rows as replies arrive: fix the order first
+    # the teacher writes rows as replies arrive: fix the order first
+    rows.sort(key=lambda r: (r["id"], json.dumps(r["label"])))
+    data_hashes = {"rows": rows_hash(rows)}
     random.Random(cfg.seed).shuffle(rows)
-    n_dev = int(len(rows) * cfg.train.dev_fraction)
-    dev_rows, train_rows = rows[:n_dev], rows[n_dev:]
-    data_hashes = {"train": rows_hash(train_rows), "dev": rows_hash(dev_rows),
-                   "gold": rows_hash([{"id": i, "label": lab} for i, lab in zip(gold["id"], gold["label"])])}
+    # every copy of a row on one side (the collapse audit trains on a row labeled by several generations)
+    dev_ids = {r["id"] for r in rows[: int(len(rows) * cfg.train.dev_fraction)]}
+    dev_rows, train_rows = [r for r in rows if r["id"] in dev_ids], [r for r in rows if r["id"] not in dev_ids]
+    data_hashes.update(train=rows_hash(train_rows), dev=rows_hash(dev_rows),
+                       gold=rows_hash([{"id": i, "label": lab} for i, lab in zip(gold["id"], gold["label"])]))
 
     # model: base (hub, local or tiny random), with LoRA / QLoRA unless student.method=full
     cls = student_class(cfg.student)
@@ -111,7 +119,7 @@ def train(cfg, teach_first: bool = True) -> dict:
             "best_dev_loss": trainer.state.best_metric, "dev_agreement": calibration.get("dev_agreement"),
             "temperature": calibration["temperature"], "train_rows": len(train_rows), "dev_rows": len(dev_rows),
             "rationale_rows": sum(r["rationale"] is not None for r in train_rows) if task.rationale else None,
-            "teacher": cfg.teacher.model, "simulated_teacher": bool(cfg.teacher.simulated),
+            "teacher": cfg.teacher.model, "simulated_teacher": bool(cfg.teacher.simulated), "trained_on": trained_on,
             "world_size": state.num_processes,
             # data parallelism shards the rows: what each process saw in its first epoch of this run
             # (the last batches are padded with repeated rows when the rows do not divide evenly)
@@ -124,12 +132,18 @@ def train(cfg, teach_first: bool = True) -> dict:
         if cfg.train.push_to_hub:
             push_to_hub(cfg, student_dir)
         print(f"student saved to {student_dir} ({cfg.student.method}, weights {meta['adapter_hash']}): "
-              f"{meta['steps']} steps, loss {meta['train_loss']:.4f}, agreement with the teacher on "
+              f"{meta['steps']} steps, loss {meta['train_loss']:.4f}, agreement with {trained_on} on "
               f"{len(dev_rows)} dev rows {meta['dev_agreement'] or float('nan'):.3f}, temperature "
               f"{meta['temperature']} (dev ECE {calibration.get('ece_before', float('nan')):.3f} -> "
               f"{calibration.get('ece_after', float('nan')):.3f})")
     state.wait_for_everyone()
     return read_json(student_dir / "student.json")
+
+
+def teacher_labels(run_dir: Path, task) -> list[dict]:
+    """The teacher's valid seed labels (with rationales when the task distills them)."""
+    return [{**r, "rationale": task.rationale_of(r["raw"]) if task.rationale else None}
+            for r in read_jsonl(run_dir / "teacher" / "seed.jsonl") if r["label"] is not None]
 
 
 def rows_hash(rows: list[dict]) -> str:

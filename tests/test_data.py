@@ -109,3 +109,21 @@ def test_cli_reports_bad_input_with_exit_status_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "distill", "train", "recipe=demo", "train.epoch=1"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "train.epochs" in proc.stderr
+
+
+def test_one_file_cut_into_disjoint_splits_by_text_hash(make_cfg, tmp_path):
+    texts = [f"message number {i} about {'prizes' if i % 5 == 0 else 'dinner'}" for i in range(300)]
+    lines = [f"{'spam' if i % 5 == 0 else 'ham'}\t{t}" for i, t in enumerate(texts)]
+    lines += lines[:40]  # repeated messages, as in the SMS collection
+    (tmp_path / "sms.tsv").write_text("\n".join(lines) + "\n")
+    cfg = make_cfg("spam", f"data.file={tmp_path / 'sms.tsv'}")
+    task = build_task(cfg.task)
+    splits = {s: load_split(cfg, s, task, labels=s != "corpus") for s in ("seed", "corpus", "gold")}
+    assert sum(len(d) for d in splits.values()) == 340  # every line lands in exactly one split
+    sets = {s: set(d["text"]) for s, d in splits.items()}
+    assert not sets["seed"] & sets["gold"] and not sets["corpus"] & sets["gold"] and not sets["seed"] & sets["corpus"]
+    assert 0.4 < len(sets["seed"]) / 300 < 0.6 and 0.1 < len(sets["gold"]) / 300 < 0.3
+    assert set(splits["gold"]["label"]) == {"ham", "spam"}
+    cfg = make_cfg("spam", f"data.file={tmp_path / 'sms.tsv'}", "data.gold.slice=[0.5,0.2]")
+    with pytest.raises(DataError, match=r"data.gold.slice must be \[lo, hi\]"):
+        load_split(cfg, "gold", task)

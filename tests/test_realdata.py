@@ -32,3 +32,24 @@ def test_ner_recipe_on_conll(tmp_path):
     assert set(report["systems"]["teacher"]["per_class"]) == {"PER", "ORG", "LOC", "MISC"}
     assert 0.8 < report["systems"]["teacher"]["f1"] < 0.97
     assert "SIMULATED" in proc.stdout
+
+
+SPAM = SHARED_DATA / "sms_spam"
+
+
+@pytest.mark.skipif(not SPAM.is_dir(), reason="../shared/data/sms_spam is absent")
+def test_spam_collapse_audit(tmp_path):
+    run_dir = tmp_path / "spam"
+    proc = subprocess.run(
+        ["distill", "audit", "recipe=spam", f"run_dir={run_dir}", "teacher=simulated", "student=tiny_t5",
+         "train=tiny", "train.epochs=5", "generations=1", f"data.file={SPAM / 'SMSSpamCollection'}",
+         "data.seed.limit=300", "data.corpus.limit=300", "data.gold.limit=400"],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run_dir / "audit" / "audit.json").read_text())
+    assert set(result) == {"replace", "accumulate", "anchor"}
+    gen0 = result["replace"]["generations"][0]
+    assert result["replace"]["setup"]["minority_class"] == "spam" and result["replace"]["setup"]["gold_rows"] == 400
+    assert gen0["accuracy"] > 0.87 and gen0["train_rows"] == 300  # better than always answering ham
+    assert [g["train_rows"] for g in result["accumulate"]["generations"]] == [300, 600]
+    assert f"audit: {run_dir / 'audit' / 'audit.html'}" in proc.stdout

@@ -315,7 +315,7 @@ def test_model_card_names_teacher_data_recipe_dev_metrics_and_calibration(make_c
     paths = write_card(cfg, tmp_path / "run")
     assert [p.parent.name for p in paths] == ["adapter", "merged"]
     card = paths[0].read_text()
-    for needle in ("simulated-gpt-4", "recipe: `demo`", "360 teacher-labeled rows", "40 as the dev split",
+    for needle in ("simulated-gpt-4", "recipe: `demo`", "360 rows labeled by the teacher", "40 more as the dev split",
                    "train `t1`, dev `d1`, gold `g1`", "agreement with the teacher: 0.900", "T = 1.7",
                    "0.200 before, 0.050 after", "library_name: peft"):
         assert needle in card, needle
