@@ -28,7 +28,6 @@ import html
 import json
 import os
 import random
-import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -38,12 +37,12 @@ from omegaconf import OmegaConf, open_dict
 
 from distill import stats
 from distill.config import save_config
-from distill.data import load_split, read_json, read_parquet
+from distill.data import file_stamp, load_split, read_json, read_parquet
 from distill.drift import fmt_p
 from distill.errors import ConfigError, DataError
 from distill.label import label
 from distill.monitor import monitor
-from distill.report import _png, _table
+from distill.report import html_table, png_tag
 from distill.tasks import build_task
 from distill.teach import teach
 from distill.train import rows_hash, teacher_labels, train
@@ -153,22 +152,21 @@ def generation(cfg, task, out: Path, key: str, rows: list[dict], trained_on: str
     these same rows and settings."""
     gen_dir, number = out / key, int(key.rpartition("gen")[2])
     gcfg = generation_config(cfg, gen_dir, baseline)
-    files = {split: list(file_stamp(cfg.data[split].path)) for split in ("seed", "corpus", "gold")}
+    files = {split: file_stamp(cfg.data[split].path) for split in ("seed", "corpus", "gold")}
     fingerprint = {"rows": rows_hash(rows), "seed": int(cfg.seed), "files": files,
                    **{k: OmegaConf.to_container(gcfg[k]) for k in ("task", "student", "train", "data", "monitor")}}
     done = read_json(gen_dir / "generation.json")
     if done.get("fingerprint") == fingerprint:
         print(f"audit {step}: already done ({gen_dir})")
-        return {**done, "corpus_labels": corpus_labels(gen_dir, number)}
+        return {**done, "corpus_labels": corpus_labels(read_parquet(gen_dir / "labels" / "corpus.parquet"), number)}
 
     sources = Counter(r["source"] for r in rows)
     print(f"audit {step}: training on {len(rows)} rows ("
           + ", ".join(f"{n} from {s}" for s, n in sources.items()) + f") in {gen_dir}")
     # the monitor reads the teacher's files (its gold labels, its seed label mix) from the run directory
-    (gen_dir / "teacher").mkdir(parents=True, exist_ok=True)
-    for name in ("summary.json", "gold.jsonl", "seed.jsonl"):
-        if (Path(cfg.run_dir) / "teacher" / name).exists():
-            shutil.copy2(Path(cfg.run_dir) / "teacher" / name, gen_dir / "teacher" / name)
+    gen_dir.mkdir(parents=True, exist_ok=True)
+    if not (gen_dir / "teacher").exists():
+        (gen_dir / "teacher").symlink_to(os.path.relpath(Path(cfg.run_dir) / "teacher", gen_dir))
     save_config(gcfg, gen_dir)
     with open(gen_dir / "train_rows.jsonl", "w") as f:
         f.writelines(json.dumps(keep(r) | {"source": r["source"]}) + "\n" for r in rows)
@@ -180,7 +178,7 @@ def generation(cfg, task, out: Path, key: str, rows: list[dict], trained_on: str
     with open(gen_dir / "monitor" / "summary.txt", "w") as f, contextlib.redirect_stdout(f):
         report = monitor(gcfg)  # printed to monitor/summary.txt: the audit prints one line per generation
 
-    corpus = read_parquet(gen_dir / "labels" / "corpus.parquet", columns=["label", "student_confidence"])
+    corpus = read_parquet(gen_dir / "labels" / "corpus.parquet")
     conf = [r["student_confidence"] for r in corpus if r["student_confidence"] is not None]
     record = {
         "generation": number, "dir": key,
@@ -195,7 +193,7 @@ def generation(cfg, task, out: Path, key: str, rows: list[dict], trained_on: str
     tmp = gen_dir / "generation.json.tmp"
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, gen_dir / "generation.json")  # the generation is done only once this file is whole
-    return {**record, "corpus_labels": corpus_labels(gen_dir, number)}
+    return {**record, "corpus_labels": corpus_labels(corpus, number)}
 
 
 def generation_config(cfg, gen_dir: Path, baseline: str):
@@ -211,18 +209,12 @@ def generation_config(cfg, gen_dir: Path, baseline: str):
     return gcfg
 
 
-def corpus_labels(gen_dir: Path, number: int) -> list[dict]:
+def corpus_labels(rows: list[dict], number: int) -> list[dict]:
     """A generation's valid corpus labels as training rows for the next one."""
-    rows = read_parquet(gen_dir / "labels" / "corpus.parquet")
     return [{**keep(r), "source": f"gen{number}", "rationale": None} for r in rows if r["label"] is not None]
 
 
 # -- scoring and verdicts ---------------------------------------------------------------------------
-
-def file_stamp(path: str) -> tuple[int, int]:
-    stat = Path(path).stat()  # load_split has checked that it exists
-    return stat.st_size, stat.st_mtime_ns
-
 
 def gold_counts(gen_dir: Path, task, ids: list[str], truth: list) -> tuple[np.ndarray, np.ndarray]:
     """Per-row counts and rightness of a generation's gold labels."""
@@ -376,8 +368,8 @@ def plot(result: dict, m: dict):
 def write_html(result: dict, m: dict, path: Path) -> Path:
     fig = plot(result, m)
     fig.savefig(path.with_suffix(".png"), dpi=100)  # beside the page, for slides and READMEs
-    image = _png(fig)
-    verdict = _table(["strategy", "verdict", "statistics"], [[s, v["verdict"], v["reason"]] for s, v in result.items()])
+    image = png_tag(fig)
+    verdict = html_table(["strategy", "verdict", "statistics"], [[s, v["verdict"], v["reason"]] for s, v in result.items()])
     tables = ""
     for s, v in result.items():
         rows = [[g["generation"], g["train_rows"], g["accuracy"], g["macro_f1"],
@@ -387,7 +379,7 @@ def write_html(result: dict, m: dict, path: Path) -> Path:
                 for g in v["generations"]]
         links = " · ".join(f'<a href="{html.escape(os.path.relpath(g["monitor_report"], path.parent))}">'
                            f'gen {g["generation"]}</a>' for g in v["generations"])
-        tables += (f"<h3>{html.escape(s)}</h3>" + _table(
+        tables += (f"<h3>{html.escape(s)}</h3>" + html_table(
             ["gen", "train rows", "accuracy", "macro-F1", "macro-F1 95% CI", f"recall {m['minority_class']}",
              "entropy", "mean conf.", "error persistence", "monitor alerts"], rows)
             + f"<p><small>each alert's reason and numbers are in the generation's monitor report: {links}</small></p>")

@@ -103,7 +103,7 @@ def _in_slice(texts: list, bounds: tuple[float, float]) -> list[bool]:
     copy of a repeated text (up to whitespace) on the same side."""
     lo, hi = bounds
     keys = (" ".join(t if isinstance(t, list) else str(t).split()) for t in texts)
-    return [lo <= int(hashlib.sha1(k.encode()).hexdigest()[:12], 16) / 16**12 < hi for k in keys]
+    return [lo <= int(content_id(k), 16) / 16**16 < hi for k in keys]
 
 
 def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datasets.Dataset:
@@ -190,6 +190,12 @@ def check_held_out(gold_texts, other_texts, other_name: str) -> None:
 
 
 # -- label files in the run directory ---------------------------------------------------------
+
+def file_stamp(path) -> list[int]:
+    """Size and modification time of a data file: what a stage's results depend on besides its config."""
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
 
 def read_jsonl(path: Path) -> list[dict]:
     """Rows of a JSONL file; a torn last line (a crash mid-write) is ignored."""

@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from distill.cascade import cascade_rows, check_cascade, resolve_threshold
-from distill.data import load_split, start_afresh_if_changed
+from distill.data import file_stamp, load_split, start_afresh_if_changed
 from distill.errors import ConfigError, DataError
 from distill.students import student_class
 from distill.students.base import student_identity
@@ -198,9 +198,8 @@ def join_parts(out_dir: Path, prefix: str, task: Task) -> None:
 def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
     """What the labels of a split depend on; a change means they are stale."""
     spec = cfg.data[split]
-    stat = Path(spec.path).stat()  # load_split has checked that it exists
     return {"student": identity, "temperature": temperature, "task": OmegaConf.to_container(cfg.task),
-            "data": OmegaConf.to_container(spec), "file": [stat.st_size, stat.st_mtime_ns]}
+            "data": OmegaConf.to_container(spec), "file": file_stamp(spec.path)}
 
 
 # -- merging ----------------------------------------------------------------------------------

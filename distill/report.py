@@ -14,7 +14,7 @@ from distill.drift import fmt_p
 SEVERITY_COLOR = {"critical": "#b00020", "warning": "#b26a00", "info": "#345"}
 
 
-def _png(fig) -> str:
+def png_tag(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     import matplotlib.pyplot as plt
@@ -40,7 +40,7 @@ def plots(report: dict, runs: list[dict]) -> dict[str, str]:
     ax.set_xticks(xs)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    out["recall"] = _png(fig)
+    out["recall"] = png_tag(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     mixes = [(k, v) for k, v in (("human gold", report["label_mix"]["gold"]), ("teacher seed", report["label_mix"]["seed"]),
@@ -52,7 +52,7 @@ def plots(report: dict, runs: list[dict]) -> dict[str, str]:
     ax.set(ylabel="share of labels", title="label mix: bulk labels against gold and the seed")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out["mix"] = _png(fig)
+    out["mix"] = png_tag(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     rel = report["reliability"]
@@ -67,7 +67,7 @@ def plots(report: dict, runs: list[dict]) -> dict[str, str]:
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    out["reliability"] = _png(fig)
+    out["reliability"] = png_tag(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     key, f1_key = report["main_metric"], report["f1_key"]
@@ -83,11 +83,11 @@ def plots(report: dict, runs: list[dict]) -> dict[str, str]:
     ax.set_xticks(xs)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out["trends"] = _png(fig)
+    out["trends"] = png_tag(fig)
     return out
 
 
-def _table(head: list[str], rows: list[list]) -> str:
+def html_table(head: list[str], rows: list[list]) -> str:
     cell = lambda v: f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
     return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
             + "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows) + "</table>")
@@ -102,16 +102,16 @@ def write_html(report: dict, runs: list[dict], path: Path) -> Path:
         f'{html.escape(a["reason"])}<br><small>mitigation: {html.escape(a["mitigation"])}</small></div>'
         for a in report["alerts"]) or '<div class="ok">No alerts.</div>'
     key = report["main_metric"]
-    systems = _table(["system", *report["headline"], f"95% CI {key}", "invalid"],
+    systems = html_table(["system", *report["headline"], f"95% CI {key}", "invalid"],
                      [[name, *[m[h] for h in report["headline"]],
                        "[{:.3f}, {:.3f}]".format(*m["ci"][key]) if m.get("ci") else "", m["invalid"]]
                       for name, m in report["systems"].items()])
-    per_class = _table(["class", "support", "precision", "recall", "recall 95% CI", "F1", "gold mix", "bulk mix", "note"],
+    per_class = html_table(["class", "support", "precision", "recall", "recall 95% CI", "F1", "gold mix", "bulk mix", "note"],
                        [[c, m["support"], m["precision"], m["recall"], "[{:.2f}, {:.2f}]".format(*m["recall_ci"]),
                          m["f1"], report["label_mix"]["gold"][c], report["label_mix"]["student_corpus"][c],
                          "insufficient support" if m["insufficient_support"] else ""]
                         for c, m in report["systems"]["student"]["per_class"].items()])
-    tests = _table(["test", "p", "Holm p", "significant", "effect"],
+    tests = html_table(["test", "p", "Holm p", "significant", "effect"],
                    [[k, fmt_p(v["p"]), fmt_p(v["p_holm"]), "yes" if v["significant"] else "no",
                      effect(k, v)] for k, v in report["tests"].items()])
     lf = report["label_free"]
@@ -124,7 +124,7 @@ def write_html(report: dict, runs: list[dict], path: Path) -> Path:
         power = (f"<h2>Power</h2><p>With {p['gold_rows']} gold rows and discordance {p['discordance']:.3f} "
                  f"({html.escape(p['discordance_source'])}), an alert catches with 80% power an accuracy drop of "
                  f"{p['accuracy_drop'] if p['accuracy_drop'] is None else round(p['accuracy_drop'], 3)} and these "
-                 "recall drops:</p>" + _table(["class", "support", "smallest recall drop"],
+                 "recall drops:</p>" + html_table(["class", "support", "smallest recall drop"],
                                               [[c, v["support"], v["recall_drop"] if v["recall_drop"] is not None
                                                 else "none detectable"] for c, v in p["per_class"].items()]))
     teacher = f"{t['model']} (simulated, target accuracy {t['sim_accuracy']})" if t["simulated"] else t["model"]
