@@ -38,6 +38,8 @@ def write_card(cfg, run_dir: Path) -> list[Path]:
            f"{cfg.train.rationale_alpha}" if cfg.task.get("rationale") else ""),
         f"- training data: {meta.get('train_rows')} rows labeled by {meta.get('trained_on', 'the teacher')}, "
         f"{meta.get('dev_rows')} more as the dev split (seed pool: `{cfg.data.seed.path}`)",
+        *([f"- cleaning: {meta['cleaning']['dropped']} of {meta['cleaning']['rows']} teacher rows left out by "
+           f"`train.clean.method={meta['cleaning']['method']}` (listed in cleaning.json)"] if meta.get("cleaning") else []),
         f"- data hashes (sha256 of ids and labels): train `{hashes.get('train')}`, dev `{hashes.get('dev')}`, "
         f"gold `{hashes.get('gold')}`",
         f"- gold (held out, human; never trained on): `{cfg.data.gold.path}`",

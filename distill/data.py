@@ -98,11 +98,27 @@ def _bounds(value, name: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _text_key(text) -> str:
+    """A text (or a token list) up to whitespace: how splits are compared."""
+    return " ".join(text if isinstance(text, list) else str(text).split())
+
+
+def _without_gold(cfg, task: Task, raw: datasets.Dataset, name: str, text_col: str, path: Path) -> datasets.Dataset:
+    """`data.drop_gold_overlap`: leave out the rows whose text is also a gold text. Public datasets
+    repeat short lines across their splits (CoNLL-2003's "Scorers :", AG News's duplicates)."""
+    gold = {_text_key(t) for t in load_split(cfg, "gold", task, labels=False)["text"]}
+    kept = raw.filter(lambda texts: [_text_key(t) not in gold for t in texts], input_columns=text_col,
+                      batched=True, batch_size=10_000)
+    if len(kept) < len(raw):
+        print(f"{name} data: {len(raw) - len(kept)} rows of {path} also in gold left out (data.drop_gold_overlap)")
+    return kept
+
+
 def _in_slice(texts: list, bounds: tuple[float, float]) -> list[bool]:
     """Whether each text's hash falls in [lo, hi): one file cut into disjoint splits, with every
     copy of a repeated text (up to whitespace) on the same side."""
     lo, hi = bounds
-    keys = (" ".join(t if isinstance(t, list) else str(t).split()) for t in texts)
+    keys = map(_text_key, texts)
     return [lo <= int(content_id(k), 16) / 16**16 < hi for k in keys]
 
 
@@ -138,6 +154,8 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
     if spec.get("slice"):
         raw = raw.filter(_in_slice, input_columns=text_col, batched=True, batch_size=10_000,
                          fn_kwargs={"bounds": _bounds(spec.slice, name)})
+    if name != "gold" and cfg.data.get("drop_gold_overlap"):
+        raw = _without_gold(cfg, task, raw, name, text_col, path)
     if spec.get("limit"):
         raw = raw.select(range(min(int(spec.limit), len(raw))))
     if len(raw) == 0:

@@ -198,8 +198,11 @@ def join_parts(out_dir: Path, prefix: str, task: Task) -> None:
 def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
     """What the labels of a split depend on; a change means they are stale."""
     spec = cfg.data[split]
-    return {"student": identity, "temperature": temperature, "task": OmegaConf.to_container(cfg.task),
-            "data": OmegaConf.to_container(spec), "file": file_stamp(spec.path)}
+    out = {"student": identity, "temperature": temperature, "task": OmegaConf.to_container(cfg.task),
+           "data": OmegaConf.to_container(spec), "file": file_stamp(spec.path)}
+    if split != "gold" and cfg.data.get("drop_gold_overlap"):  # which rows are left out depends on gold
+        out["gold_file"] = file_stamp(cfg.data.gold.path)
+    return out
 
 
 # -- merging ----------------------------------------------------------------------------------

@@ -21,12 +21,14 @@ import random
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from omegaconf import OmegaConf
 
 from distill.card import write_card
+from distill.clean import check_clean, noisy_rows, write_record
 from distill.data import (
     check_held_out,
     load_split,
@@ -57,6 +59,7 @@ def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained
     student_dir = run_dir / "student"
     task = build_task(cfg.task)
     check_method(cfg.student)  # before the teacher is paid
+    check_clean(cfg, task)
 
     # teacher labels: rank 0 fills in what is missing while the other ranks wait
     if teach_first and state.is_main_process:
@@ -65,15 +68,19 @@ def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained
     if cfg.teacher.dry_run:  # the estimate is all that was asked for
         return {"dry_run": True}
 
-    # data: the teacher's valid labels (and rationales), or the rows given; a dev split of them, never of gold,
-    # for evaluation each epoch, the best checkpoint, early stopping and calibration
+    # data: the teacher's valid labels (and rationales) less what train.clean leaves out, or the rows given;
+    # a dev split of them, never of gold, for evaluation each epoch, the best checkpoint, early stopping and
+    # calibration
+    cleaning = None
     if rows is None:
         rows = teacher_labels(run_dir, task)
         if not rows:
             raise DataError(f"{run_dir}/teacher/seed.jsonl has no valid teacher labels to train on "
                             f"({len(read_jsonl(run_dir / 'teacher' / 'seed.jsonl'))} rows, all with errors)")
+        rows, cleaning = cleaned(cfg, task, rows, student_dir, state)
     if not rows:
-        raise DataError(f"{run_dir}: no rows to train on ({trained_on} gave no valid labels)")
+        raise DataError(f"{run_dir}: no rows to train on ({trained_on} gave no valid labels"
+                        + (f", or train.clean.method={cleaning['method']} left them all out)" if cleaning else ")"))
     rows = [{"rationale": None, **r} for r in rows]
     prepare_data(cfg)
     gold = load_split(cfg, "gold", task, labels=True)
@@ -120,6 +127,7 @@ def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained
             "temperature": calibration["temperature"], "train_rows": len(train_rows), "dev_rows": len(dev_rows),
             "rationale_rows": sum(r["rationale"] is not None for r in train_rows) if task.rationale else None,
             "teacher": cfg.teacher.model, "simulated_teacher": bool(cfg.teacher.simulated), "trained_on": trained_on,
+            "cleaning": cleaning,
             "world_size": state.num_processes,
             # data parallelism shards the rows: what each process saw in its first epoch of this run
             # (the last batches are padded with repeated rows when the rows do not divide evenly)
@@ -138,6 +146,39 @@ def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained
               f"{calibration.get('ece_after', float('nan')):.3f})")
     state.wait_for_everyone()
     return read_json(student_dir / "student.json")
+
+
+def cleaned(cfg, task, rows: list[dict], student_dir: Path, state) -> tuple[list[dict], dict | None]:
+    """The teacher's rows without those `train.clean` finds likely wrong. Rank 0 decides and
+    records them in student/cleaning.json; every rank reads that."""
+    method = check_clean(cfg, task)
+    record = student_dir / "cleaning.json"
+    if method is None:
+        if state.is_main_process:
+            record.unlink(missing_ok=True)  # from an earlier run that cleaned
+        return rows, None
+    rows = sorted(rows, key=lambda r: r["id"])  # the teacher writes rows as replies arrive: fix the order
+    if state.is_main_process:
+        features = probe_embeddings(cfg, task, rows, state.device) if method == "cleanlab" else None
+        write_record(record, method, rows, noisy_rows(cfg, task, rows, features))
+    state.wait_for_everyone()
+    summary = read_json(record)
+    dropped = {d["id"] for d in summary.pop("rows_dropped")}
+    kept = [r for r in rows if r["id"] not in dropped]
+    if state.is_main_process:
+        print(f"train: cleaning ({method}) left out {len(rows) - len(kept)} of {len(rows)} teacher rows -> {record}")
+    return kept, summary
+
+
+def probe_embeddings(cfg, task, rows: list[dict], device) -> np.ndarray:
+    """The untrained student's embeddings of the rows, for the cleaning probe; the model is freed after."""
+    probe = student_class(cfg.student).create(cfg.student, task, cfg.seed, texts=[r["text"] for r in rows])
+    probe.model.to(device).eval()
+    features = probe.embed([r["text"] for r in rows], batch_size=cfg.label.batch_size, progress=True)
+    del probe
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return features
 
 
 def teacher_labels(run_dir: Path, task) -> list[dict]:

