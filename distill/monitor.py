@@ -109,7 +109,8 @@ def monitor(cfg) -> dict:
         "main_metric": key, "f1_key": task.f1_key,
         "teacher": {"model": teacher_summary.get("model", cfg.teacher.model),
                     "simulated": teacher_summary.get("simulated", bool(cfg.teacher.simulated)),
-                    "sim_accuracy": teacher_summary.get("sim", {}).get("accuracy")},
+                    "sim_accuracy": teacher_summary.get("sim", {}).get("accuracy"),
+                    "sim_noise": teacher_summary.get("sim", {}).get("noise") or "uniform"},
         "student": student_name, "baseline": baseline, "systems": systems,
         "label_mix": {"gold": task.summarize(truth), "seed": task.summarize(seed_labels) if seed_labels else None,
                       "student_corpus": task.summarize(corpus_labels)},
@@ -232,7 +233,8 @@ def _power(task, truth: list, ev: drift.Evidence, tests: dict, mcfg) -> dict:
 
 def format_report(report: dict) -> str:
     t = report["teacher"]
-    teacher = f"{t['model']} (SIMULATED, target accuracy {t['sim_accuracy']})" if t["simulated"] else t["model"]
+    teacher = (f"{t['model']} (SIMULATED, target accuracy {t['sim_accuracy']}, {t.get('sim_noise', 'uniform')} noise)"
+               if t["simulated"] else t["model"])
     cols = [*report["headline"], "invalid"]
     lines = [f"distill monitor · recipe {report['recipe']} · {report['gold_rows']} human gold rows",
              f"teacher: {teacher}", f"student: {report['student']}", f"baseline: {report['baseline'] or 'none'}", "",

@@ -127,7 +127,8 @@ def write_html(report: dict, runs: list[dict], path: Path) -> Path:
                  "recall drops:</p>" + html_table(["class", "support", "smallest recall drop"],
                                               [[c, v["support"], v["recall_drop"] if v["recall_drop"] is not None
                                                 else "none detectable"] for c, v in p["per_class"].items()]))
-    teacher = f"{t['model']} (simulated, target accuracy {t['sim_accuracy']})" if t["simulated"] else t["model"]
+    teacher = (f"{t['model']} (simulated, target accuracy {t['sim_accuracy']}, {t.get('sim_noise', 'uniform')} noise)"
+               if t["simulated"] else t["model"])
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>distill monitor · {html.escape(report['recipe'])}</title>
 <style>

@@ -56,7 +56,7 @@ def teach(cfg) -> dict:
     if cfg.teacher.dry_run:
         return dry_run(cfg, task, pending)
     if any(pending.values()):
-        sim_rows = [*gold, *seed] if cfg.teacher.simulated else []
+        sim_rows = {"gold": gold, "seed": seed} if cfg.teacher.simulated else []
         with open_teacher(cfg.teacher, task, sim_rows) as teacher:
             # the budget covers everything this run directory has paid for, across reruns
             teacher.spent_before = spent(run_dir)
@@ -74,7 +74,7 @@ def teach(cfg) -> dict:
                **{name: {**label_summary(rows), "rows_expected": len(jobs[name][0]), "this_run": stats[name]}
                   for name, rows in records.items()}}
     if simulated:
-        summary["sim"] = {"accuracy": cfg.teacher.sim.accuracy}
+        summary["sim"] = {k: cfg.teacher.sim.get(k) for k in ("accuracy", "noise", "auroc", "hardness")}
     (run_dir / "teacher" / "summary.json").write_text(json.dumps(summary, indent=2))
     print(format_summary(summary, cfg))
     return summary

@@ -19,6 +19,7 @@ import hashlib
 import json
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,10 @@ from distill.data import (
     read_jsonl,
     start_afresh_if_changed,
 )
-from distill.errors import DataError
+from distill.errors import ConfigError, DataError
 from distill.students import student_class
 from distill.students.base import check_method, weights_hash
-from distill.students.calibration import fit_temperature
+from distill.students.calibration import TARGETS, fit_temperature
 from distill.students.trainer import (
     checkpoint_step,
     final_loss,
@@ -60,6 +61,7 @@ def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained
     task = build_task(cfg.task)
     check_method(cfg.student)  # before the teacher is paid
     check_clean(cfg, task)
+    check_balance(cfg)
 
     # teacher labels: rank 0 fills in what is missing while the other ranks wait
     if teach_first and state.is_main_process:
@@ -94,6 +96,9 @@ def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained
     dev_rows, train_rows = [r for r in rows if r["id"] in dev_ids], [r for r in rows if r["id"] not in dev_ids]
     data_hashes.update(train=rows_hash(train_rows), dev=rows_hash(dev_rows),
                        gold=rows_hash([{"id": i, "label": lab} for i, lab in zip(gold["id"], gold["label"])]))
+    # minority classes: loss weights or repeated rows from the training rows' class counts
+    n_train = len(train_rows)
+    train_rows, balance = balanced(task, train_rows, cfg.train.class_balance, cfg.seed)
 
     # model: base (hub, local or tiny random), with LoRA / QLoRA unless student.method=full
     cls = student_class(cfg.student)
@@ -114,7 +119,8 @@ def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained
     # export, calibrate and describe on the main process, from the files just saved
     if state.is_main_process:
         exported = student.export(student_dir)
-        calibration = fit_temperature(cls.load(cfg.student, task, student_dir), dev_rows, cfg.label.batch_size)
+        calibration = fit_temperature(cls.load(cfg.student, task, student_dir), dev_rows, cfg.label.batch_size,
+                                      cfg.train.calibration)
         (student_dir / "calibration.json").write_text(json.dumps(calibration, indent=2))
         meta = {
             "kind": cfg.student.kind, "name": student.name, "base_model": student.name,
@@ -124,7 +130,8 @@ def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained
             "resumed_from": checkpoint_step(resume) if resume else None,
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "best_dev_loss": trainer.state.best_metric, "dev_agreement": calibration.get("dev_agreement"),
-            "temperature": calibration["temperature"], "train_rows": len(train_rows), "dev_rows": len(dev_rows),
+            "temperature": calibration["temperature"], "calibration_target": calibration.get("target"),
+            "train_rows": n_train, "dev_rows": len(dev_rows), "class_balance": balance,
             "rationale_rows": sum(r["rationale"] is not None for r in train_rows) if task.rationale else None,
             "teacher": cfg.teacher.model, "simulated_teacher": bool(cfg.teacher.simulated), "trained_on": trained_on,
             "cleaning": cleaning,
@@ -168,6 +175,41 @@ def cleaned(cfg, task, rows: list[dict], student_dir: Path, state) -> tuple[list
     if state.is_main_process:
         print(f"train: cleaning ({method}) left out {len(rows) - len(kept)} of {len(rows)} teacher rows -> {record}")
     return kept, summary
+
+
+BALANCE = ("none", "weighted", "oversample")
+
+
+def check_balance(cfg) -> None:
+    if cfg.train.class_balance not in BALANCE:
+        raise ConfigError(f"train.class_balance {cfg.train.class_balance!r} is unknown; choose one of: {', '.join(BALANCE)}")
+    if cfg.train.calibration not in TARGETS:
+        raise ConfigError(f"train.calibration {cfg.train.calibration!r} is unknown; choose one of: {', '.join(TARGETS)}")
+
+
+def balanced(task, rows: list[dict], method: str, seed: int) -> tuple[list[dict], dict | None]:
+    """`train.class_balance`: each row counts for the rarest class it holds (a row without one,
+    an NER sentence with no entity, is left as it is). `weighted`: a loss weight inversely
+    proportional to its class's count (mean weight 1); `oversample`: its class's rows repeated
+    until every class has about as many rows as the largest."""
+    if method == "none" or not rows:
+        return rows, None
+    counts = task.label_counts([r["label"] for r in rows])
+    classes = [task.balance_class(r["label"], counts) for r in rows]
+    sizes = Counter(c for c in classes if c is not None)
+    if method == "weighted":
+        weight = {c: sum(sizes.values()) / (len(sizes) * n) for c, n in sizes.items()}
+        raw = [weight[c] if c is not None else 1.0 for c in classes]
+        mean = sum(raw) / len(raw)
+        out = [{**r, "weight": w / mean} for r, w in zip(rows, raw)]
+        factors = {c: round(w / mean, 4) for c, w in weight.items()}
+    else:
+        rng, top, out = random.Random(seed), max(sizes.values()), []
+        factors = {c: round(top / n, 4) for c, n in sizes.items()}
+        for r, c in zip(rows, classes):
+            f = factors.get(c, 1.0)
+            out += [r] * (int(f) + (rng.random() < f - int(f)))
+    return out, {"method": method, "class_rows": dict(sizes), "factors": factors, "examples": len(out)}
 
 
 def probe_embeddings(cfg, task, rows: list[dict], device) -> np.ndarray:

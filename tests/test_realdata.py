@@ -80,12 +80,20 @@ def test_quality_benchmark_writes_every_cell(tmp_path):
     out = tmp_path / "q.json"
     run(
         "python", "scripts/bench_quality.py", "--out", str(out), "--datasets", "sms_spam", "--sizes", "150",
-        "--epochs", "3", "--work", str(tmp_path / "work"))
+        "--epochs", "3", "--variants", "student", "cleaned", "gold_ceiling", "--work", str(tmp_path / "work"))
     cell = json.loads(out.read_text())["sms_spam"]["150"]
-    for system in ("teacher", "student", "student_cleaned", "gold_ceiling"):
+    for system in ("teacher", "student", "cleaned", "gold_ceiling"):
         lo, hi = cell[system]["ci"]
         assert 0 < hi - lo < 0.1 and lo <= cell[system]["metric"] <= hi
+        assert set(cell[system]["recall"]) == {"ham", "spam"}
+        assert cell[system]["worst_recall"]["recall"] == min(cell[system]["recall"].values())
     assert cell["gold_ceiling"]["metric"] > 0.9  # well above always answering ham (0.86 of gold)
-    assert cell["seed_rows"] == 150 and cell["gold_rows"] == 1113
-    assert cell["student_cleaned"]["cleaning"]["method"] == "cleanlab"
+    assert cell["seed_rows"] == 150 and cell["gold_rows"] == 1113 and cell["noise"] == "realistic"
+    # the realistic simulated teacher on gold: at its accuracy, with overlapping confidences
+    teacher = cell["teacher"]
+    assert abs(teacher["measured_accuracy"] - 0.88) <= 0.01 and 0.7 <= teacher["auroc"] <= 0.9
+    assert cell["cleaned"]["cleaning"]["method"] == "cleanlab"
+    assert 0 <= cell["student"]["ece"] <= 1 and 0 < cell["student"]["mean_confidence"] <= 1
+    assert cell["student"]["calibration_target"] == "agreement"
+    assert set(cell["student"]["calibration"]) == {"agreement", "teacher_confidence"}
     assert cell["cost_per_1m"]["teacher"] > 100 * cell["cost_per_1m"]["student"] > 0

@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from distill.data import load_split, read_jsonl
-from distill.errors import ConfigError, TeacherError
+from distill.errors import ConfigError, OutputError, TeacherError
 from distill.tasks import build_task
 from distill.teach import prepare_data, teach
 from distill.teacher import Simulator, Teacher
@@ -444,3 +444,122 @@ def test_sigkill_midway_then_rerun_labels_every_row_once_and_bills_every_request
     assert stats["duplicate_billed"] == 0 and set(billed_by_request.values()) == {1}
     # every paid request is in the cache: one row per distinct billed request
     assert len(Cache(Path(cfg.run_dir) / "teacher" / "cache.sqlite")) == stats["billed"] == len(billed_by_request)
+
+
+# -- weak endpoints: compact prompts and choice mode ------------------------------------------------
+def test_compact_prompt_is_short_names_every_label_and_still_labels(demo, tmp_path):
+    cfg, task, rows = demo
+    rows = rows[:60]
+    full, compact = task.system_prompt(), task.system_prompt(compact=True)
+    assert all(label in compact for label in task.labels) and task.guidelines.splitlines()[0] not in compact
+    assert len(compact) < len(full) / 3 and compact.count("\n") == 1
+    with Simulator(task, rows, {**cfg.teacher.sim, "accuracy": 0.8}) as sim:
+        records = make_teacher(cfg, task, sim, tmp_path, prompt="compact").label_records(rows)
+        long = make_teacher(cfg, task, sim, tmp_path, "b.sqlite").label_records(rows)
+    assert all(r["error"] is None for r in records) and accuracy(records, rows) > 0.65
+    assert sum(r["prompt_tokens"] for r in records) < sum(r["prompt_tokens"] for r in long) / 2
+    with pytest.raises(ConfigError, match="teacher.prompt must be one of"):
+        Teacher(OmegaConf.merge(cfg.teacher, {"prompt": "tiny"}), task, simulated=True, cache_path=tmp_path / "c")
+
+
+def test_choice_mode_reads_the_label_from_prose_with_label_token_confidence(demo, tmp_path):
+    cfg, task, rows = demo
+    rows = rows[:150]
+    with Simulator(task, rows, {**cfg.teacher.sim, "accuracy": 0.8}) as sim:
+        teacher = make_teacher(cfg, task, sim, tmp_path, output="choice", prompt="compact", max_tokens=512)
+        records = teacher.label_records(rows)
+    body = teacher.body(teacher.messages(rows[0]))
+    assert "response_format" not in body and body["max_tokens"] == task.choice_tokens() < 40
+    assert "JSON" not in body["messages"][0]["content"]
+    # the endpoint answered in a sentence; the label is the one it names
+    assert all(r["raw"].startswith("The answer is ") and r["error"] is None for r in records)
+    assert all(r["raw"] == f"The answer is {r['label']}." for r in records)
+    assert 0.72 <= accuracy(records, rows) <= 0.88
+    gold = {r["id"]: r["label"] for r in rows}
+    right = [r["confidence"] for r in records if r["label"] == gold[r["id"]]]
+    wrong = [r["confidence"] for r in records if r["label"] != gold[r["id"]]]
+    assert all(r["confidence_source"] == "logprobs" for r in records)
+    assert sum(right) / len(right) > sum(wrong) / len(wrong) + 0.15  # the label's tokens, not "The"
+
+
+def test_choice_mode_parses_bare_labels_and_never_guesses_one(demo):
+    _, task, _ = demo
+    parse = lambda content: task.parse_teacher(content, {}, choice=True)  # noqa: E731
+    assert parse("sports") == parse(" **Sports**.") == parse("The answer is Sports.") == "sports"
+    assert parse("sprots") == "sports"  # a near miss of a label
+    assert parse("It is about finance, finance.") == "business"  # an alias, named twice
+    assert parse('{"label": "weather"}') == "weather"  # JSON anyway: its label is named
+    for content, error in (("", "empty_output"), ("I cannot tell.", "label_not_in_schema"),
+                           ("Scored 3-1 in the 90th minute", "label_not_in_schema"),
+                           # a list of labels is no answer: never the first of them by default
+                           ("It is sports, business, science or weather", "ambiguous_label")):
+        with pytest.raises(OutputError) as e:
+            parse(content)
+        assert e.value.kind == error
+
+
+def test_choice_mode_reasks_an_unreadable_answer_and_keeps_what_stays_unreadable(demo, tmp_path):
+    cfg, task, rows = demo
+    rows = rows[:80]
+    with Simulator(task, rows, {**cfg.teacher.sim, "malformed_rate": 0.5}) as sim:
+        records = make_teacher(cfg, task, sim, tmp_path, "a.sqlite", output="choice", reask=0).label_records(rows)
+        bad = [r for r in records if r["error"]]
+        assert 20 <= len(bad) <= 60  # "The answer" cut short names no label
+        assert all(r["error"] == "label_not_in_schema" and r["label"] is None for r in bad)
+        teacher = make_teacher(cfg, task, sim, tmp_path, "b.sqlite", output="choice", reask=3)
+        records = teacher.label_records(rows)
+        assert teacher.stats["reasks"] >= len(bad)
+    assert sum(r["error"] is not None for r in records) <= 0.1 * 80
+    asked = Cache(tmp_path / "b.sqlite").db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+    assert asked == 80 + teacher.stats["reasks"]
+
+
+def test_choice_output_needs_a_task_with_one_label_and_no_rationale(make_cfg, tmp_path):
+    cfg = make_cfg("demo_ner")
+    with pytest.raises(ConfigError, match=r"json_schema.*json_object.*text"):
+        Teacher(OmegaConf.merge(cfg.teacher, {"output": "choice"}), build_task(cfg.task), simulated=True,
+                cache_path=tmp_path / "a")
+    cfg = make_cfg("demo", "task.rationale=true")
+    with pytest.raises(ConfigError, match="rationale"):
+        Teacher(OmegaConf.merge(cfg.teacher, {"output": "choice"}), build_task(cfg.task), simulated=True,
+                cache_path=tmp_path / "b")
+
+
+def test_local_teacher_config_needs_no_key_and_labels_in_choice_mode(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("demo", "teacher=local", "teacher.output=choice")
+    prepare_data(cfg)
+    task = build_task(cfg.task)
+    rows = list(load_split(cfg, "seed", task))[:20]
+    assert cfg.teacher.api_key_env is None and cfg.teacher.price == {"input": 0, "output": 0}
+    with Simulator(task, rows, {**cfg.teacher.sim, "accuracy": 1.0}) as sim:
+        teacher = Teacher(cfg.teacher, task, base_url=sim.base_url, cache_path=tmp_path / "c.sqlite")
+        records = teacher.label_records(rows)
+    assert accuracy(records, rows) == 1.0 and teacher.stats["cost_usd"] == 0.0
+
+
+def test_a_refused_json_schema_is_asked_again_as_json_object_carrying_the_schema(demo, tmp_path, capfd):
+    cfg, task, rows = demo
+    with Simulator(task, rows[:10], {**cfg.teacher.sim, "output_modes": ["json_object", "text"]}) as sim:
+        teacher = make_teacher(cfg, task, sim, tmp_path, output="json_schema")
+        records = teacher.label_records(rows[:10])
+        seen = sum(sim.requests_by_key.values())
+        # a rerun remembers the refusal: served from the cache without a single request
+        again = make_teacher(cfg, task, sim, tmp_path, output="json_schema")
+        assert [r["label"] for r in again.label_records(rows[:10])] == [r["label"] for r in records]
+        assert sum(sim.requests_by_key.values()) == seen and again.stats["cache_hits"] == 10
+    # the form llama.cpp's server (and others) take: a grammar from the schema, not just any JSON
+    assert teacher.body([])["response_format"] == {"type": "json_object", "schema": task.schema()}
+    assert all(r["error"] is None for r in records) and sim.billed == 10
+    assert "using json_object with the schema" in capfd.readouterr().err
+
+
+def test_a_repeated_text_in_flight_is_asked_once(demo, tmp_path):
+    cfg, task, rows = demo
+    rows = rows[:10]
+    twice = [*rows, *({**r, "id": r["id"] + "-again"} for r in rows)]
+    with Simulator(task, rows, {**cfg.teacher.sim, "latency": 0.3}) as sim:
+        teacher = make_teacher(cfg, task, sim, tmp_path, concurrency=20)
+        records = teacher.label_records(twice)  # all 20 in flight together
+        assert sim.billed == 10 and sim.stats()["duplicate_billed"] == 0
+    assert len(records) == 20 and teacher.stats["billed"] == 10 and teacher.stats["cache_hits"] == 10
+    assert [r["label"] for r in records[:10]] == [r["label"] for r in records[10:]]

@@ -138,21 +138,24 @@ class Student:
 
     # -- training -----------------------------------------------------------------------------
     def examples(self, rows: list[dict], alpha: float | None, first: int = 0) -> list[tuple]:
-        """(row number, prompt, target, task weight) per training example; with rationale
-        distillation each row also gives a rationale example."""
+        """(row number, prompt, target, weight) per training example: the row's own weight (class
+        balancing) times its task's; with rationale distillation each row also gives a rationale
+        example."""
         out = []
         for i, row in enumerate(rows):
-            out.append((first + i, self.task.student_prompt(row), self.task.student_target(row["label"], row), alpha))
+            weight = row.get("weight", 1.0)
+            out.append((first + i, self.task.student_prompt(row), self.task.student_target(row["label"], row),
+                        weight * (1.0 if alpha is None else alpha)))
             if alpha is not None and row.get("rationale"):
-                out.append((first + i, self.task.rationale_prompt(row), row["rationale"], 1 - alpha))
+                out.append((first + i, self.task.rationale_prompt(row), row["rationale"], weight * (1 - alpha)))
         return out
 
-    def dataset(self, rows: list[dict], alpha: float | None, first: int = 0) -> datasets.Dataset:
-        """The kind's encoded examples, numbered by row (for the sharding record) and, with
-        rationales, weighted by task."""
+    def dataset(self, rows: list[dict], alpha: float | None, first: int = 0, weighted: bool = False) -> datasets.Dataset:
+        """The kind's encoded examples, numbered by row (for the sharding record) and, when
+        `weighted` (always with rationales), with each example's loss weight."""
         numbers, prompts, targets, weights = zip(*self.examples(rows, alpha, first))
         data = {**self.encode(list(prompts), list(targets)), "row": list(numbers)}
-        if alpha is not None:
+        if weighted or alpha is not None:
             data["task_weight"] = list(weights)
         return datasets.Dataset.from_dict(data)
 
@@ -176,8 +179,9 @@ class Student:
                 raise ConfigError(f"task.rationale needs a seq2seq or causal student; {self.kind} students "
                                   "predict classes and cannot learn to write a rationale")
             alpha = float(train_cfg.rationale_alpha)
-        train_data = self.dataset(train_rows, alpha)
-        dev_data = self.dataset(dev_rows, alpha, first=-len(dev_rows)) if dev_rows else None
+        weighted = alpha is not None or any(r.get("weight", 1.0) != 1.0 for r in train_rows)
+        train_data = self.dataset(train_rows, alpha, weighted=weighted)
+        dev_data = self.dataset(dev_rows, alpha, first=-len(dev_rows), weighted=weighted) if dev_rows else None
         has_dev = dev_data is not None
         args = self.args_class(
             output_dir=str(output_dir), num_train_epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
@@ -193,7 +197,7 @@ class Student:
             use_cpu=not torch.cuda.is_available(), bf16=bf16_ok(), ddp_find_unused_parameters=False,
             gradient_checkpointing=self.cfg.method == "qlora", remove_unused_columns=False,
             dataloader_num_workers=0, disable_tqdm=False, **self.trainer_args())
-        trainer = self.make_trainer(args, train_data, dev_data, weighted=alpha is not None)
+        trainer = self.make_trainer(args, train_data, dev_data, weighted=weighted)
         trainer.data_collator = Collator(trainer.data_collator)
         trainer.add_callback(trainer.data_collator)
         trainer.add_callback(SaveEvery(train_cfg.save_steps))

@@ -3,7 +3,10 @@
 A student's confidence is the probability of its top answer: the top class, or the geometric mean
 of its output tokens' probabilities. Dividing the logits by a temperature T leaves every answer the
 same and moves only the confidences; T is chosen to minimise the log loss of those confidences
-against agreement with the teacher on the dev split.
+against a target on the dev split. `agreement`: whether the student agrees with the teacher, which
+makes confidence estimate agreement with a noisy teacher. `teacher_confidence` (used where the
+teacher's confidence is known): the chance the student is right, c when it agrees with a teacher
+of confidence c and 1 - c when it does not, so confidence estimates accuracy.
 """
 
 from __future__ import annotations
@@ -42,26 +45,41 @@ def ece(confidence: list[float], correct: list[bool], bins: int = 10) -> float:
 
 
 def log_loss(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """Mean log loss of confidences [n, G] against 0/1 or soft targets [n]."""
     p = confidence.clamp(1e-6, 1 - 1e-6)
     c = correct.float().unsqueeze(-1)
     return -(c * p.log() + (1 - c) * (1 - p).log()).mean(0)
 
 
-def fit_temperature(student, dev_rows: list[dict], batch_size: int = 32) -> dict:
-    """Fit T on the dev rows (teacher labels), report dev agreement and ECE before and after."""
+TARGETS = ("agreement", "teacher_confidence")
+
+
+def fit_temperature(student, dev_rows: list[dict], batch_size: int = 32, target: str = "agreement") -> dict:
+    """Fit T on the dev rows (teacher labels) against `target`; report dev agreement and ECE
+    (against agreement) before and after."""
     if not dev_rows:
         return {"temperature": 1.0, "dev_rows": 0, "note": "no dev split: confidences left uncalibrated"}
     preds = student.predict(dev_rows, batch_size, progress=False, temps=GRID)
     grid = torch.tensor([p["confidence"] for p in preds])  # [n, G]
-    correct = torch.tensor([p["label"] == r["label"] for p, r in zip(preds, dev_rows)])
-    best = int(log_loss(grid, correct).argmin())
+    agree = torch.tensor([p["label"] == r["label"] for p, r in zip(preds, dev_rows)])
+    teacher = [r.get("confidence") for r in dev_rows]
+    goals = {"agreement": agree.float()}
+    if all(c is not None for c in teacher):
+        c = torch.tensor(teacher, dtype=torch.float32)
+        goals["teacher_confidence"] = torch.where(agree, c, 1 - c)  # the chance the student's answer is right
+    target = target if target in goals else "agreement"
+    fitted = {name: int(log_loss(grid, g).argmin()) for name, g in goals.items()}
+    best, goal = fitted[target], goals[target]
     one = int((GRID - 1).abs().argmin())
     return {
         "temperature": round(float(GRID[best]), 4),
+        "target": target,
+        "temperature_by_target": {name: round(float(GRID[k]), 4) for name, k in fitted.items()},
         "dev_rows": len(dev_rows),
-        "dev_agreement": float(correct.float().mean()),
-        "ece_before": ece(grid[:, one].tolist(), correct.tolist()),
-        "ece_after": ece(grid[:, best].tolist(), correct.tolist()),
+        "dev_agreement": float(agree.float().mean()),
+        "dev_accuracy_estimate": float(goal.mean()),
+        "ece_before": ece(grid[:, one].tolist(), agree.tolist()),
+        "ece_after": ece(grid[:, best].tolist(), agree.tolist()),
         "mean_confidence_before": float(grid[:, one].mean()),
         "mean_confidence_after": float(grid[:, best].mean()),
     }

@@ -1,5 +1,6 @@
-"""Encoder students (BERT, DeBERTa, ModernBERT families): a classification head over the text, or
-over each word for NER. They give class probabilities in one forward pass: the cheapest labelers."""
+"""Encoder students (BERT, DeBERTa, ModernBERT families, or a decoder such as Llama or SmolLM2 with a
+classification head): a head over the text, or over each word for NER. They give class
+probabilities in one forward pass: the cheapest labelers."""
 
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ from transformers import (
 from distill.errors import ConfigError
 from distill.students.base import Student
 from distill.students.calibration import mean_over, top_confidence
+from distill.students.trainer import TaskWeighted
 from distill.tasks.ner import spans
+
+class WeightedTrainer(TaskWeighted, Trainer):
+    pass
+
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -30,6 +36,36 @@ def first_subtokens(enc, i: int) -> list[tuple[int, int]]:
     """(position, word) of each word's first sub-token in row i of a word-split encoding."""
     words = enc.word_ids(i)
     return [(pos, w) for pos, w in enumerate(words) if w is not None and (pos == 0 or words[pos - 1] != w)]
+
+
+def word_prefix(tokenizer) -> str:
+    """What goes before each word of word-split input so that it is spelled as inside running text.
+    Byte-level BPE tokenizers (GPT-2, Llama 3, SmolLM2) mark a word start with its space ('ĠPeter'
+    inside a sentence, 'Peter' at its start) yet tokenize split words each on its own, as at a text's
+    start, unless built with add_prefix_space=True; such tokenizers get a space before every word.
+    WordPiece and SentencePiece tokenizers already spell split words as in running text."""
+    def ids(text, **kw):
+        return tokenizer(text, add_special_tokens=False, **kw)["input_ids"]
+
+    inside = ids(" Peter")
+    if ids(["Peter"], is_split_into_words=True) != inside and ids([" Peter"], is_split_into_words=True) == inside:
+        return " "
+    return ""
+
+
+def full_attention(backbone) -> None:
+    """Let every token attend to the whole text, not only to the tokens before it: a decoder's word
+    then sees its right context, as an encoder's does (Li et al. 2023, "Label Supervised LLaMA
+    Finetuning"). Each 2D padding mask becomes a 4D additive one, which transformers passes through
+    in place of the causal mask it would build (eager and SDPA attention; not flash-attention)."""
+    def hook(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 2:
+            dtype = module.dtype if module.dtype.is_floating_point else torch.float32
+            kwargs["attention_mask"] = (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+        return args, kwargs
+
+    backbone.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 def label_maps(task) -> dict:
@@ -42,6 +78,19 @@ def label_maps(task) -> dict:
 class EncoderStudent(Student):
     kind = "encoder"
     generative = False
+
+    def __init__(self, cfg, task, model, tokenizer, name: str, temperature: float = 1.0):
+        super().__init__(cfg, task, model, tokenizer, name, temperature)
+        # decoders (Llama, SmolLM2) may name no pad token: the tokenizer pads with EOS, and a sequence
+        # head finds each row's last real token by the pad id
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        self.word_prefix = word_prefix(tokenizer) if task.token_level and tokenizer.is_fast else ""
+        # echo: the words twice, tags read from the second copy, whose tokens see the whole first one
+        self.echo = bool(cfg.get("echo")) and task.token_level
+        if cfg.get("bidirectional"):
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            full_attention(getattr(base, base.base_model_prefix))
 
     @classmethod
     def auto(cls, task):
@@ -80,30 +129,40 @@ class EncoderStudent(Student):
             return self.tokenizer([r["text"] for r in rows], max_length=self.cfg.max_source_length, truncation=True)
         if not self.tokenizer.is_fast:
             raise ConfigError(f"encoder NER needs a fast tokenizer (word alignment); {self.name} has none")
-        return self.tokenizer([r["tokens"] for r in rows], is_split_into_words=True,
-                              max_length=self.cfg.max_source_length, truncation=True)
+        words = [[self.word_prefix + w for w in r["tokens"]] * (2 if self.echo else 1) for r in rows]
+        return self.tokenizer(words, is_split_into_words=True, max_length=self.cfg.max_source_length, truncation=True)
 
-    def dataset(self, rows: list[dict], alpha: float | None, first: int = 0) -> datasets.Dataset:
+    def word_starts(self, enc, i: int, n_words: int) -> list[tuple[int, int]]:
+        """(position, word) of the sub-token that carries each word's tag in row i: its first one,
+        in the second copy of the words when echoing."""
+        starts = first_subtokens(enc, i)
+        return [(pos, w - n_words) for pos, w in starts if w >= n_words] if self.echo else starts
+
+    def dataset(self, rows: list[dict], alpha: float | None, first: int = 0, weighted: bool = False) -> datasets.Dataset:
         enc = self._encode(rows)
         labels = []
         for i, row in enumerate(rows):
             ids = self.task.to_class_ids(row["label"], row)
             if self.task.token_level:  # the first sub-token of each word carries its tag
-                tagged = dict(first_subtokens(enc, i))
+                tagged = dict(self.word_starts(enc, i, len(row["tokens"])))
                 ids = [ids[tagged[pos]] if pos in tagged else -100 for pos in range(len(enc["input_ids"][i]))]
             labels.append(ids)
-        return datasets.Dataset.from_dict({**enc, "labels": labels, "row": list(range(first, first + len(rows)))})
+        data = {**enc, "labels": labels, "row": list(range(first, first + len(rows)))}
+        if weighted:  # class balancing: each row's loss weight
+            data["task_weight"] = [r.get("weight", 1.0) for r in rows]
+        return datasets.Dataset.from_dict(data)
 
     def make_trainer(self, args, train_data, dev_data, weighted: bool):
         collator = (DataCollatorForTokenClassification if self.task.token_level else DataCollatorWithPadding)(
             self.tokenizer)
-        return Trainer(model=self.model, args=args, train_dataset=train_data, eval_dataset=dev_data,
+        return (WeightedTrainer if weighted else Trainer)(model=self.model, args=args, train_dataset=train_data, eval_dataset=dev_data,
                        data_collator=collator, processing_class=self.tokenizer)
 
     # -- prediction ---------------------------------------------------------------------------
     def predict_batch(self, rows: list[dict], temps: torch.Tensor) -> list[dict]:
         enc = self._encode(rows)
-        batch = self.tokenizer.pad(enc, return_tensors="pt").to(self.model.device)
+        # right padding: the word positions below are counted from each row's start
+        batch = self.tokenizer.pad(enc, return_tensors="pt", padding_side="right").to(self.model.device)
         logits = self.model(**batch).logits.float()
         if not self.task.token_level:
             conf = top_confidence(logits, temps).exp().tolist()
@@ -116,7 +175,7 @@ class EncoderStudent(Student):
         word_logits[..., 0] = 1e4
         mask = torch.zeros(len(rows), width, dtype=torch.bool, device=logits.device)
         # (row, position, word) of every word's first sub-token, gathered in one indexing op
-        where = torch.tensor([(b, pos, w) for b in range(len(rows)) for pos, w in first_subtokens(enc, b)],
+        where = torch.tensor([(b, pos, w) for b, r in enumerate(rows) for pos, w in self.word_starts(enc, b, len(r["tokens"]))],
                              dtype=torch.long, device=logits.device).reshape(-1, 3)
         at_row, at_pos, at_word = where.unbind(1)
         word_logits[at_row, at_word], mask[at_row, at_word] = logits[at_row, at_pos], True

@@ -31,8 +31,8 @@ class Collator(TrainerCallback):
 
 
 class TaskWeighted:
-    """Trainer mixin for rationale distillation: each example's loss is weighted by its task
-    (`alpha` for the label, `1 - alpha` for the rationale)."""
+    """Trainer mixin for per-example loss weights: by task in rationale distillation (`alpha` for
+    the label, `1 - alpha` for the rationale), and by class with `train.class_balance=weighted`."""
 
     shift_labels = False  # causal LMs predict token i+1 at position i
     loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides by accumulation steps
@@ -44,8 +44,11 @@ class TaskWeighted:
         logits = outputs.logits.float()
         if self.shift_labels:
             logits, labels = logits[:, :-1], labels[:, 1:]
-        token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-        per_example = token_loss.sum(1) / (labels != -100).sum(1).clamp(min=1)
+        if logits.dim() == 2:  # one class per example
+            per_example = F.cross_entropy(logits, labels, reduction="none")
+        else:
+            token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+            per_example = token_loss.sum(1) / (labels != -100).sum(1).clamp(min=1)
         loss = (weight * per_example).sum() / weight.sum().clamp(min=1e-8)
         return (loss, outputs) if return_outputs else loss
 

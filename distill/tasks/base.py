@@ -99,11 +99,16 @@ class Task:
         raise OutputError("label_not_in_schema", f"{value!r} is not one of {self.labels}")
 
     # -- teacher ------------------------------------------------------------------------------
-    def messages(self, row: dict) -> list[dict]:
-        msgs = [{"role": "system", "content": self.system_prompt()}]
+    choice_answers = False  # can answer with a bare label as plain text (teacher.output=choice)
+
+    def messages(self, row: dict, compact: bool = False, choice: bool = False) -> list[dict]:
+        """The teacher's chat. `compact`: a short system prompt for small models (teacher.prompt);
+        `choice`: the answer asked for as a bare label, not JSON (teacher.output=choice)."""
+        msgs = [{"role": "system", "content": self.system_prompt(compact, choice)}]
         for ex in self.examples:
             msgs.append({"role": "user", "content": self.example_input(ex)})
-            msgs.append({"role": "assistant", "content": json.dumps(self.example_answer(ex))})
+            msgs.append({"role": "assistant", "content": self.example_choice(ex) if choice
+                         else json.dumps(self.example_answer(ex))})
         msgs.append({"role": "user", "content": self.user_message(row)})
         return msgs
 
@@ -113,11 +118,11 @@ class Task:
     def example_input(self, example) -> str:
         return example["text"]
 
-    def parse_teacher(self, content: str | None, row: dict):
+    def parse_teacher(self, content: str | None, row: dict, choice: bool = False):
         return self.from_answer(extract_json(content), row)
 
-    def system_prompt(self) -> str:
-        prompt = self.instructions()
+    def system_prompt(self, compact: bool = False, choice: bool = False) -> str:
+        prompt = self.instructions(compact, choice)
         if self.rationale:
             prompt += ('\n\nFirst give a one-sentence "rationale" for your answer, naming the words that '
                        'decide it, as the first key of the JSON object.')
@@ -182,6 +187,12 @@ class Task:
         """Target strings a student can score instead of generating; None means generate."""
         return None
 
+    def balance_class(self, label, counts: np.ndarray) -> str | None:
+        """The class a training row counts for in `train.class_balance`: the rarest (by `counts`,
+        from `label_counts`) of the classes it holds; None when it holds none (NER: no entity)."""
+        present = np.flatnonzero(self.label_counts([label]))
+        return self.labels[present[np.argmin(counts[present])]] if len(present) else None
+
     # -- encoder students: one class per text, or one per token ---------------------------------
     token_level = False
 
@@ -196,12 +207,15 @@ class Task:
         raise NotImplementedError
 
     # -- to implement -------------------------------------------------------------------------
-    def instructions(self) -> str: ...  # the system prompt, before any rationale request
+    def instructions(self, compact: bool = False, choice: bool = False) -> str: ...  # system prompt, before any rationale
+    def example_choice(self, example) -> str: ...  # a few-shot answer as a bare label (choice_answers)
+    def choice_tokens(self) -> int: ...  # reply size to allow for a bare label (choice_answers)
     def answer_schema(self) -> dict: ...
     def example_answer(self, example) -> dict: ...
     def answer_tokens(self, row: dict) -> int: ...  # rough answer size, before any rationale
     def from_answer(self, answer, row: dict): ...
-    def simulate(self, gold, row: dict, rng, sim) -> tuple[dict, bool, list[bool]]: ...
+    def simulate(self, gold, row: dict, rng, sim, plan=None, resample: bool = False) -> tuple[dict, bool, list[bool]]: ...
+    def noise_plan(self, groups: dict[str, list[dict]], sim) -> dict: ...  # realistic noise: user message -> plan
     def student_target(self, label, row: dict) -> str: ...
     def parse_student(self, text: str, row: dict): ...
     def check_gold(self, value, where: str): ...

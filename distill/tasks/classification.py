@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from functools import cached_property
 
 import numpy as np
 
 from distill.errors import DataError, OutputError
-from distill.tasks.base import Task, span_probability, token_offsets
+from distill.tasks.base import Task, norm, span_probability, token_offsets
+from distill.tasks.noise import error_probabilities, systematic, weak_model_probabilities
 
 _LABEL_VALUE = re.compile(r'"label"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
@@ -20,12 +22,17 @@ class Classification(Task):
     main_metric = "accuracy"
     headline = ("accuracy", "macro_f1")
 
-    def instructions(self) -> str:
-        parts = [
-            "You label texts. Read the text and choose exactly one label from this set: "
-            + ", ".join(self.labels) + ".",
-            'Reply with a JSON object only: {"label": "<one of the labels>"}.',
-        ]
+    choice_answers = True
+
+    def instructions(self, compact: bool = False, choice: bool = False) -> str:
+        # a choice prompt never says JSON: the simulator answers it with the label in a sentence
+        if compact:  # small models lose the task in long prompts: labels and one instruction
+            reply = "Reply with the label only." if choice else 'Reply with JSON only: {"label": "<label>"}.'
+            return f"Classify the text. Labels: {', '.join(self.labels)}.\n{reply}"
+        reply = ("Reply with the label only, exactly as written above." if choice else
+                 'Reply with a JSON object only: {"label": "<one of the labels>"}.')
+        parts = ["You label texts. Read the text and choose exactly one label from this set: "
+                 + ", ".join(self.labels) + ".", reply]
         if self.guidelines:
             parts.insert(1, "Guidelines:\n" + self.guidelines)
         return "\n\n".join(parts)
@@ -37,6 +44,42 @@ class Classification(Task):
     def example_answer(self, example) -> dict:
         return {"label": example["label"]}
 
+    def example_choice(self, example) -> str:
+        return example["label"]
+
+    def parse_teacher(self, content: str | None, row: dict, choice: bool = False) -> str:
+        """JSON (also inside prose); with `choice`, a bare label or the first label the prose names."""
+        if not choice:
+            return super().parse_teacher(content, row)
+        if content is None or not content.strip():
+            raise OutputError("empty_output", "the reply is empty")
+        return self._named(content)[0]
+
+    @cached_property
+    def _prose_label(self) -> re.Pattern:
+        # labels and aliases as whole words, longest first; bare numbers in prose are counts, not labels
+        keys = sorted((k for k in self._lookup if not k.isdigit()), key=len, reverse=True)
+        words = "|".join(r"\s+".join(map(re.escape, k.split())) for k in keys)
+        return re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.I)
+
+    def _named(self, content: str) -> tuple[str, tuple[int, int]]:
+        """The label a plain-text reply gives, and its span: the whole reply as a label (aliases and
+        near misses included), else the label (or alias) its prose names, where first named."""
+        bare = content.strip().strip("\"'`*.!").strip()
+        if bare:
+            try:
+                start = content.index(bare)
+                return self.normalize_label(bare), (start, start + len(bare))
+            except OutputError:
+                pass
+        matches = list(self._prose_label.finditer(content))
+        named = {self._lookup[norm(m.group())] for m in matches}
+        if len(named) > 1:  # e.g. the label list echoed back: taking the first would favour labels[0]
+            raise OutputError("ambiguous_label", f"the reply names {sorted(named)}: {content[:80]!r}")
+        if not matches:
+            raise OutputError("label_not_in_schema", f"no label from {self.labels} in reply {content[:80]!r}")
+        return named.pop(), matches[0].span()
+
     def from_answer(self, answer, row: dict) -> str:
         if isinstance(answer, dict):
             if "label" not in answer:
@@ -47,9 +90,18 @@ class Classification(Task):
     def answer_tokens(self, row: dict) -> int:
         return len(json.dumps({"label": max(self.labels, key=len)})) // 4 + 2
 
+    def choice_tokens(self) -> int:
+        # the longest label at ~2 characters a token, and room for "The answer is ..."
+        return len(max(self.labels, key=len)) // 2 + 8
+
     def confidence_spans(self, content: str) -> list[tuple[int, int]]:
         match = _LABEL_VALUE.search(content)
-        return [match.span(1)] if match else []
+        if match:
+            return [match.span(1)]
+        try:  # a choice reply: the label where the parser found it
+            return [self._named(content)[1]]
+        except OutputError:
+            return []
 
     def logprob_confidence(self, content: str, logprobs: list, label, row: dict):
         """The probability of the label's own tokens (autolabel's approach), else of the whole reply."""
@@ -58,8 +110,35 @@ class Classification(Task):
             return super().logprob_confidence(content, logprobs, label, row)
         return span_probability(offsets, *spans[0]), None
 
-    def simulate(self, gold: str, row: dict, rng, sim) -> tuple[dict, bool, list[bool]]:
-        """(answer, whole answer right, rightness of each confidence unit)."""
+    def noise_plan(self, groups: dict[str, list[dict]], sim) -> dict:
+        """Realistic noise: a weak text classifier (TF-IDF + logistic regression, out of fold)
+        scores every row; the lower its margin for the gold label, the likelier the teacher is
+        wrong there, and a wrong answer is that classifier's top wrong label."""
+        rows = [r for group in groups.values() for r in group]
+        texts = [self.user_message(r) for r in rows]
+        seed = sim.get("seed", 0)
+        probs = weak_model_probabilities(texts, [r["label"] for r in rows], self.labels, seed)
+        gold = np.array([self.labels.index(r["label"]) for r in rows])
+        others = probs.copy()
+        others[np.arange(len(rows)), gold] = -1.0
+        margin = probs[np.arange(len(rows)), gold] - others.max(1)
+        plan, first = {}, 0
+        for name, group in groups.items():  # each group (gold, seed pool) gets the accuracy exactly
+            part = slice(first, first + len(group))
+            first += len(group)
+            p = error_probabilities(-margin[part], sim["accuracy"], sim.get("hardness", 4.0))
+            wrong = systematic(texts[part], p, f"{seed}\x00{name}")
+            for text, p_i, w, top in zip(texts[part], p, wrong, others[part].argmax(1)):
+                plan[text] = {"p": float(p_i), "wrong": bool(w), "answer": self.labels[top]}
+        return plan
+
+    def simulate(self, gold: str, row: dict, rng, sim, plan: dict | None = None,
+                 resample: bool = False) -> tuple[dict, bool, list[bool]]:
+        """(answer, whole answer right, rightness of each confidence unit). With a realistic
+        `plan`, the planned mistake (a further sample is wrong at the row's own chance)."""
+        if plan is not None:
+            wrong = rng.random() < plan["p"] if resample else plan["wrong"]
+            return ({"label": plan["answer"]}, False, [False]) if wrong else ({"label": gold}, True, [True])
         if rng.random() < sim["accuracy"]:
             return {"label": gold}, True, [True]
         confused = (sim.get("confusions") or {}).get(gold)

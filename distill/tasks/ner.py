@@ -8,9 +8,11 @@ from collections import Counter
 from functools import cached_property
 
 import numpy as np
+from scipy.stats import norm as normal
 
 from distill.errors import DataError, OutputError
 from distill.tasks.base import Task, norm, span_probability, token_offsets
+from distill.tasks.noise import error_probabilities, systematic, unit_random
 
 _OBJECT = re.compile(r"\{[^{}]*\}")
 
@@ -70,11 +72,13 @@ class NER(Task):
     main_metric = "f1"
     headline = ("precision", "recall", "f1", "macro_f1")
 
-    def instructions(self) -> str:
+    def instructions(self, compact: bool = False, choice: bool = False) -> str:
+        answer = '{"entities": [{"text": "<exact words from the text>", "type": "<entity type>"}]}'
+        if compact:  # small models lose the task in long prompts: types and one instruction
+            return f"Find the named entities. Types: {', '.join(self.labels)}.\nReply with JSON only: {answer}"
         parts = [
             "You find named entities in a text. Entity types: " + ", ".join(self.labels) + ".",
-            "Reply with a JSON object only: "
-            '{"entities": [{"text": "<exact words from the text>", "type": "<entity type>"}]}, '
+            f"Reply with a JSON object only: {answer}, "
             "entities in the order they appear; an empty list when there are none.",
         ]
         if self.guidelines:
@@ -161,32 +165,102 @@ class NER(Task):
         tags = to_tags(kept, len(row["tokens"]))
         return tags, sum(t == tags for t in labels) / n, [counts[e] / n for e in kept]
 
-    def simulate(self, gold: list[str], row: dict, rng, sim) -> tuple[dict, bool, list[bool]]:
-        """Teacher noise: each entity is kept, missed, retyped or mis-bounded.
+    # how a typical tagger confuses the CoNLL types (relative weights); teacher.sim.confusions overrides
+    TYPICAL_CONFUSIONS = {"ORG": {"LOC": 5, "MISC": 3, "PER": 2}, "LOC": {"ORG": 6, "MISC": 3, "PER": 1},
+                          "MISC": {"ORG": 4, "LOC": 4, "PER": 2}, "PER": {"ORG": 5, "LOC": 3, "MISC": 2}}
+
+    def noise_plan(self, groups: dict[str, list[dict]], sim) -> dict:
+        """Realistic noise per gold entity: rare, lower-case, long and MISC entities and those in
+        all-caps headlines are the likeliest to go wrong. A wrong one is missed (mostly rare or
+        lower-case ones), retyped the way taggers confuse types (ORG and LOC, MISC), or cut at a
+        wrong boundary (mostly multi-word ones)."""
+        seed = sim.get("seed", 0)
+        weights = sim.get("ner_errors") or {"missed": 1, "wrong_type": 1, "boundary": 1}
+        seen = Counter(norm(" ".join(r["tokens"][s:e])) for group in groups.values() for r in group
+                       for _, s, e in spans(r["label"]))
+        plan = {}
+        for name, group in groups.items():  # each group (gold, seed pool) gets the accuracy exactly
+            units = []  # (message, entity number, type, start, end, row, features)
+            for r in group:
+                tokens, message = r["tokens"], self.user_message(r)
+                headline = all(t.isupper() for t in tokens if t.isalpha()) and any(t.isalpha() for t in tokens)
+                for k, (typ, s, e) in enumerate(spans(r["label"])):
+                    features = {"rare": seen[norm(" ".join(tokens[s:e]))] <= 1, "lower": not tokens[s][:1].isupper(),
+                                "long": e - s >= 3, "multi": e - s >= 2, "misc": typ == "MISC", "headline": headline}
+                    units.append((message, k, typ, s, e, r, features))
+            keys = [f"{m}\x00{k}" for m, k, *_ in units]
+            # unobserved difficulty on top of the features, fixed per entity
+            difficulty = [1.0 * f["rare"] + 1.5 * f["lower"] + 1.0 * f["long"] + 0.7 * f["misc"] + 0.5 * f["headline"]
+                          + 0.7 * normal.ppf(0.001 + 0.998 * unit_random(seed, "hard", key))
+                          for key, (*_, f) in zip(keys, units)]
+            p = error_probabilities(difficulty, sim["accuracy"], sim.get("hardness", 4.0))
+            wrong = systematic(keys, p, f"{seed}\x00{name}")
+            for key, (message, k, typ, s, e, r, f), p_i, w in zip(keys, units, p, wrong):
+                kinds = {"missed": weights.get("missed", 0) * (1 + 1.5 * f["lower"] + f["rare"] + 0.5 * f["long"]),
+                         "wrong_type": weights.get("wrong_type", 0) * (1 + 0.5 * (typ in ("ORG", "LOC", "MISC"))),
+                         "boundary": weights.get("boundary", 0) * (0.2 + 1.5 * f["multi"])}
+                if len(plan.get(message, ())) > k:  # a repeated text: planned at its first copy
+                    continue
+                kind = _pick(kinds, unit_random(seed, "kind", key))
+                plan.setdefault(message, []).append(
+                    {"p": float(p_i), "wrong": bool(w),
+                     "entity": self._mistake(kind, typ, s, e, r["tokens"], sim, unit_random(seed, "how", key))})
+        return plan
+
+    def _mistake(self, kind: str, typ: str, start: int, end: int, tokens: list[str], sim, u: float):
+        """The wrong entity a realistic teacher answers instead of (typ, start, end); None if missed."""
+        if kind == "wrong_type" and len(self.labels) > 1:
+            given = (sim.get("confusions") or {}).get(typ) or self.TYPICAL_CONFUSIONS.get(typ) or {}
+            given = {given: 1} if isinstance(given, str) else given if isinstance(given, dict) else dict.fromkeys(given, 1)
+            options = {t: w for t, w in given.items() if t in self.labels and t != typ} or \
+                dict.fromkeys([t for t in self.labels if t != typ], 1)
+            return _pick(options, u), start, end
+        if kind == "boundary":
+            if end - start > 1:  # a multi-word name cut short, at the end more often than the start
+                return (typ, start, end - 1) if u < 0.65 else (typ, start + 1, end)
+            if end < len(tokens) and u < 0.5:  # one word: the next word swallowed
+                return typ, start, end + 1
+            if start > 0:
+                return typ, start - 1, end
+        return None
+
+    def simulate(self, gold: list[str], row: dict, rng, sim, plan: list | None = None,
+                 resample: bool = False) -> tuple[dict, bool, list[bool]]:
+        """Teacher noise: each entity is kept, missed, retyped or mis-bounded; with a realistic
+        `plan`, as planned (a further sample gets each entity wrong at its own chance).
         Returns (answer, whole answer right, rightness of each answered entity)."""
         tokens, out, exact, units = row["tokens"], [], True, []
         errors = sim.get("ner_errors") or {"missed": 1, "wrong_type": 1, "boundary": 1}
         kinds, weights = list(errors), list(errors.values())
-        for typ, start, end in spans(gold):
-            if rng.random() < sim["accuracy"]:
+        for k, (typ, start, end) in enumerate(spans(gold)):
+            if plan is not None:
+                wrong = rng.random() < plan[k]["p"] if resample else plan[k]["wrong"]
+            else:
+                wrong = rng.random() >= sim["accuracy"]
+            if not wrong:
                 out.append({"text": " ".join(tokens[start:end]), "type": typ})
                 units.append(True)
                 continue
             exact = False
-            error = rng.choices(kinds, weights)[0]
-            if error == "wrong_type" and len(self.labels) > 1:
-                typ = rng.choice([t for t in self.labels if t != typ])
-            elif error == "boundary":
-                if end - start > 1 and rng.random() < 0.5:
-                    end -= 1
-                elif end < len(tokens) and rng.random() < 0.5:
-                    end += 1
-                elif start > 0:
-                    start -= 1
-                else:
+            if plan is not None:
+                if plan[k]["entity"] is None:
                     continue
-            elif error == "missed":
-                continue
+                typ, start, end = plan[k]["entity"]
+            else:
+                error = rng.choices(kinds, weights)[0]
+                if error == "wrong_type" and len(self.labels) > 1:
+                    typ = rng.choice([t for t in self.labels if t != typ])
+                elif error == "boundary":
+                    if end - start > 1 and rng.random() < 0.5:
+                        end -= 1
+                    elif end < len(tokens) and rng.random() < 0.5:
+                        end += 1
+                    elif start > 0:
+                        start -= 1
+                    else:
+                        continue
+                elif error == "missed":
+                    continue
             out.append({"text": " ".join(tokens[start:end]), "type": typ})
             units.append(False)
         return {"entities": out}, exact, units
@@ -254,3 +328,13 @@ class NER(Task):
     def label_counts(self, labels: list[list[str] | None]) -> np.ndarray:
         counts = Counter(typ for tags in labels if tags for typ, *_ in spans(tags))
         return np.array([counts.get(t, 0) for t in self.labels], dtype=np.int64)
+
+
+def _pick(weights: dict, u: float):
+    """The key whose share of the total weight covers u in [0, 1)."""
+    total, acc = sum(weights.values()) or 1.0, 0.0
+    for key, w in weights.items():
+        acc += w / total
+        if u < acc:
+            return key
+    return key

@@ -56,6 +56,14 @@ class Cache:
             self.db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?)",
                                 [(k, m, json.dumps(r), c, now) for k, m, r, c in items])
 
+    def meta(self, name: str, value: str | None = None) -> str | None:
+        """A note kept beside the replies (e.g. a format the endpoint refused); written when `value` is given."""
+        if value is not None:
+            with self.db:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
 

@@ -36,11 +36,15 @@ from distill.teacher.limits import (
 )
 
 SIMULATED_KEY = "sk-simulated"
-MODES = ("json_schema", "json_object", "text")
+MODES = ("json_schema", "json_object", "text")  # JSON answers, in fallback order
+OUTPUTS = (*MODES, "choice")  # choice: the bare label as plain text (tasks with choice_answers)
+PROMPTS = ("full", "compact")
+NO_KEY = "sk-no-key"  # teacher.api_key_env: null, for local servers that take any key
 # errors worth another try on a rerun (the endpoint failed us), as opposed to answers we judged invalid
 TRANSIENT = {"rate_limited", "server_error", "timeout", "connection_error", "auth_failed", "batch_failed"}
 REASK = ("Your reply is not valid: {error}. Answer again with only the JSON object described above, "
          "using exactly the allowed labels.")
+REASK_CHOICE = "Your reply is not valid: {error}. Answer again with only one of the allowed labels."
 
 
 def finished(record: dict) -> bool:
@@ -107,21 +111,33 @@ class Teacher:
         cfg = _Attrs.of(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg))
         self.cfg, self.task, self.simulated = cfg, task, simulated
         self.base_url = base_url or cfg.base_url
-        envs = [cfg.api_key_env] if isinstance(cfg.api_key_env, str) else list(cfg.api_key_env)
-        keys = [("simulated", SIMULATED_KEY)] if simulated else \
+        envs = [cfg.api_key_env] if isinstance(cfg.api_key_env, str) else list(cfg.api_key_env or [])
+        keys = [("simulated", SIMULATED_KEY)] if simulated else [("none", NO_KEY)] if not envs else \
             [(env, os.environ[env]) for env in envs if os.environ.get(env)]
         if not keys and need_key:
             raise TeacherError(f"the teacher's API key is not set: export {envs[0]}=... "
                                f"(teacher.api_key_env names the variable, or a list of them)")
         self._keys = keys
-        if cfg.output not in MODES:
-            raise ConfigError(f"teacher.output must be one of {list(MODES)}, not {cfg.output!r}")
-        self.mode = cfg.output
+        if cfg.output not in OUTPUTS:
+            raise ConfigError(f"teacher.output must be one of {list(OUTPUTS)}, not {cfg.output!r}")
+        if cfg.output == "choice" and (not task.choice_answers or task.rationale):
+            why = "a rationale" if task.choice_answers else f"{task.kind} answers"
+            raise ConfigError(f"teacher.output=choice asks for a bare label, but {why} need JSON: "
+                              f"set teacher.output to one of {list(MODES)}")
+        if cfg.get("prompt", "full") not in PROMPTS:
+            raise ConfigError(f"teacher.prompt must be one of {list(PROMPTS)}, not {cfg.prompt!r}")
+        self.mode, self.choice = cfg.output, cfg.output == "choice"
+        self.object_schema = False  # json_schema refused: the schema rides in json_object's `schema` field
+        self.compact = cfg.get("prompt") == "compact"
         self.price = prices(cfg.model, cfg.get("price"))
         if cfg.get("budget_usd") is not None and self.price is None:
             raise ConfigError(f"teacher.budget_usd is set but model {cfg.model!r} has no price: add it to "
                               f"{configs_dir() / 'prices.yaml'} or set teacher.price={{input: .., output: ..}}")
         self.cache = Cache(cache_path or cfg.cache)
+        # formats this endpoint refused in an earlier run are not offered again (a rerun sends nothing)
+        self._format_note = f"format {self.base_url} {cfg.model} {self.mode}"
+        if refused := self.cache.meta(self._format_note):
+            self.mode, self.object_schema = json.loads(refused)
         self.spent = 0.0  # USD paid by this process, across label() calls
         self.spent_before = 0.0  # paid by earlier runs into the same output files (set by the caller)
         self.cache_only: str | None = None  # None | "collect" | "fail" (Batch API mode)
@@ -130,17 +146,26 @@ class Teacher:
         self.stats = self._new_stats()
 
     # -- request bodies and cost ----------------------------------------------------------------
+    def messages(self, row: dict) -> list[dict]:
+        return self.task.messages(row, compact=self.compact, choice=self.choice)
+
     def body(self, messages: list[dict]) -> dict:
+        # a bare label needs a few tokens: a small model asked for more may ramble until the limit
+        max_tokens = min(self.cfg.max_tokens, self.task.choice_tokens()) if self.choice else self.cfg.max_tokens
         body = {"model": self.cfg.model, "messages": messages, "temperature": self.cfg.temperature,
-                "max_tokens": self.cfg.max_tokens}
+                "max_tokens": max_tokens}
         if self.cfg.samples > 1:
             body.update(n=self.cfg.samples, temperature=self.cfg.sample_temperature)
         if self.mode == "json_schema":
             body["response_format"] = self.task.response_format()
         elif self.mode == "json_object":
             body["response_format"] = {"type": "json_object"}
+            if self.object_schema:
+                body["response_format"]["schema"] = self.task.schema()
         if self.cfg.logprobs:
             body["logprobs"] = True
+            if self.cfg.get("top_logprobs") is not None:  # llama.cpp's server sends logprobs only then
+                body["top_logprobs"] = self.cfg.top_logprobs
         return body
 
     def cost(self, prompt_tokens: int, completion_tokens: int, discount: float = 1.0) -> float:
@@ -166,7 +191,7 @@ class Teacher:
 
     def estimate(self, rows) -> dict:
         """What labeling `rows` would take: rows, cache hits, estimated tokens and USD (dry run)."""
-        bodies = [(self.body(self.task.messages(r)), r) for r in rows]
+        bodies = [(self.body(self.messages(r)), r) for r in rows]
         keys = [request_key(b) for b, _ in bodies]
         cached = self.cache.has(keys)
         prompt = completion = 0
@@ -217,15 +242,17 @@ class Teacher:
                     tqdm.write(f"teacher: the API key in ${self._pool.names[k]} was rejected "
                                f"(HTTP {e.status_code}); carrying on with the other keys", file=sys.stderr)
                 continue
-            except openai.BadRequestError as e:
-                if "response_format" in body and ("response_format" in e.message or "json_schema" in e.message):
-                    raise FormatRefused(e.message) from None
-                raise RequestFailed("bad_request", e.message) from None
             except openai.APITimeoutError:
                 kind, detail = "timeout", f"no reply within {self.cfg.timeout}s"
             except openai.APIConnectionError as e:
                 kind, detail = "connection_error", str(e.__cause__ or e)
             except openai.APIStatusError as e:
+                # a format the endpoint does not take: 400 from OpenAI, 500 from llama.cpp's body validation
+                if "response_format" in body and e.status_code in (400, 422, 500) and \
+                        ("response_format" in e.message or "json_schema" in e.message):
+                    raise FormatRefused(e.message) from None
+                if e.status_code == 400:
+                    raise RequestFailed("bad_request", e.message) from None
                 if e.status_code < 500:
                     raise RequestFailed(f"http_{e.status_code}", e.message) from None
                 kind, detail, wait = "server_error", f"HTTP {e.status_code}", retry_after(e.response.headers)
@@ -236,7 +263,7 @@ class Teacher:
     async def _complete(self, messages: list[dict], row: dict) -> tuple[dict, float, bool]:
         """The reply to `messages` from the cache, else from the endpoint (then cached); its cost; cached?"""
         while True:
-            mode, body = self.mode, self.body(messages)
+            mode, body = self._format(), self.body(messages)
             key = request_key(body)
             reply = self.cache.get(key)
             if reply is not None:
@@ -249,29 +276,44 @@ class Teacher:
                 raise NotCached
             if self.cache_only == "fail":
                 raise RequestFailed("batch_failed", "the Batch API returned no reply for this request")
+            if key in self._inflight:  # the same request is on its way (a repeated text): wait for its reply
+                await self._inflight[key].wait()
+                continue
             est = self.estimate_tokens(body, row)
             reserve = self.cost(*est)  # requests in flight count against the budget too
             if self.over_budget(self._reserved + reserve):
                 raise BudgetReached
             self._reserved += reserve
+            self._inflight[key] = sent = asyncio.Event()
             try:
                 reply = await self._send(body, key, est)
+                usage = reply["usage"]
+                cost = self.cost(usage["prompt_tokens"], usage["completion_tokens"])
+                self.cache.put(key, self.cfg.model, reply, cost)
+                self.account(self.stats, usage, cost)
+                return reply, cost, False
             except FormatRefused as e:
-                if self.mode == mode:  # concurrent refusals downgrade once
+                if self._format() == mode:  # concurrent refusals downgrade once
                     self._downgrade(str(e))
                 continue
             finally:
                 self._reserved -= reserve
-            usage = reply["usage"]
-            cost = self.cost(usage["prompt_tokens"], usage["completion_tokens"])
-            self.cache.put(key, self.cfg.model, reply, cost)
-            self.account(self.stats, usage, cost)
-            return reply, cost, False
+                del self._inflight[key]
+                sent.set()
+
+    def _format(self) -> str:
+        return self.mode + (" with the schema" if self.object_schema else "")
 
     def _downgrade(self, why: str) -> None:
-        old = self.mode
-        self.mode = MODES[MODES.index(old) + 1]
-        tqdm.write(f"teacher: the endpoint refused response_format {old} ({why[:100]}); using {self.mode}",
+        old = self._format()
+        if self.mode == "json_schema":  # the schema again, in the json_object form llama.cpp's server takes
+            self.mode, self.object_schema = "json_object", True
+        elif self.object_schema:
+            self.object_schema = False
+        else:
+            self.mode = MODES[MODES.index(self.mode) + 1]
+        self.cache.meta(self._format_note, json.dumps([self.mode, self.object_schema]))
+        tqdm.write(f"teacher: the endpoint refused response_format {old} ({why[:100]}); using {self._format()}",
                    file=sys.stderr)
 
     # -- one row ------------------------------------------------------------------------------
@@ -287,7 +329,7 @@ class Teacher:
 
     async def _label_row(self, row: dict) -> dict:
         record = self._record(row)
-        messages = self.task.messages(row)
+        messages = self.messages(row)
         for ask in range(self.cfg.reask + 1):
             try:
                 reply, cost, cached = await self._complete(messages, row)
@@ -305,7 +347,7 @@ class Teacher:
                 break
             record["error"] = error.kind
             messages = [*messages, {"role": "assistant", "content": record["raw"] or ""},
-                        {"role": "user", "content": REASK.format(error=error)}]
+                        {"role": "user", "content": (REASK_CHOICE if self.choice else REASK).format(error=error)}]
         record["cached"] = record["requests"] > 0 and record["cached"]
         record["time"] = round(time.time(), 3)
         return record
@@ -315,7 +357,7 @@ class Teacher:
         labels, errors = [], []
         for choice in reply["choices"]:
             try:
-                labels.append((self.task.parse_teacher(choice["content"], row), choice))
+                labels.append((self.task.parse_teacher(choice["content"], row, choice=self.choice), choice))
             except OutputError as e:
                 errors.append(e)
         if not labels:
@@ -346,6 +388,7 @@ class Teacher:
         self._pool = KeyPool(self._keys)
         self._rpm, self._tpm = TokenBucket(self.cfg.rpm), TokenBucket(self.cfg.tpm)
         self._reserved = 0.0
+        self._inflight: dict[str, asyncio.Event] = {}  # request key -> set once its reply is cached
         todo = iter(rows)
         errors: Counter = Counter()
 

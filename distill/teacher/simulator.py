@@ -6,8 +6,10 @@ Routes: `POST /v1/chat/completions`, `GET /v1/models`, and what the Batch API ne
 
 The last user message is looked up among the rows it was given; the task's noise model turns that
 row's gold label into the answer (right with probability `accuracy`, else a confusion, or for NER
-a missed, retyped or mis-bounded entity). Token logprobs come back when asked for: confident on
-right answers (per entity for NER), less so on wrong ones. The same request gets the same answer.
+a missed, retyped or mis-bounded entity). `teacher.sim.noise=uniform` spreads mistakes at random;
+`realistic` puts them on the rows a weak model finds hard and points them where it points, with
+confidences that separate right from wrong only at `teacher.sim.auroc` (see distill/tasks/noise.py).
+Token logprobs come back when asked for (per entity for NER). The same request gets the same answer.
 
 Faults, all off by default (`teacher.sim.*`): `latency` seconds per reply; `rate_limit` requests/s
 above which it answers 429 with `Retry-After`; `error_rate` random 500s; `drop_rate` connections
@@ -32,10 +34,13 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from distill.errors import ConfigError
 from distill.tasks import Task
 from distill.teacher.cache import request_key
+from distill.tasks.noise import confidence
 
 _TOKEN = re.compile(r"\w+|[^\w\s]|\s+")
+NOISE = ("uniform", "realistic")
 
 
 def key_id(api_key: str) -> str:
@@ -65,9 +70,19 @@ class Simulator:
     """Serve `rows` (dicts with `text`/`tokens` and gold `label`) as a noisy teacher model."""
 
     def __init__(self, task: Task, rows, sim, model: str = "simulated-teacher"):
+        """`rows`: a list, or {group: rows} (gold, seed pool) when realistic noise should hit the
+        accuracy exactly within each group."""
         self.task, self.model = task, model
         self.sim = dict(sim)
-        self.rows = {task.user_message(r): r for r in rows if r.get("label") is not None}
+        groups = {name: [r for r in group if r.get("label") is not None]
+                  for name, group in (rows.items() if isinstance(rows, dict) else [("rows", rows)])}
+        self.rows = {task.user_message(r): r for group in groups.values() for r in group}
+        noise = self.sim.get("noise") or "uniform"
+        if noise not in NOISE:
+            raise ConfigError(f"teacher.sim.noise must be one of {list(NOISE)}, not {noise!r}")
+        # realistic: which rows (or entities) the teacher gets wrong, and how, decided up front
+        self.realistic = noise == "realistic"
+        self.plan = task.noise_plan(groups, self.sim) if self.realistic else {}
         self.billed = 0  # chat completions answered and billed
         self.billed_by_request: Counter = Counter()  # idempotency key (or body hash) -> times billed
         self.batch_billed = 0  # batch lines answered (half price on OpenAI)
@@ -103,6 +118,9 @@ class Simulator:
         n = int(body.get("n") or 1)
         sampled = n > 1 and (body.get("temperature") or 0) > 0
         text_mode = (body.get("response_format") or {}).get("type") in (None, "text")
+        # a system prompt that asks for no JSON (teacher.output=choice) gets the bare label in a sentence
+        first = body["messages"][0]
+        plain = text_mode and first["role"] == "system" and "JSON" not in (first["content"] or "")
         choices, prompt_chars, completion_chars = [], sum(len(m["content"] or "") for m in body["messages"]), 0
         for i in range(n):
             # the same request always gets the same answer; samples differ when temperature > 0
@@ -111,16 +129,20 @@ class Simulator:
             if row is None:
                 content, units, whole = "{}", [], 0.5  # no gold for this text: a reply without the field
             else:
-                answer, right, unit_right = self.task.simulate(row["label"], row, rng, self.sim)
+                answer, right, unit_right = self.task.simulate(row["label"], row, rng, self.sim, self.plan.get(user),
+                                                               resample=sampled and i > 0)
                 if self.task.rationale:
                     answer = {"rationale": self.task.simulated_rationale(answer, row), **answer}
                 content = json.dumps(answer)
-                confs = [rng.uniform(0.75, 0.995) if ok else rng.uniform(0.3, 0.8) for ok in unit_right]
+                confs = [self._confidence(ok, rng) for ok in unit_right]
                 units = [(s, e, c) for (s, e), c in zip(self.task.confidence_spans(content), confs)]
                 whole = 0.7 if not right and all(unit_right) else 1.0  # e.g. an entity it missed
+                if plain:
+                    content = f"The answer is {answer['label']}."
+                    units = [(14, 14 + len(answer["label"]), c) for c in confs]
                 if rng.random() < self.sim.get("malformed_rate", 0.0):
                     content, units = content[: len(content) // 2], []
-            if text_mode:  # no JSON mode: the answer comes wrapped in prose
+            if text_mode and not plain:  # no JSON mode: the answer comes wrapped in prose
                 prefix = "Sure. Here is the answer:\n```json\n"
                 content = prefix + content + "\n```"
                 units = [(s + len(prefix), e + len(prefix), c) for s, e, c in units]
@@ -137,6 +159,13 @@ class Simulator:
             "usage": {"prompt_tokens": prompt_chars // 4 + 1, "completion_tokens": completion_chars // 4 + 1,
                       "total_tokens": prompt_chars // 4 + completion_chars // 4 + 2},
         }
+
+    def _confidence(self, right: bool, rng: random.Random) -> float:
+        """One answer unit's confidence. Uniform noise: right answers confident, wrong ones less
+        so, barely overlapping; realistic: overlapping, at AUROC `teacher.sim.auroc`."""
+        if self.realistic:
+            return confidence(right, rng, self.sim.get("auroc", 0.8), self.sim["accuracy"])
+        return rng.uniform(0.75, 0.995) if right else rng.uniform(0.3, 0.8)
 
     # -- faults -------------------------------------------------------------------------------
     def _rate_wait(self) -> float:
@@ -334,13 +363,13 @@ class Simulator:
         self.stop()
 
 
-def sim_rows(cfg, task: Task) -> list[dict]:
+def sim_rows(cfg, task: Task) -> dict:
     """The recipe's rows with labels, to answer from: gold, and seed / corpus where they carry some."""
     from distill.data import load_split
 
-    rows = [*load_split(cfg, "gold", task, labels=True), *load_split(cfg, "seed", task)]
+    rows = {"gold": load_split(cfg, "gold", task, labels=True), "seed": load_split(cfg, "seed", task)}
     if cfg.data.corpus.get("label_column"):
-        rows += list(load_split(cfg, "corpus", task))
+        rows["corpus"] = load_split(cfg, "corpus", task)
     return rows  # the simulator keeps those with a label
 
 

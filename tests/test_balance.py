@@ -1,0 +1,109 @@
+"""Minority classes in training (train.class_balance) and calibration that targets accuracy."""
+
+from collections import Counter
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from distill.config import load_config
+from distill.errors import ConfigError
+from distill.students.calibration import GRID, fit_temperature
+from distill.students.trainer import TaskWeighted
+from distill.tasks import build_task
+from distill.teach import teach
+from distill.train import balanced, train
+
+CLF = build_task(OmegaConf.create({"kind": "classification", "labels": ["a", "b", "c"]}))
+NER = build_task(OmegaConf.create({"kind": "ner", "labels": ["PER", "ORG", "MISC"]}))
+
+
+def clf_rows():
+    return [{"id": str(i), "text": f"t{i}", "label": "a" if i < 80 else "b" if i < 95 else "c"} for i in range(100)]
+
+
+def test_weighted_gives_inverse_count_weights_with_mean_one():
+    rows, summary = balanced(CLF, clf_rows(), "weighted", 0)
+    w = {r["label"]: r["weight"] for r in rows}
+    assert sum(r["weight"] for r in rows) / len(rows) == pytest.approx(1.0)
+    assert w["c"] / w["a"] == pytest.approx(80 / 5) and w["b"] / w["a"] == pytest.approx(80 / 15)
+    assert summary["class_rows"] == {"a": 80, "b": 15, "c": 5} and summary["examples"] == 100
+
+
+def test_oversample_repeats_minority_rows_until_classes_are_about_even():
+    rows, summary = balanced(CLF, clf_rows(), "oversample", 0)
+    counts = Counter(r["label"] for r in rows)
+    assert counts["a"] == 80 and abs(counts["b"] - 80) <= 8 and counts["c"] == 80
+    assert summary["examples"] == len(rows) and {r["id"] for r in rows} == {r["id"] for r in clf_rows()}
+    assert balanced(CLF, clf_rows(), "none", 0) == (clf_rows(), None)
+
+
+def test_ner_rows_count_for_their_rarest_entity_type_and_rows_without_entities_stay():
+    tags = {"per": ["B-PER", "O"], "misc": ["B-PER", "B-MISC"], "none": ["O", "O"]}
+    rows = [{"id": f"{k}{i}", "text": "x y", "tokens": ["x", "y"], "label": tags[k]}
+            for k, n in (("per", 30), ("misc", 10), ("none", 20)) for i in range(n)]
+    out, summary = balanced(NER, rows, "oversample", 0)
+    assert summary["class_rows"] == {"PER": 30, "MISC": 10}
+    counts = Counter(r["id"][:-1].rstrip("0123456789") for r in out)
+    assert counts == {"per": 30, "misc": 30, "none": 20}
+
+
+def test_weighted_loss_weights_each_example():
+    class Model(torch.nn.Module):
+        def forward(self, **inputs):
+            return type("Out", (), {"logits": inputs["x"]})()
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    weight = torch.tensor([1.0, 3.0, 0.5])
+    loss = TaskWeighted().compute_loss(Model(), {"x": logits, "labels": labels, "task_weight": weight})
+    per_example = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    assert torch.allclose(loss, (weight * per_example).sum() / weight.sum())
+
+
+class FixedStudent:
+    """Always agrees with the teacher, with logits that put 0.9 on its answer at T = 1."""
+
+    def predict(self, rows, batch_size, progress=False, temps=None):
+        logits = torch.tensor([2.1972, 0.0])  # softmax: 0.9, 0.1
+        conf = [float(torch.softmax(logits / t, -1).max()) for t in temps.tolist()]
+        return [{"label": r["label"], "confidence": conf} for r in rows]
+
+
+def test_teacher_confidence_calibration_targets_accuracy_not_agreement():
+    rows = [{"id": str(i), "text": "t", "label": "a", "confidence": 0.7} for i in range(200)]
+    by_agreement = fit_temperature(FixedStudent(), rows, target="agreement")
+    by_teacher = fit_temperature(FixedStudent(), rows, target="teacher_confidence")
+    assert by_agreement["mean_confidence_after"] > 0.99  # agreeing with the teacher is all it learns
+    # a teacher right 70% of the time: the student that copies it is right about 70% of the time
+    assert by_teacher["target"] == "teacher_confidence" and by_teacher["mean_confidence_after"] == pytest.approx(0.7, abs=0.03)
+    assert by_teacher["dev_accuracy_estimate"] == pytest.approx(0.7)
+    # rows without a teacher confidence: agreement it is
+    bare = [{**r, "confidence": None} for r in rows]
+    assert fit_temperature(FixedStudent(), bare, target="teacher_confidence")["target"] == "agreement"
+    assert len(GRID) == 121
+
+
+def test_bad_balance_settings_are_refused_before_the_teacher_is_paid(tmp_path):
+    cfg = load_config(["recipe=demo", f"run_dir={tmp_path}", "train.class_balance=smote"])
+    with pytest.raises(ConfigError, match="train.class_balance 'smote' is unknown; choose one of: none, weighted, oversample"):
+        train(cfg)
+    cfg = load_config(["recipe=demo", f"run_dir={tmp_path}", "train.calibration=gold"])
+    with pytest.raises(ConfigError, match="train.calibration 'gold' is unknown"):
+        train(cfg)
+    assert not (tmp_path / "teacher").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,student", [("oversample", "tiny_t5"), ("weighted", "tiny_encoder")])
+def test_balanced_training_consumes_the_balanced_rows(tmp_path, method, student):
+    cfg = load_config(["recipe=demo", f"run_dir={tmp_path}", f"student={student}", f"train.class_balance={method}",
+                       "train.epochs=1"])
+    teach(cfg)
+    meta = train(cfg, teach_first=False)
+    balance = meta["class_balance"]
+    assert balance["method"] == method and balance["factors"]["weather"] > 2 * balance["factors"]["sports"]
+    # every example the trainer was given, repeated rows included, went through one epoch
+    assert sum(meta["rows_per_process"]) == balance["examples"] == meta["rows_seen"]
+    assert meta["train_rows"] + meta["dev_rows"] == sum(balance["class_rows"].values()) + meta["dev_rows"]
+    assert meta["calibration_target"] == "agreement"
