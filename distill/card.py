@@ -46,6 +46,10 @@ def write_card(cfg, run_dir: Path) -> list[Path]:
         f"- {meta.get('steps')} steps on {meta.get('world_size')} process(es), final loss "
         f"{_num(meta.get('train_loss'), '.4f')}; best dev loss {_num(meta.get('best_dev_loss'), '.4f')}",
         f"- weights hash: `{meta.get('adapter_hash')}`",
+        *(["- attention: bidirectional (`student.bidirectional`): a decoder trained to let every token see "
+           "the whole text. `distill label` applies it; elsewhere pass a 4D attention mask of zeros for the "
+           "real tokens and the dtype's minimum for padding, or the model attends causally and tags badly"]
+          if cfg.student.get("bidirectional") else []),
         "",
         f"## Dev split (labels by {meta.get('trained_on', 'the teacher')})",
         "",

@@ -86,10 +86,21 @@ def test_llama_token_classifier_trains_lora_and_head_and_tags_every_word(make_cf
     assert all(len(p["label"]) == len(r["tokens"]) and 0 < p["confidence"] <= 1 for p, r in zip(preds, gold))
     assert any(p["entity_confidence"] for p in preds)
     assert all(len(p["entity_confidence"]) == len(spans(p["label"])) for p in preds)
-    # padding changes nothing: each row alone gets the tags and confidence it got in a padded batch
+    # padding changes nothing: each row alone gets the tags and confidence it got in a padded batch,
+    # whichever side the tokenizer pads on
+    model.tokenizer.padding_side = "left"
     alone = model.predict(gold[:6], batch_size=1, progress=False)
     assert [p["label"] for p in alone] == [p["label"] for p in preds[:6]]
     assert [p["confidence"] for p in alone] == pytest.approx([p["confidence"] for p in preds[:6]], abs=1e-4)
+    assert [p["label"] for p in model.predict(gold, batch_size=16, progress=False)] == [p["label"] for p in preds]
+
+    # a decoder's first word sees the words after it only with bidirectional attention
+    row = next(r for r in gold if len(r["tokens"]) > 3)
+    changed = {**row, "tokens": [*row["tokens"][:-1], "zebra"]}
+    with torch.inference_mode():
+        first = [model.model(**model.tokenizer.pad(model._encode([r]), return_tensors="pt")).logits[0, 0]
+                 for r in (row, changed)]
+    assert torch.allclose(first[0], first[1], atol=1e-5) != bidirectional
 
     # the adapter reloads on its base with the same attention and tags
     student_dir = tmp_path / "student"

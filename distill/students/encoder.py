@@ -86,8 +86,6 @@ class EncoderStudent(Student):
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         self.word_prefix = word_prefix(tokenizer) if task.token_level and tokenizer.is_fast else ""
-        # echo: the words twice, tags read from the second copy, whose tokens see the whole first one
-        self.echo = bool(cfg.get("echo")) and task.token_level
         if cfg.get("bidirectional"):
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             full_attention(getattr(base, base.base_model_prefix))
@@ -129,14 +127,8 @@ class EncoderStudent(Student):
             return self.tokenizer([r["text"] for r in rows], max_length=self.cfg.max_source_length, truncation=True)
         if not self.tokenizer.is_fast:
             raise ConfigError(f"encoder NER needs a fast tokenizer (word alignment); {self.name} has none")
-        words = [[self.word_prefix + w for w in r["tokens"]] * (2 if self.echo else 1) for r in rows]
-        return self.tokenizer(words, is_split_into_words=True, max_length=self.cfg.max_source_length, truncation=True)
-
-    def word_starts(self, enc, i: int, n_words: int) -> list[tuple[int, int]]:
-        """(position, word) of the sub-token that carries each word's tag in row i: its first one,
-        in the second copy of the words when echoing."""
-        starts = first_subtokens(enc, i)
-        return [(pos, w - n_words) for pos, w in starts if w >= n_words] if self.echo else starts
+        return self.tokenizer([[self.word_prefix + w for w in r["tokens"]] for r in rows], is_split_into_words=True,
+                              max_length=self.cfg.max_source_length, truncation=True)
 
     def dataset(self, rows: list[dict], alpha: float | None, first: int = 0, weighted: bool = False) -> datasets.Dataset:
         enc = self._encode(rows)
@@ -144,7 +136,7 @@ class EncoderStudent(Student):
         for i, row in enumerate(rows):
             ids = self.task.to_class_ids(row["label"], row)
             if self.task.token_level:  # the first sub-token of each word carries its tag
-                tagged = dict(self.word_starts(enc, i, len(row["tokens"])))
+                tagged = dict(first_subtokens(enc, i))
                 ids = [ids[tagged[pos]] if pos in tagged else -100 for pos in range(len(enc["input_ids"][i]))]
             labels.append(ids)
         data = {**enc, "labels": labels, "row": list(range(first, first + len(rows)))}
@@ -175,7 +167,7 @@ class EncoderStudent(Student):
         word_logits[..., 0] = 1e4
         mask = torch.zeros(len(rows), width, dtype=torch.bool, device=logits.device)
         # (row, position, word) of every word's first sub-token, gathered in one indexing op
-        where = torch.tensor([(b, pos, w) for b, r in enumerate(rows) for pos, w in self.word_starts(enc, b, len(r["tokens"]))],
+        where = torch.tensor([(b, pos, w) for b in range(len(rows)) for pos, w in first_subtokens(enc, b)],
                              dtype=torch.long, device=logits.device).reshape(-1, 3)
         at_row, at_pos, at_word = where.unbind(1)
         word_logits[at_row, at_word], mask[at_row, at_word] = logits[at_row, at_pos], True
