@@ -50,6 +50,9 @@ def write_card(cfg, run_dir: Path) -> list[Path]:
            "the whole text. `distill label` applies it; elsewhere pass a 4D attention mask of zeros for the "
            "real tokens and the dtype's minimum for padding, or the model attends causally and tags badly"]
           if cfg.student.get("bidirectional") else []),
+        *([f"- capitals: each capitalized word is followed by `{cfg.student.case_marker}` (twice after an "
+           "all-capitals word; `student.case_marker`), as the uncased tokenizer would lose them. `distill label` "
+           "adds them; elsewhere add them to the words before tokenizing"] if cfg.student.get("case_marker") else []),
         "",
         f"## Dev split (labels by {meta.get('trained_on', 'the teacher')})",
         "",

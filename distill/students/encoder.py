@@ -53,6 +53,14 @@ def word_prefix(tokenizer) -> str:
     return ""
 
 
+def shape_marks(word: str, marker: str) -> str:
+    """What follows a word so that an uncased tokenizer still shows its capitals: one marker after
+    a capitalized word, two after an all-capitals one ('EU'), none otherwise."""
+    if not word[:1].isupper():
+        return ""
+    return f" {marker} {marker}" if len(word) > 1 and word.isupper() else f" {marker}"
+
+
 def full_attention(backbone) -> None:
     """Let every token attend to the whole text, not only to the tokens before it: a decoder's word
     then sees its right context, as an encoder's does (Li et al. 2023, "Label Supervised LLaMA
@@ -86,6 +94,10 @@ class EncoderStudent(Student):
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         self.word_prefix = word_prefix(tokenizer) if task.token_level and tokenizer.is_fast else ""
+        self.case_marker = cfg.get("case_marker") if task.token_level else None
+        if self.case_marker and tokenizer.tokenize(self.case_marker) != [self.case_marker]:
+            raise ConfigError(f"student.case_marker {self.case_marker!r} is not one token of {name}'s vocabulary "
+                              f"(it tokenizes as {tokenizer.tokenize(self.case_marker)}); pick one that is, or null")
         if cfg.get("bidirectional"):
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             full_attention(getattr(base, base.base_model_prefix))
@@ -127,8 +139,10 @@ class EncoderStudent(Student):
             return self.tokenizer([r["text"] for r in rows], max_length=self.cfg.max_source_length, truncation=True)
         if not self.tokenizer.is_fast:
             raise ConfigError(f"encoder NER needs a fast tokenizer (word alignment); {self.name} has none")
-        return self.tokenizer([[self.word_prefix + w for w in r["tokens"]] for r in rows], is_split_into_words=True,
-                              max_length=self.cfg.max_source_length, truncation=True)
+        # a marker token travels with its word (same word id), after the sub-token that carries the tag
+        words = [[self.word_prefix + w + (shape_marks(w, self.case_marker) if self.case_marker else "")
+                  for w in r["tokens"]] for r in rows]
+        return self.tokenizer(words, is_split_into_words=True, max_length=self.cfg.max_source_length, truncation=True)
 
     def dataset(self, rows: list[dict], alpha: float | None, first: int = 0, weighted: bool = False) -> datasets.Dataset:
         enc = self._encode(rows)
