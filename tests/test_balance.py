@@ -84,6 +84,15 @@ def test_teacher_confidence_calibration_targets_accuracy_not_agreement():
     assert len(GRID) == 121
 
 
+def test_a_dev_split_agreeing_on_every_row_gives_a_finite_temperature():
+    rows = [{"id": str(i), "text": "t", "label": "a"} for i in range(42)]
+    fit = fit_temperature(FixedStudent(), rows)
+    # Platt's target for 42 agreements of 42 is 43/44, not certainty: T stays off the grid's end
+    assert fit["temperature"] > float(GRID[0]) * 2
+    assert fit["mean_confidence_after"] == pytest.approx(43 / 44, abs=0.01)
+    assert fit["dev_accuracy_estimate"] == 1.0
+
+
 def test_bad_balance_settings_are_refused_before_the_teacher_is_paid(tmp_path):
     cfg = load_config(["recipe=demo", f"run_dir={tmp_path}", "train.class_balance=smote"])
     with pytest.raises(ConfigError, match="train.class_balance 'smote' is unknown; choose one of: none, weighted, oversample"):

@@ -51,6 +51,15 @@ def log_loss(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
     return -(c * p.log() + (1 - c) * (1 - p).log()).mean(0)
 
 
+def platt_targets(goal: torch.Tensor) -> torch.Tensor:
+    """Platt's (1999) smoothed targets: (N+ + 1) / (N+ + 2) for a 1 and 1 / (N- + 2) for a 0 (soft
+    targets mixed alike). A dev split the student agrees with on every row then still gives a
+    finite temperature, instead of the sharpest the grid allows."""
+    pos = goal.float().sum()
+    neg = len(goal) - pos
+    return goal.float() * (pos + 1) / (pos + 2) + (1 - goal.float()) / (neg + 2)
+
+
 TARGETS = ("agreement", "teacher_confidence")
 
 
@@ -68,7 +77,7 @@ def fit_temperature(student, dev_rows: list[dict], batch_size: int = 32, target:
         c = torch.tensor(teacher, dtype=torch.float32)
         goals["teacher_confidence"] = torch.where(agree, c, 1 - c)  # the chance the student's answer is right
     target = target if target in goals else "agreement"
-    fitted = {name: int(log_loss(grid, g).argmin()) for name, g in goals.items()}
+    fitted = {name: int(log_loss(grid, platt_targets(g)).argmin()) for name, g in goals.items()}
     best, goal = fitted[target], goals[target]
     one = int((GRID - 1).abs().argmin())
     return {
