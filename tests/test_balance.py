@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from distill.config import load_config
 from distill.errors import ConfigError
 from distill.students.calibration import GRID, fit_temperature
+from distill.students.encoder import WeightedTrainer as EncoderWeightedTrainer
 from distill.students.trainer import TaskWeighted
 from distill.tasks import build_task
 from distill.teach import teach
@@ -59,6 +60,26 @@ def test_weighted_loss_weights_each_example():
     loss = TaskWeighted().compute_loss(Model(), {"x": logits, "labels": labels, "task_weight": weight})
     per_example = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     assert torch.allclose(loss, (weight * per_example).sum() / weight.sum())
+
+
+def test_weighted_tagging_loss_counts_every_token_once():
+    class Model(torch.nn.Module):
+        def forward(self, **inputs):
+            return type("Out", (), {"logits": inputs["x"]})()
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 4)
+    labels = torch.tensor([[0, 1, -100, -100, -100], [2, 3, 1, 0, 2], [-100, 1, 1, -100, -100]])
+    ones = torch.ones(3)
+    tagger = EncoderWeightedTrainer.__new__(EncoderWeightedTrainer)
+    loss = tagger.compute_loss(Model(), {"x": logits, "labels": labels, "task_weight": ones})
+    # equal weights: exactly the plain loss the unweighted Trainer uses, a mean over tagged tokens
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100))
+    weight = torch.tensor([2.0, 1.0, 0.5])
+    token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    w = weight[:, None] * (labels != -100)
+    loss = tagger.compute_loss(Model(), {"x": logits, "labels": labels, "task_weight": weight})
+    assert torch.allclose(loss, (w * token).sum() / w.sum())
 
 
 class FixedStudent:

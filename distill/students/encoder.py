@@ -26,7 +26,7 @@ from distill.students.trainer import TaskWeighted
 from distill.tasks.ner import spans
 
 class WeightedTrainer(TaskWeighted, Trainer):
-    pass
+    weight_tokens = True  # class-weighted tagging keeps the unweighted loss's token mean
 
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

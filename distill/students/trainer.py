@@ -35,6 +35,9 @@ class TaskWeighted:
     the label, `1 - alpha` for the rationale), and by class with `train.class_balance=weighted`."""
 
     shift_labels = False  # causal LMs predict token i+1 at position i
+    # True: every tagged token counts once, weighted by its row, so equal weights give the plain
+    # token-mean loss (NER tagging); False: every sequence counts once (label and rationale tasks)
+    weight_tokens = False
     loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides by accumulation steps
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -45,11 +48,15 @@ class TaskWeighted:
         if self.shift_labels:
             logits, labels = logits[:, :-1], labels[:, 1:]
         if logits.dim() == 2:  # one class per example
-            per_example = F.cross_entropy(logits, labels, reduction="none")
+            losses = F.cross_entropy(logits, labels, reduction="none")
         else:
             token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-            per_example = token_loss.sum(1) / (labels != -100).sum(1).clamp(min=1)
-        loss = (weight * per_example).sum() / weight.sum().clamp(min=1e-8)
+            mask = (labels != -100).float()
+            if self.weight_tokens:
+                losses, weight = token_loss, weight[:, None] * mask
+            else:
+                losses = token_loss.sum(1) / mask.sum(1).clamp(min=1)
+        loss = (weight * losses).sum() / weight.sum().clamp(min=1e-8)
         return (loss, outputs) if return_outputs else loss
 
 
