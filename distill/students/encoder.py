@@ -53,10 +53,10 @@ def word_prefix(tokenizer) -> str:
     return ""
 
 
-def shape_marks(word: str, marker: str) -> str:
+def shape_marks(word: str, marker: str | None) -> str:
     """What follows a word so that an uncased tokenizer still shows its capitals: one marker after
-    a capitalized word, two after an all-capitals one ('EU'), none otherwise."""
-    if not word[:1].isupper():
+    a capitalized word, two after an all-capitals one ('EU'), none otherwise or without a marker."""
+    if not marker or not word[:1].isupper():
         return ""
     return f" {marker} {marker}" if len(word) > 1 and word.isupper() else f" {marker}"
 
@@ -140,8 +140,7 @@ class EncoderStudent(Student):
         if not self.tokenizer.is_fast:
             raise ConfigError(f"encoder NER needs a fast tokenizer (word alignment); {self.name} has none")
         # a marker token travels with its word (same word id), after the sub-token that carries the tag
-        words = [[self.word_prefix + w + (shape_marks(w, self.case_marker) if self.case_marker else "")
-                  for w in r["tokens"]] for r in rows]
+        words = [[self.word_prefix + w + shape_marks(w, self.case_marker) for w in r["tokens"]] for r in rows]
         return self.tokenizer(words, is_split_into_words=True, max_length=self.cfg.max_source_length, truncation=True)
 
     def dataset(self, rows: list[dict], alpha: float | None, first: int = 0, weighted: bool = False) -> datasets.Dataset:

@@ -11,7 +11,7 @@ import numpy as np
 
 from distill.errors import DataError, OutputError
 from distill.tasks.base import Task, norm, span_probability, token_offsets
-from distill.tasks.noise import error_probabilities, systematic, weak_model_probabilities
+from distill.tasks.noise import planned_mistakes, weak_model_probabilities
 
 _LABEL_VALUE = re.compile(r'"label"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
@@ -116,8 +116,7 @@ class Classification(Task):
         wrong there, and a wrong answer is that classifier's top wrong label."""
         rows = [r for group in groups.values() for r in group]
         texts = [self.user_message(r) for r in rows]
-        seed = sim.get("seed", 0)
-        probs = weak_model_probabilities(texts, [r["label"] for r in rows], self.labels, seed)
+        probs = weak_model_probabilities(texts, [r["label"] for r in rows], self.labels, sim.get("seed", 0))
         gold = np.array([self.labels.index(r["label"]) for r in rows])
         others = probs.copy()
         others[np.arange(len(rows)), gold] = -1.0
@@ -126,8 +125,7 @@ class Classification(Task):
         for name, group in groups.items():  # each group (gold, seed pool) gets the accuracy exactly
             part = slice(first, first + len(group))
             first += len(group)
-            p = error_probabilities(-margin[part], sim["accuracy"], sim.get("hardness", 4.0))
-            wrong = systematic(texts[part], p, f"{seed}\x00{name}")
+            p, wrong = planned_mistakes(-margin[part], texts[part], sim, name)
             for text, p_i, w, top in zip(texts[part], p, wrong, others[part].argmax(1)):
                 plan[text] = {"p": float(p_i), "wrong": bool(w), "answer": self.labels[top]}
         return plan

@@ -12,7 +12,7 @@ from scipy.stats import norm as normal
 
 from distill.errors import DataError, OutputError
 from distill.tasks.base import Task, norm, span_probability, token_offsets
-from distill.tasks.noise import error_probabilities, systematic, unit_random
+from distill.tasks.noise import planned_mistakes, unit_random
 
 _OBJECT = re.compile(r"\{[^{}]*\}")
 
@@ -165,6 +165,7 @@ class NER(Task):
         tags = to_tags(kept, len(row["tokens"]))
         return tags, sum(t == tags for t in labels) / n, [counts[e] / n for e in kept]
 
+    ERROR_KINDS = {"missed": 1, "wrong_type": 1, "boundary": 1}  # relative weights; teacher.sim.ner_errors overrides
     # how a typical tagger confuses the CoNLL types (relative weights); teacher.sim.confusions overrides
     TYPICAL_CONFUSIONS = {"ORG": {"LOC": 5, "MISC": 3, "PER": 2}, "LOC": {"ORG": 6, "MISC": 3, "PER": 1},
                           "MISC": {"ORG": 4, "LOC": 4, "PER": 2}, "PER": {"ORG": 5, "LOC": 3, "MISC": 2}}
@@ -175,7 +176,7 @@ class NER(Task):
         lower-case ones), retyped the way taggers confuse types (ORG and LOC, MISC), or cut at a
         wrong boundary (mostly multi-word ones)."""
         seed = sim.get("seed", 0)
-        weights = sim.get("ner_errors") or {"missed": 1, "wrong_type": 1, "boundary": 1}
+        weights = sim.get("ner_errors") or self.ERROR_KINDS
         seen = Counter(norm(" ".join(r["tokens"][s:e])) for group in groups.values() for r in group
                        for _, s, e in spans(r["label"]))
         plan = {}
@@ -193,14 +194,13 @@ class NER(Task):
             difficulty = [1.0 * f["rare"] + 1.5 * f["lower"] + 1.0 * f["long"] + 0.7 * f["misc"] + 0.5 * f["headline"]
                           + 0.7 * normal.ppf(0.001 + 0.998 * unit_random(seed, "hard", key))
                           for key, (*_, f) in zip(keys, units)]
-            p = error_probabilities(difficulty, sim["accuracy"], sim.get("hardness", 4.0))
-            wrong = systematic(keys, p, f"{seed}\x00{name}")
+            p, wrong = planned_mistakes(difficulty, keys, sim, name)
             for key, (message, k, typ, s, e, r, f), p_i, w in zip(keys, units, p, wrong):
+                if len(plan.get(message, ())) > k:  # a repeated text: planned at its first copy
+                    continue
                 kinds = {"missed": weights.get("missed", 0) * (1 + 1.5 * f["lower"] + f["rare"] + 0.5 * f["long"]),
                          "wrong_type": weights.get("wrong_type", 0) * (1 + 0.5 * (typ in ("ORG", "LOC", "MISC"))),
                          "boundary": weights.get("boundary", 0) * (0.2 + 1.5 * f["multi"])}
-                if len(plan.get(message, ())) > k:  # a repeated text: planned at its first copy
-                    continue
                 kind = _pick(kinds, unit_random(seed, "kind", key))
                 plan.setdefault(message, []).append(
                     {"p": float(p_i), "wrong": bool(w),
@@ -230,7 +230,7 @@ class NER(Task):
         `plan`, as planned (a further sample gets each entity wrong at its own chance).
         Returns (answer, whole answer right, rightness of each answered entity)."""
         tokens, out, exact, units = row["tokens"], [], True, []
-        errors = sim.get("ner_errors") or {"missed": 1, "wrong_type": 1, "boundary": 1}
+        errors = sim.get("ner_errors") or self.ERROR_KINDS
         kinds, weights = list(errors), list(errors.values())
         for k, (typ, start, end) in enumerate(spans(gold)):
             if plan is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections import Counter
 
 import numpy as np
 from scipy.special import expit
@@ -61,19 +60,26 @@ def systematic(keys: list[str], probs, seed) -> np.ndarray:
     times is one unit that counts as many rows: such units are drawn apart, by how often they
     occur, so the count of wrong rows stays exact too."""
     probs = np.clip(np.asarray(probs, float), 0, 1)
-    copies = Counter(keys)
-    picked, first = np.zeros(len(keys), bool), {}
+    where: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
-        first.setdefault(key, i)
-    for times in sorted(set(copies.values())):
-        units = sorted((k for k in first if copies[k] == times), key=lambda k: unit_random(seed, "order", k))
+        where.setdefault(key, []).append(i)
+    picked = np.zeros(len(keys), bool)
+    for times in sorted({len(at) for at in where.values()}):
+        units = sorted((k for k, at in where.items() if len(at) == times), key=lambda k: unit_random(seed, "order", k))
         start, total = unit_random(seed, "start", times, len(units)), 0.0
         for key in units:
-            before, total = total, total + probs[first[key]]
+            before, total = total, total + probs[where[key][0]]
             # the unit is picked when a point start + k falls in (before, total]
             if math.floor(total - start) > math.floor(before - start):
-                picked[[i for i, k in enumerate(keys) if k == key] if times > 1 else first[key]] = True
+                picked[where[key]] = True
     return picked
+
+
+def planned_mistakes(difficulty, keys: list[str], sim, group: str) -> tuple[np.ndarray, np.ndarray]:
+    """For one group of rows (gold, seed pool): each unit's error probability from its difficulty,
+    and which units are wrong, exactly round(sum) of them."""
+    p = error_probabilities(difficulty, sim["accuracy"], sim.get("hardness", 4.0))
+    return p, systematic(keys, p, f"{sim.get('seed', 0)}\x00{group}")
 
 
 def separation(auroc: float) -> float:
