@@ -29,7 +29,6 @@ from distill.stats import scores
 from distill.students.base import student_identity
 from distill.tasks import Task, build_task
 from distill.tasks.ner import spans
-from distill.teach import spent
 from distill.teacher import Teacher, open_teacher
 from distill.teacher.client import prices, usd
 from distill.teacher.simulator import sim_rows
@@ -75,8 +74,10 @@ def check_cascade(cfg, task: Task) -> float | None:
 
 # -- routing corpus rows (called by the merge) ------------------------------------------------
 
-def cascade_rows(cfg, task: Task, files: list[Path], threshold: float, run_dir: Path) -> tuple[dict, dict]:
-    """Rows under the threshold (or invalid): {id: fields to overwrite}, and counts."""
+def cascade_rows(cfg, task: Task, files: list[Path], threshold: float, run_dir: Path,
+                 ask_teacher: bool) -> tuple[dict, dict]:
+    """Rows under the threshold (or invalid): {id: fields to overwrite}, and counts. Without
+    `ask_teacher` (`distill merge`) only answers the teacher already gave are used: nothing is paid."""
     columns = ["id", "text", *(["tokens"] if task.token_level else []), "label", "confidence",
                "entity_confidence", "student"]
     low, seen = [], set()
@@ -90,12 +91,15 @@ def cascade_rows(cfg, task: Task, files: list[Path], threshold: float, run_dir: 
     overlay, review, stats = {}, [], {"rows_under_threshold": len(low), "teacher": None}
     if cfg.label.route == "teacher" and low:
         out = run_dir / "labels" / "teacher" / "corpus.jsonl"
-        with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
-            teacher.spent_before = spent(run_dir)  # the budget covers the whole run directory
-            stats["teacher"] = teacher.label(low, out, "teacher: low-confidence rows")
+        if ask_teacher:
+            with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
+                stats["teacher"] = teacher.label(low, out, "teacher: low-confidence rows")
         answers = {r["id"]: r for r in read_jsonl(out)}
+        stats["not_asked"] = 0 if ask_teacher else sum(r["id"] not in answers for r in low)
         for row in low:
             answer = answers.get(row["id"])
+            if answer is None and not ask_teacher:  # keeps the student's label until `distill label` asks
+                continue
             if answer is None or answer["label"] is None:  # failed, invalid or over budget: a person decides
                 overlay[row["id"]] = {"route": "review"}
                 review.append(row)

@@ -13,12 +13,19 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("teacher", "student", "train", "monitor", "label", "audit")
+SPLITS = ("seed", "corpus", "gold")
+OPEN = ("teacher.sim.confusions", "teacher.sim.key_faults")  # label or key names: any may be added
+# every key a data split takes, whichever of them its recipe lists (the README's "Your data")
+SPLIT_KEYS = {"path": None, "format": None, "text_column": "text", "tokens_column": "tokens",
+              "label_column": None, "id_column": None, "limit": None, "slice": None,
+              "column_names": None, "token_index": 0, "tag_index": -1,
+              "max_chars": 1_000_000}  # a longer row is refused: no teacher or student takes it
 
 
 def recipes_dir() -> Path:
@@ -50,8 +57,19 @@ def _compose(recipe: str, overrides: list[str]) -> DictConfig:
         return compose(recipe, overrides=[f"hydra.searchpath=[file://{configs_dir()}]", *overrides])
 
 
-def _check_overrides(recipe: str, overrides: list[str]) -> None:
-    """Reject unknown keys before Hydra does, with the list of valid ones."""
+def _is_open(base: DictConfig, key: str) -> bool:
+    """Under a mapping meant to take any key (OPEN, or one the config leaves empty)."""
+    parts = key.split(".")
+    for i in range(1, len(parts)):
+        node = OmegaConf.select(base, ".".join(parts[:i]))
+        if ".".join(parts[:i]) in OPEN or isinstance(node, DictConfig) and len(node) == 0:
+            return True
+    return False
+
+
+def _check_overrides(recipe: str, overrides: list[str]) -> list[str]:
+    """Reject unknown keys before Hydra does, with the list of valid ones; return the overrides
+    in the form Hydra takes (`++key` adds a documented key the recipe does not list)."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"argument {item!r} is not key=value")
@@ -59,14 +77,37 @@ def _check_overrides(recipe: str, overrides: list[str]) -> None:
         if key in GROUPS and value not in group_options(key):
             raise ConfigError(f"unknown {key} config {value!r}; choose one of: {', '.join(group_options(key))}")
     base = _compose(recipe, [f"+recipe={recipe}", *(o for o in overrides if o.split("=", 1)[0] in GROUPS)])
-    valid = _leaf_keys(base)
+    present = _leaf_keys(base)
+    valid = present + [k for split in SPLITS if OmegaConf.select(base, f"data.{split}") is not None
+                       for k in (f"data.{split}.{name}" for name in SPLIT_KEYS) if k not in present]
+    out = []
+    for item in overrides:
+        raw, value = item.split("=", 1)
+        key = raw.lstrip("+~")
+        if key in GROUPS or raw.startswith("~"):
+            out.append(item)
+        elif key in present or any(v.startswith(key + ".") for v in present):
+            out.append(f"{key}={value}")
+        elif key in valid or _is_open(base, key):
+            out.append(f"++{key}={value}")
+        else:
+            parent = key.rpartition(".")[0]
+            siblings = [v for v in valid if parent and v.startswith(parent + ".")] or valid
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(siblings)}")
+    return out
+
+
+def _check_types(base: DictConfig, cfg: DictConfig, overrides: list[str]) -> None:
+    """A number or a switch in the recipe stays one: `train.epochs=three` stops here, not mid-run."""
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
-        if key in GROUPS or key in valid or any(v.startswith(key + ".") for v in valid):
+        old, new = OmegaConf.select(base, key), OmegaConf.select(cfg, key)
+        if not isinstance(old, (bool, int, float)) or new is None or type(old) is type(new):
             continue
-        parent = key.rpartition(".")[0]
-        siblings = [v for v in valid if parent and v.startswith(parent + ".")] or valid
-        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(siblings)}")
+        if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
+            continue
+        kind = "true or false" if isinstance(old, bool) else "a whole number" if isinstance(old, int) else "a number"
+        raise ConfigError(f"{key} must be {kind} (the recipe has {old!r}), not {new!r}")
 
 
 def load_config(args: list[str]) -> DictConfig:
@@ -76,12 +117,17 @@ def load_config(args: list[str]) -> DictConfig:
         raise ConfigError(f"missing recipe=NAME; available recipes: {', '.join(available_recipes())}")
     if recipe not in available_recipes():
         raise ConfigError(f"unknown recipe {recipe!r}; available recipes: {', '.join(available_recipes())}")
-    overrides = [a for a in args if not a.startswith("recipe=")]
-    _check_overrides(recipe, overrides)
+    overrides = _check_overrides(recipe, [a for a in args if not a.startswith("recipe=")])
     try:
         cfg = _compose(recipe, [f"+recipe={recipe}", *overrides])
     except HydraException as e:
         raise ConfigError(str(e).splitlines()[0]) from None
+    _check_types(_compose(recipe, [f"+recipe={recipe}", *(o for o in overrides if o.split("=", 1)[0] in GROUPS)]),
+                 cfg, [o for o in overrides if o.split("=", 1)[0] not in GROUPS])
+    with open_dict(cfg):
+        for split in SPLITS:
+            if OmegaConf.select(cfg, f"data.{split}") is not None:
+                cfg.data[split] = OmegaConf.merge(SPLIT_KEYS, cfg.data[split])
     OmegaConf.resolve(cfg)
     OmegaConf.set_struct(cfg, True)
     return cfg

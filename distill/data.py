@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -137,11 +138,25 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
     path = Path(spec.path)
     if not path.is_file():
         raise DataError(f"{name} data: file {path} does not exist (set data.{name}.path=...)")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (data.{name}.path)")
+    if spec.get("limit") is not None and (not isinstance(spec.limit, int) or spec.limit < 1):
+        raise DataError(f"data.{name}.limit must be a positive number of rows or null, not {spec.limit!r}")
     try:
         raw = _read(path, spec)
-    except datasets.exceptions.DatasetGenerationError as e:
-        raise (e.__cause__ if isinstance(e.__cause__, DataError) else
-               DataError(f"{path}: cannot be read as {spec.get('format') or path.suffix}: {e.__cause__ or e}")) from None
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the reader raises, the user needs the file and the reason
+        cause = e.__cause__ if isinstance(e, datasets.exceptions.DatasetGenerationError) and e.__cause__ else e
+        if isinstance(cause, DataError):
+            raise cause from None
+        if isinstance(cause, UnicodeDecodeError):
+            raise _not_utf8(path) from None
+        if isinstance(cause, ValueError) and "corresponds to no data" in str(cause):
+            raise DataError(f"{path}: no rows") from None
+        if (spec.get("format") or FORMATS.get(path.suffix.lower())) == "json" and (bad := _bad_json_line(path)):
+            raise bad from None
+        raise DataError(f"{path}: cannot be read as {spec.get('format') or path.suffix}: {cause}") from None
     token_level = task.token_level
     text_col = spec.get("tokens_column", "tokens") if token_level else spec.get("text_column", "text")
     label_col = None if labels is False else spec.get("label_column")
@@ -150,7 +165,10 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
     id_col = spec.get("id_column")
     for col in [text_col, label_col, id_col]:
         if col and col not in raw.column_names:
-            raise DataError(f"{path}: no column {col!r} (data.{name}); columns are: {', '.join(raw.column_names)}")
+            hint = next((f"; the header looks {d!r}-separated, but {spec.get('format') or path.suffix} files are "
+                         f"read {'tab' if path.suffix == '.tsv' else 'comma'}-separated" for d in ";\t|"
+                         if len(raw.column_names) == 1 and d in raw.column_names[0]), "")
+            raise DataError(f"{path}: no column {col!r} (data.{name}); columns are: {', '.join(raw.column_names)}{hint}")
     if spec.get("slice"):
         raw = raw.filter(_in_slice, input_columns=text_col, batched=True, batch_size=10_000,
                          fn_kwargs={"bounds": _bounds(spec.slice, name)})
@@ -162,11 +180,15 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
         raise DataError(f"{path}: no rows" + (f" in data.{name}.slice {list(spec.slice)}" if spec.get("slice") else ""))
 
     seen = Counter()  # occurrences of each text so far, by content id
+    max_chars = int(spec.get("max_chars") or 1_000_000)
+    first_row: dict[str, str] = {}  # id from id_column -> the row it first appeared on
 
     def validate(batch: dict, indices: list[int]) -> dict:
         out = {"id": [], "text": [], **({"tokens": []} if token_level else {}), **({"label": []} if label_col else {})}
+        repeats = []
         for j, i in enumerate(indices):
-            where = f"{path} row {batch['line'][j] if 'line' in batch else i + 1}"
+            row = str(batch['line'][j] if 'line' in batch else i + 1)
+            where = f"{path} row {row}"
             value = batch[text_col][j]
             if token_level:
                 if not isinstance(value, list) or not value or not all(isinstance(t, str) and t.strip() for t in value):
@@ -174,11 +196,19 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
                 text = " ".join(value)
                 out["tokens"].append(list(value))
             else:
-                if not isinstance(value, str) or not value.strip():
+                if value is not None and not isinstance(value, str):
+                    raise DataError(f"{where}: field {text_col!r} must be text, got {value!r}")
+                if not value or not value.strip():
                     raise DataError(f"{where}: field {text_col!r} is empty; every row needs text to label")
                 text = value
+            if len(text) > max_chars:
+                raise DataError(f"{where}: field {text_col!r} is {len(text):,} characters, more than "
+                                f"data.{name}.max_chars ({max_chars:,}); split or drop it")
             if id_col:
                 out["id"].append(str(batch[id_col][j]))
+                if out["id"][-1] in first_row:
+                    repeats.append(f"{out['id'][-1]!r} (rows {first_row[out['id'][-1]]} and {row})")
+                first_row.setdefault(out["id"][-1], row)
             else:
                 key = content_id(text)  # a repeated text's later copies hash with their occurrence
                 out["id"].append(key if not seen[key] else content_id(text, seen[key]))
@@ -189,12 +219,45 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
                 if token_level and len(label) != len(value):
                     raise DataError(f"{where}: {len(label)} tags for {len(value)} tokens")
                 out["label"].append(label)
+        if repeats:  # raised inside the map, so no cache of the bad split is ever kept
+            raise DataError(f"{path}: {len(repeats)} repeated ids in column {id_col!r} (data.{name}.id_column), "
+                            f"first: {', '.join(repeats[:3])}; every row needs its own id")
         return out
 
     # the cache key: the raw data's fingerprint and everything validation depends on
-    key = json.dumps([raw._fingerprint, name, label_col, _plain(spec), _plain(task.cfg), "v2"], sort_keys=True, default=str)
-    return raw.map(validate, batched=True, with_indices=True, remove_columns=raw.column_names,
-                   batch_size=10_000, new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32])
+    key = json.dumps([raw._fingerprint, name, label_col, _plain(spec), _plain(task.cfg), "v3"], sort_keys=True, default=str)
+    try:
+        return raw.map(validate, batched=True, with_indices=True, remove_columns=raw.column_names,
+                       batch_size=10_000, new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32])
+    except UnicodeDecodeError:  # pyarrow reads JSON bytes as they are; decoding a row finds them
+        raise _not_utf8(path) from None
+
+
+def _bad_json_line(path: Path) -> DataError | None:
+    """The first line of a JSONL file that is not a JSON object (read only once a reader has failed on it)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                return DataError(f"{path} line {lineno}: not valid JSON ({e.msg}, column {e.colno})")
+            if not isinstance(row, dict):
+                return DataError(f"{path} line {lineno}: expected a JSON object per line, got {type(row).__name__}")
+    return None
+
+
+def _not_utf8(path: Path) -> DataError:
+    """Which line of `path` is not UTF-8 (read only once a reader has failed on it)."""
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return DataError(f"{path} line {lineno}: not UTF-8 text (byte {line[e.start:e.start + 1]!r} at column "
+                                 f"{e.start + 1}); save the file as UTF-8")
+    return DataError(f"{path}: not UTF-8 text; save the file as UTF-8")
 
 
 def check_held_out(gold_texts, other_texts, other_name: str) -> None:
@@ -209,10 +272,21 @@ def check_held_out(gold_texts, other_texts, other_name: str) -> None:
 
 # -- label files in the run directory ---------------------------------------------------------
 
-def file_stamp(path) -> list[int]:
-    """Size and modification time of a data file: what a stage's results depend on besides its config."""
+_HASHES: dict[tuple, str] = {}  # (path, size, mtime) -> SHA-256, so a file is read once per process
+
+
+def file_stamp(path) -> dict:
+    """Size and SHA-256 of a data file: what a stage's results depend on besides its config.
+    A copied or touched file keeps its stamp; an edited one does not."""
     stat = Path(path).stat()
-    return [stat.st_size, stat.st_mtime_ns]
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        _HASHES[key] = digest.hexdigest()
+    return {"bytes": stat.st_size, "sha256": _HASHES[key]}
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -229,22 +303,57 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` so that a kill at any moment leaves the old file or the new one."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Delete the half-written `*.tmp` files a killed run left in `run_dir`; return them."""
+    found = sorted(Path(run_dir).rglob("*.tmp")) if Path(run_dir).is_dir() else []
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
 def read_json(path: Path) -> dict:
     """A JSON file of the run directory; {} when it is not there (yet)."""
     return json.loads(Path(path).read_text()) if Path(path).exists() else {}
 
 
+def _flat(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()} or {prefix[:-1]: {}}
+    return {prefix[:-1]: value}
+
+
+def changes(old: dict, new: dict, shown: int = 4) -> str:
+    """What differs between two fingerprints, as 'key: old -> new' (long values shortened)."""
+    def short(v):
+        text = json.dumps(v, default=str)
+        return text if len(text) <= 40 else text[:18] + "..." + text[-18:]
+    a, b = _flat(old), _flat(new)
+    diffs = [f"{k}: {short(a.get(k, '(none)'))} -> {short(b.get(k, '(none)'))}"
+             for k in sorted(a.keys() | b.keys()) if a.get(k, "(none)") != b.get(k, "(none)")]
+    return "; ".join(diffs[:shown]) + (f"; and {len(diffs) - shown} more" if len(diffs) > shown else "")
+
+
 def start_afresh_if_changed(directory: Path, fingerprint: dict, message: str) -> bool:
     """Keep `directory` only when it was made from the same fingerprint (what its contents depend
-    on); otherwise remove it, saying why. Returns whether it was removed."""
+    on); otherwise remove it, saying why and what changed. Returns whether it was removed."""
     stamp = directory / "fingerprint.json"
     text = json.dumps(fingerprint, sort_keys=True, indent=1, default=str)
     changed = stamp.exists() and stamp.read_text() != text
     if changed:
-        print(message)
+        print(f"{message} ({changes(json.loads(stamp.read_text()), json.loads(text))})")
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(text)
+    write_atomic(stamp, text)
     return changed
 
 

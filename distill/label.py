@@ -90,7 +90,7 @@ def label(cfg) -> dict:
     # merge: rank 0 once every shard is complete; the others are done (no barrier to time out
     # while the teacher answers the cascade)
     per_rank = gather_object([stats])
-    result = merge(cfg, per_rank, threshold) if state.is_main_process else {}
+    result = merge(cfg, per_rank, threshold, ask_teacher=True) if state.is_main_process else {}
     if state.num_processes > 1:
         state.destroy_process_group()  # left to interpreter exit, gloo can abort a finished rank
     return result
@@ -198,8 +198,10 @@ def join_parts(out_dir: Path, prefix: str, task: Task) -> None:
 def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
     """What the labels of a split depend on; a change means they are stale."""
     spec = cfg.data[split]
+    # the file's contents, not where it lives: a moved or copied corpus is not labeled again
     out = {"student": identity, "temperature": temperature, "task": OmegaConf.to_container(cfg.task),
-           "data": OmegaConf.to_container(spec), "file": file_stamp(spec.path)}
+           "data": {k: v for k, v in OmegaConf.to_container(spec).items() if k != "path"},
+           "file": file_stamp(spec.path)}
     if split != "gold" and cfg.data.get("drop_gold_overlap"):  # which rows are left out depends on gold
         out["gold_file"] = file_stamp(cfg.data.gold.path)
     return out
@@ -207,9 +209,10 @@ def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
 
 # -- merging ----------------------------------------------------------------------------------
 
-def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = None) -> dict:
+def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = None, ask_teacher: bool = False) -> dict:
     """Shards of each split -> manifest.json and labels/{split}.parquet; corpus rows under the
-    threshold take the cascade route first."""
+    threshold take the cascade route first. Only `label` passes `ask_teacher`: `distill merge`
+    uses the teacher answers already written and never pays."""
     run_dir = Path(cfg.run_dir)
     task = build_task(cfg.task)
     table_schema = schema(task)
@@ -230,7 +233,7 @@ def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = Non
         # the cascade: low-confidence corpus rows to the teacher or to review
         overlay, cascade = {}, None
         if split == "corpus" and threshold is not None:
-            overlay, cascade = cascade_rows(cfg, task, files, threshold, run_dir)
+            overlay, cascade = cascade_rows(cfg, task, files, threshold, run_dir, ask_teacher)
 
         # one file, rows in shard order, each id once
         path = run_dir / "labels" / f"{split}.parquet"
@@ -278,6 +281,9 @@ def format_line(split: str, s: dict, path: Path) -> str:
                 "ids must be unique (check the split's id_column)"
     if s["teacher_cost_usd"]:
         line += f"\n  teacher cost ${s['teacher_cost_usd']:.4f}"
+    if (s["cascade"] or {}).get("not_asked"):
+        line += (f"\n  {s['cascade']['not_asked']} rows under the threshold keep the student's label: merge does not "
+                 "ask the teacher; distill label does")
     return line
 
 

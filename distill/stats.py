@@ -3,8 +3,9 @@
 Per-row counts are the common currency: `counts[i, c] = (tp, predicted, gold)` for class (or
 entity type) c in row (document) i. Summing rows gives any P/R/F1; resampling rows resamples
 whole documents; swapping rows between two systems is the paired permutation. Every p-value
-here is one-sided toward "worse" where a direction exists, and exact, mid-p or by permutation,
-so that it keeps its false-alarm rate on small gold sets (see scripts/bench_monitor.py).
+here is one-sided toward "worse" where a direction exists, and exact (mid-p) or Monte Carlo
+((1 + k) / (B + 1), never 0), so that it keeps its false-alarm rate on small gold sets (see
+scripts/bench_monitor.py).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def mcnemar_midp(b: int, c: int) -> float:
 
 def signflip_p(d: np.ndarray, n_perm: int = 1000, seed: int = 0) -> float:
     """One-sided paired test that mean(d) > 0, where d is baseline-minus-new per row. Differences
-    in {-1, 0, 1} give the exact McNemar mid-p; others a Monte Carlo sign-flip mid-p."""
+    in {-1, 0, 1} give the exact McNemar mid-p; others a Monte Carlo sign-flip p."""
     d = np.asarray(d, dtype=np.float64)
     if np.all(np.isin(d, (-1.0, 0.0, 1.0))):
         return mcnemar_midp(int((d > 0).sum()), int((d < 0).sum()))
@@ -111,12 +112,12 @@ def signflip_p(d: np.ndarray, n_perm: int = 1000, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     signs = rng.integers(0, 2, size=(n_perm, len(d))) * 2 - 1
     null, obs = signs @ d, d.sum()
-    return _mid_p(null, obs, 1e-9 * max(1.0, abs(obs)))
+    return _mc_p(null, obs, 1e-9 * max(1.0, abs(obs)))
 
 
 def paired_permutation(base: np.ndarray, new: np.ndarray, stat, n_perm: int = 1000, seed: int = 0) -> float:
     """One-sided paired permutation test that stat(base sums) - stat(new sums) > 0: each row's two
-    systems are swapped at random (mid-p, Monte Carlo)."""
+    systems are swapped at random (Monte Carlo)."""
     n = len(base)
     b2, n2 = base.reshape(n, -1).astype(np.float64), new.reshape(n, -1).astype(np.float64)
     sb, sn, diff = b2.sum(0), n2.sum(0), b2 - n2
@@ -125,12 +126,13 @@ def paired_permutation(base: np.ndarray, new: np.ndarray, stat, n_perm: int = 10
     mask = np.random.default_rng(seed).integers(0, 2, size=(n_perm, n)).astype(np.float64)
     moved = mask @ diff  # what the swapped rows carry from base to new
     null = stat((sb - moved).reshape(n_perm, *shape)) - stat((sn + moved).reshape(n_perm, *shape))
-    return _mid_p(null, obs, 1e-12)
+    return _mc_p(null, obs, 1e-12)
 
 
-def _mid_p(null: np.ndarray, obs: float, tol: float) -> float:
-    """Monte Carlo mid-p: the share of null statistics above the observed one, ties counted half."""
-    return float(((null > obs + tol).sum() + 0.5 * (np.abs(null - obs) <= tol).sum()) / len(null))
+def _mc_p(null: np.ndarray, obs: float, tol: float) -> float:
+    """Monte Carlo p (1 + k) / (B + 1), k the null statistics at or above the observed one (ties
+    within tol): the observed statistic counts as one draw, so p is never 0 and stays valid."""
+    return float((1 + (null >= obs - tol).sum()) / (len(null) + 1))
 
 
 def holm(pvalues: dict[str, float]) -> dict[str, float]:
@@ -225,7 +227,7 @@ def ece_test(conf: np.ndarray, correct: np.ndarray, bins: int = 10, n_sim: int =
     null = ece(conf, rng.random((n_sim, len(conf))) < conf, bins)
     obs = float(ece(conf, correct, bins))
     return {"ece": obs, "noise_floor": float(np.quantile(null, 0.95)),
-            "p": float((1 + (null >= obs).sum()) / (n_sim + 1))}
+            "p": _mc_p(null, obs, 0.0)}
 
 
 def reliability(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[dict]:
@@ -268,7 +270,7 @@ def mmd_test(x: np.ndarray, y: np.ndarray, n_perm: int = 1000, features: int = 2
     mean_x = (m @ phi.astype(np.float32)).astype(np.float64) / n
     mean_y = (phi.sum(0) - mean_x * n) / (len(z) - n)
     null = ((mean_x - mean_y) ** 2).sum(1)
-    return {"mmd2": obs, "p": float((1 + (null >= obs).sum()) / (n_perm + 1)), "rows": [len(x), len(y)]}
+    return {"mmd2": obs, "p": _mc_p(null, obs, 0.0), "rows": [len(x), len(y)]}
 
 
 # -- sequential: CUSUM over gold audits ------------------------------------------------------------

@@ -16,6 +16,7 @@ from distill.demo import write_demo
 from distill.tasks import build_task
 from distill.teacher import Teacher, open_teacher
 from distill.teacher.batch import label_batch
+from distill.teacher.cache import spent as cache_spent
 from distill.teacher.client import finished, label_summary
 
 
@@ -23,12 +24,6 @@ def prepare_data(cfg) -> None:
     """Write the built-in demo data when the recipe asks for it and it is not there yet."""
     if cfg.data.get("demo"):
         write_demo(cfg.data.demo.name, Path(cfg.data.demo.dir), dict(cfg.data.demo.sizes), cfg.seed)
-
-
-def spent(run_dir: Path) -> float:
-    """USD the teacher has been paid for this run directory: seed and gold, and the label cascade."""
-    files = [*run_dir.glob("teacher/*.jsonl"), *run_dir.glob("labels/teacher/*.jsonl")]
-    return sum(r.get("cost_usd") or 0.0 for path in files for r in read_jsonl(path))
 
 
 def teach(cfg) -> dict:
@@ -57,9 +52,8 @@ def teach(cfg) -> dict:
         return dry_run(cfg, task, pending)
     if any(pending.values()):
         sim_rows = {"gold": gold, "seed": seed} if cfg.teacher.simulated else []
+        # the budget covers every request billed into the teacher's cache, across reruns and stages
         with open_teacher(cfg.teacher, task, sim_rows) as teacher:
-            # the budget covers everything this run directory has paid for, across reruns
-            teacher.spent_before = spent(run_dir)
             labeler = partial(label_batch, teacher) if cfg.teacher.mode == "batch" else teacher.label
             for name in [n for n in jobs if pending[n]]:
                 stats[name] = labeler(jobs[name][0], paths[name], jobs[name][1])
@@ -71,6 +65,7 @@ def teach(cfg) -> dict:
     # provenance comes from the rows: labels made earlier by a simulated teacher stay marked so
     simulated = any(r["simulated"] for rows in records.values() for r in rows)
     summary = {"model": cfg.teacher.model, "simulated": simulated, "stopped": stopped,
+               "spent_usd": round(cache_spent(cfg.teacher.cache), 6),
                **{name: {**label_summary(rows), "rows_expected": len(jobs[name][0]), "this_run": stats[name]}
                   for name, rows in records.items()}}
     if simulated:
@@ -109,9 +104,9 @@ def format_summary(summary: dict, cfg) -> str:
                      f"{run['retries']} retries, {run['reasks']} re-asks, "
                      f"{run['prompt_tokens'] + run['completion_tokens']} tokens, ${run['cost_usd']:.4f}")
         lines.append(line)
+    lines.append(f"teacher: ${summary['spent_usd']:.4f} spent in all (every request billed into {cfg.teacher.cache})")
     if summary["stopped"] == "budget":
-        paid = sum(summary[n]["cost_usd"] for n in ("seed", "gold") if n in summary)
-        lines.append(f"teacher: stopped at the budget (teacher.budget_usd={cfg.teacher.budget_usd}, ${paid:.4f} spent); "
+        lines.append(f"teacher: stopped at the budget (teacher.budget_usd={cfg.teacher.budget_usd}); "
                      f"every finished row is kept. Raise teacher.budget_usd and rerun to label the rest.")
     return "\n".join(lines)
 

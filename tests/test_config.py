@@ -1,7 +1,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from distill.config import available_recipes, group_options, load_config, save_config
+from distill.config import SPLIT_KEYS, available_recipes, group_options, load_config, save_config
 from distill.errors import ConfigError
 from distill.students import student_class
 from distill.tasks import build_task
@@ -54,3 +54,22 @@ def test_unknown_recipe_and_group_option_list_choices():
         load_config(["recipe=demo", "teacher=nope"])
     with pytest.raises(ConfigError, match="missing recipe"):
         load_config(["train.epochs=1"])
+
+
+@pytest.mark.parametrize("recipe", available_recipes())
+def test_every_documented_split_key_is_accepted_on_every_recipe(recipe):
+    """A split's keys come from one schema, not from what each recipe happens to list."""
+    for form in ("", "+", "++"):
+        cfg = load_config([f"recipe={recipe}", f"{form}data.seed.limit=60", f"{form}data.gold.id_column=uid",
+                           f"{form}data.corpus.max_chars=500"])
+        assert (cfg.data.seed.limit, cfg.data.gold.id_column, cfg.data.corpus.max_chars) == (60, "uid", 500)
+    assert set(SPLIT_KEYS) <= set(load_config([f"recipe={recipe}"]).data.gold)
+
+
+def test_open_mappings_take_new_keys_and_numbers_stay_numbers():
+    cfg = load_config(["recipe=demo", "+teacher.sim.confusions.sports=world", "teacher.sim.key_faults.sk-a=invalid"])
+    assert cfg.teacher.sim.confusions.sports == "world" and cfg.teacher.sim.key_faults["sk-a"] == "invalid"
+    assert cfg.teacher.sim.confusions.weather == "science"  # the recipe's own entries stay
+    assert load_config(["recipe=demo", "teacher.sim.accuracy=1"]).teacher.sim.accuracy == 1  # an int is a number
+    with pytest.raises(ConfigError, match=r"train.epochs must be a whole number \(the recipe has 15\), not 'x'"):
+        load_config(["recipe=demo", "train.epochs=x"])

@@ -61,9 +61,10 @@ def test_demo_end_to_end_student_beats_majority(tmp_path):
 @pytest.mark.slow
 def test_ner_demo_end_to_end(tmp_path):
     run_dir = tmp_path / "ner"
-    run("distill", "run", "recipe=demo_ner", f"run_dir={run_dir}", "data.demo.sizes.seed=80",
-        "data.demo.sizes.corpus=30", "data.demo.sizes.gold=30", "student.tiny.hidden=64", "train.epochs=3",
-        "student.max_target_length=48")
+    # the tiny encoder tagger learns the demo in 72 steps, about as fast as the old seq2seq run that
+    # learned nothing (a tiny byte-level T5 needs hundreds of steps to copy names)
+    run("distill", "run", "recipe=demo_ner", f"run_dir={run_dir}", "student=tiny_encoder",
+        "data.demo.sizes.seed=160", "data.demo.sizes.corpus=30", "data.demo.sizes.gold=30", "train.epochs=8")
     labels = pd.read_parquet(run_dir / "labels" / "corpus.parquet")
     assert len(labels) == 30 and labels["id"].is_unique
     # every row has tags aligned to its tokens, or an error type saying why not
@@ -72,3 +73,6 @@ def test_ner_demo_end_to_end(tmp_path):
     report = json.loads((run_dir / "monitor" / "metrics.json").read_text())
     assert set(report["systems"]) == {"majority baseline", "teacher", "student"}
     assert 0.8 < report["systems"]["teacher"]["f1"] < 1.0  # the simulator's noise shows
+    # the student learned the entities: entity F1 on gold was 0.93 here (0.88-0.94 over seeds 1-3);
+    # a student that finds nothing scores 0. Floor: 0.6
+    assert report["systems"]["student"]["f1"] >= 0.6, report["systems"]["student"]

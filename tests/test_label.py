@@ -23,6 +23,7 @@ from distill.data import load_split, read_jsonl
 from distill.errors import ConfigError, DataError, TeacherError
 from distill.label import join_parts, label, label_files, merge, write_table
 from distill.tasks import build_task
+from distill.teacher.cache import Cache
 from distill.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def big_corpus(path: Path, n: int, seed: int = 0) -> list[str]:
     return texts
 
 
-def test_labels_carry_provenance_and_a_rerun_labels_nothing(trained, tmp_path):
+def test_labels_carry_provenance_and_a_rerun_labels_nothing(trained, tmp_path, capsys):
     run_dir = copy_run(trained, tmp_path)
     summary = label(cfg_for(run_dir, "label.window=64"))
     meta = json.loads((run_dir / "student" / "student.json").read_text())
@@ -83,6 +84,19 @@ def test_labels_carry_provenance_and_a_rerun_labels_nothing(trained, tmp_path):
     again = label(cfg_for(run_dir, "label.window=64"))
     assert again["corpus"]["labeled_this_run"] == 0 and again["corpus"]["skipped_already_written"] == len(ids)
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "labels" / "corpus.parquet"), corpus)
+
+    # a copy of the corpus elsewhere is the same corpus; an edited one is labeled afresh, saying why
+    copy = tmp_path / "copy.jsonl"
+    shutil.copy(run_dir / "data" / "corpus.jsonl", copy)
+    moved = label(cfg_for(run_dir, "label.window=64", f"data.corpus.path={copy}", "label.splits=[corpus]"))
+    assert moved["corpus"]["labeled_this_run"] == 0
+    with open(copy, "a") as f:
+        f.write(json.dumps({"text": "one more story about the league"}) + "\n")
+    capsys.readouterr()
+    edited = label(cfg_for(run_dir, "label.window=64", f"data.corpus.path={copy}", "label.splits=[corpus]"))
+    assert edited["corpus"]["labeled_this_run"] == len(ids) + 1
+    out = capsys.readouterr().out
+    assert "labeling it afresh (file.bytes: " in out and "file.sha256: " in out, out
 
 
 @pytest.mark.slow
@@ -190,6 +204,16 @@ def test_unsure_rows_go_to_the_teacher_once(trained, tmp_path):
     label(cfg_for(run_dir, "label.threshold=0.6"))  # a rerun asks the teacher nothing new
     assert len(read_jsonl(run_dir / "labels" / "teacher" / "corpus.jsonl")) == unsure.sum()
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "labels" / "corpus.parquet"), corpus)
+
+    # distill merge never pays: with a higher threshold the new unsure rows keep the student's label
+    billed = len(Cache(run_dir / "teacher" / "cache.sqlite"))
+    summary = merge(cfg_for(run_dir, "label.threshold=0.9"))
+    more = (corpus["student_confidence"] < 0.9) & ~unsure
+    assert more.sum() > 0 and summary["corpus"]["cascade"]["not_asked"] == more.sum()
+    assert len(Cache(run_dir / "teacher" / "cache.sqlite")) == billed
+    assert len(read_jsonl(run_dir / "labels" / "teacher" / "corpus.jsonl")) == unsure.sum()
+    merged = pd.read_parquet(run_dir / "labels" / "corpus.parquet")
+    assert (merged.loc[more, "route"] == "student").all() and (merged.loc[unsure, "route"] == "teacher").all()
 
 
 def test_review_route_writes_label_studio_and_argilla_files(trained, tmp_path):

@@ -34,6 +34,16 @@ def test_mcnemar_midp_by_hand():
     assert stats.signflip_p(d) == pytest.approx(46 / 4096)
 
 
+def test_monte_carlo_p_values_count_the_observed_statistic():
+    # no null statistic reaches the observed one (all 30 signs or swaps at once: chance 2^-30),
+    # so p is 1 / (B + 1), never 0
+    assert stats.signflip_p(np.full(30, 0.5), n_perm=200) == 1 / 201
+    task = build_task(OmegaConf.create({"kind": "classification", "labels": ["a", "b"]}))
+    gold = ["a", "b"] * 15
+    good, bad = task.counts(gold, gold), task.counts(gold, [{"a": "b", "b": "a"}[g] for g in gold])
+    assert stats.paired_permutation(good, bad, stats.macro_f1, n_perm=200) == 1 / 201
+
+
 def test_holm_by_hand():
     adj = stats.holm({"a": 0.01, "b": 0.04, "c": 0.03})
     # sorted .01 x3 = .03, .03 x2 = .06, .04 x1 = .04 -> running maximum .06
@@ -124,7 +134,7 @@ def test_paired_permutation_and_mmd():
     good = [g if r < 0.9 else flip[g] for g, r in zip(gold, rng.random(300))]
     bad = [g if r < 0.7 else flip[g] for g, r in zip(gold, rng.random(300))]
     same = task.counts(gold, good)
-    assert stats.paired_permutation(same, same, stats.macro_f1) == pytest.approx(0.5)
+    assert stats.paired_permutation(same, same, stats.macro_f1) == 1.0  # every null draw ties the observed 0
     assert stats.paired_permutation(same, task.counts(gold, bad), stats.macro_f1) < 0.01
     assert stats.paired_permutation(task.counts(gold, bad), same, stats.macro_f1) > 0.99
     x = rng.normal(size=(300, 8))

@@ -7,9 +7,11 @@ import random
 import shutil
 
 import datasets
+import numpy as np
 import pytest
 import torch
 
+from distill import stats
 from distill.card import write_card
 from distill.data import load_split
 from distill.errors import ConfigError
@@ -39,24 +41,35 @@ def build(make_cfg, student, rows, *overrides, recipe="demo"):
     return cfg, task, student_class(cfg.student).create(cfg.student, task, seed=0, texts=[r["text"] for r in rows])
 
 
-@pytest.mark.parametrize("student", KINDS)
-def test_lora_trains_adapter_only_exports_and_round_trips(make_cfg, tmp_path, student, topic_rows):
-    _, rows = topic_rows
-    cfg, task, model = build(make_cfg, student, rows, "train.max_steps=30", "train.batch_size=8")
+def snapshot(model) -> tuple[dict, list[str]]:
+    """Every weight, cloned where it lives, and the names training may change: LoRA's (and an
+    encoder's new head). Checks that only those are trainable."""
     before = {n: p.detach().clone() for n, p in model.model.named_parameters()}
     trained = [n for n in before if "lora_" in n or "modules_to_save" in n]  # encoders train their new head
     assert any("lora_" in n for n in trained)
     assert all(not p.requires_grad for n, p in model.model.named_parameters() if n not in trained)
+    return before, trained
 
-    trainer = model.trainer(rows[:120], rows[120:140], cfg.train, tmp_path / "ckpt")
-    result = trainer.train()
-    assert result.global_step == 30 and trainer.state.best_metric is not None  # dev loss each epoch
+
+def assert_only_adapter_moved(model, before: dict, trained: list[str]) -> None:
     after = dict(model.model.named_parameters())
     changed = [n for n in trained if not torch.equal(before[n], after[n])]
     assert len(changed) > len(trained) // 2, "LoRA weights should move in training"
     for n, p in after.items():
         if n not in trained:
             assert torch.equal(before[n], p), f"base weight {n} changed"
+
+
+@pytest.mark.parametrize("student", KINDS)
+def test_lora_trains_adapter_only_exports_and_round_trips(make_cfg, tmp_path, student, topic_rows):
+    _, rows = topic_rows
+    cfg, task, model = build(make_cfg, student, rows, "train.max_steps=30", "train.batch_size=8")
+    before, trained = snapshot(model)
+
+    trainer = model.trainer(rows[:120], rows[120:140], cfg.train, tmp_path / "ckpt")
+    result = trainer.train()
+    assert result.global_step == 30 and trainer.state.best_metric is not None  # dev loss each epoch
+    assert_only_adapter_moved(model, before, trained)
 
     preds = model.predict(rows[:20], batch_size=8, progress=False)
     assert len(preds) == 20
@@ -131,6 +144,27 @@ def test_ece_of_known_cases():
     assert ece([0.9] * 10, [True] * 9 + [False]) == pytest.approx(0.0)
     assert ece([1.0] * 4, [True, False, True, False]) == pytest.approx(0.5)
     assert ece([0.25, 0.75], [False, True]) == pytest.approx(0.25)
+    # bins are [lo, hi): 0.9 and 0.85 fall in different bins, (|1 - .9| + |0 - .85|) / 2
+    assert ece([0.9, 0.85], [True, False]) == pytest.approx(0.475)
+
+
+class FixedStudent:
+    """Answers 'a' then 'b' with the same confidences at every temperature."""
+
+    def __init__(self, conf):
+        self.conf = conf
+
+    def predict(self, rows, batch_size, progress, temps):
+        return [{"label": label, "confidence": [c] * len(temps)} for label, c in zip("ab", self.conf)]
+
+
+def test_model_card_and_monitor_measure_one_ece():
+    # the card's dev ECE (fit_temperature) and the monitor's gold ECE (stats.ece_test) are one function;
+    # 0.5 and 0.4375 are exact in float32, and 0.5 opens bin 5 rather than closing bin 4
+    fit = fit_temperature(FixedStudent([0.5, 0.4375]), [{"label": "a"}, {"label": "a"}])
+    monitor = stats.ece_test(np.array([0.5, 0.4375]), np.array([1, 0]), n_sim=10)["ece"]
+    assert type(fit["ece_before"]) is float and fit["ece_before"] == monitor == (0.5 + 0.4375) / 2
+    assert ece is stats.ece and stats.ece(np.array([0.9, 0.85]), np.array([1, 0])) == pytest.approx(0.475)
 
 
 @pytest.mark.parametrize("student", ["tiny_t5", "tiny_causal"])
@@ -227,7 +261,10 @@ def test_qlora_trains_a_4bit_causal_student_on_gpu(make_cfg, tmp_path, topic_row
                               "train.max_steps=10")
     model = student_class(cfg.student).create(cfg.student, task, seed=0)
     assert any("4bit" in type(m).__name__ for m in model.model.modules())
+    before, trained = snapshot(model)  # on the GPU, where the model lives
+    assert any(p.dtype == torch.uint8 for n, p in before.items() if n not in trained)  # packed 4-bit base weights
     model.trainer(rows[:80], [], cfg.train, tmp_path / "ckpt").train()
+    assert_only_adapter_moved(model, before, trained)
     assert all(p["label"] in task.labels for p in model.predict(rows[:4], progress=False))
 
 

@@ -5,7 +5,7 @@ import random
 import pytest
 from omegaconf import OmegaConf
 
-from distill.data import iob2
+from distill.data import iob2, load_split
 from distill.errors import DataError, OutputError
 from distill.tasks import build_task
 from distill.tasks.ner import spans
@@ -111,6 +111,32 @@ def test_ner_entity_metrics_by_hand(ner):
     assert m["per_class"]["PER"]["f1"] == 0.0 and m["per_class"]["LOC"]["f1"] == 1.0
 
 
+def test_ner_metric_matches_seqeval_strict_iob2(ner):
+    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+    from seqeval.scheme import IOB2
+
+    rng = random.Random(0)
+    tags = ["O", *(f"{p}-{t}" for t in ("PER", "ORG", "LOC") for p in "BI")]
+    gold, pred = [], []
+    for _ in range(400):
+        g = iob2(rng.choices(tags, weights=[6, 1, 1, 1, 1, 1, 1], k=rng.randint(1, 12)))  # valid IOB2
+        gold.append(g)  # predictions: gold with tags swapped at random, stray I- (no entity in strict mode) too
+        pred.append([rng.choice(tags) if rng.random() < 0.3 else t for t in g])
+    strict = {"mode": "strict", "scheme": IOB2}
+    assert f1_score(gold, pred) != pytest.approx(f1_score(gold, pred, **strict), abs=1e-3)  # the strays count
+    m = ner.metrics(gold, pred)
+    assert m["precision"] == pytest.approx(precision_score(gold, pred, **strict), abs=1e-9)
+    assert m["recall"] == pytest.approx(recall_score(gold, pred, **strict), abs=1e-9)
+    assert m["f1"] == pytest.approx(f1_score(gold, pred, **strict), abs=1e-9)
+    report = classification_report(gold, pred, output_dict=True, **strict)
+    assert m["macro_f1"] == pytest.approx(report["macro avg"]["f1-score"], abs=1e-9)
+    for typ, ours in m["per_class"].items():
+        assert ours["precision"] == pytest.approx(report[typ]["precision"], abs=1e-9), typ
+        assert ours["recall"] == pytest.approx(report[typ]["recall"], abs=1e-9), typ
+        assert ours["f1"] == pytest.approx(report[typ]["f1-score"], abs=1e-9), typ
+        assert ours["support"] == report[typ]["support"], typ
+
+
 def test_simulated_noise_hits_target_accuracy(clf, ner):
     sim = {"accuracy": 0.8, "confusions": {"ham": "spam"}}
     rng = random.Random(0)
@@ -128,6 +154,33 @@ def test_gold_label_checks(clf, ner):
         clf.check_gold("eggs", "f row 3")
     with pytest.raises(DataError, match="tag 'B-ANIMAL'"):
         ner.check_gold(["O", "B-ANIMAL"], "f row 2")
+
+
+def test_ner_gold_in_iob1_becomes_iob2(ner):
+    tags = ner.check_gold(["I-PER", "I-PER", "O", "I-LOC"], "f row 1")
+    assert tags == ["B-PER", "I-PER", "O", "B-LOC"] and len(spans(tags)) == 2
+    assert ner.check_gold(["B-PER", "I-PER", "B-PER"], "f row 1") == ["B-PER", "I-PER", "B-PER"]  # IOB2 kept
+
+
+@pytest.mark.parametrize("tag", ["S-PER", "E-PER", "U-PER", "L-PER", "PER", ""])
+def test_ner_gold_in_another_tag_scheme_is_refused(ner, tag):
+    with pytest.raises(DataError, match=f"f row 4 field 'tags': tag '{tag}' .*IOB1 or IOB2"):
+        ner.check_gold(["O", tag], "f row 4 field 'tags'")
+
+
+def test_ner_gold_jsonl_reads_iob1_as_iob2_and_refuses_bioes(make_cfg, tmp_path):
+    def split(name, rows):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        cfg = make_cfg("demo_ner", "data.demo=null", *(f"data.{s}.path={path}" for s in ("seed", "corpus", "gold")))
+        return load_split(cfg, "gold", build_task(cfg.task), labels=True)
+
+    rows = [{"tokens": "Ana Lee met Bo in Oslo".split(), "tags": ["I-PER", "I-PER", "O", "I-PER", "O", "I-LOC"]},
+            {"tokens": "Acme hired Ana".split(), "tags": ["I-ORG", "O", "I-PER"]}]
+    gold = split("iob1.jsonl", rows)
+    assert gold["label"] == [["B-PER", "I-PER", "O", "B-PER", "O", "B-LOC"], ["B-ORG", "O", "B-PER"]]
+    with pytest.raises(DataError, match=r"bioes.jsonl row 2 field 'tags': tag 'S-ORG' .*IOB1 or IOB2"):
+        split("bioes.jsonl", [rows[0], {**rows[1], "tags": ["S-ORG", "O", "S-PER"]}])
 
 
 def test_few_shot_examples_from_a_recipe_become_chat_turns():

@@ -14,6 +14,7 @@ import openai
 import pytest
 from omegaconf import OmegaConf
 
+from distill.config import load_config
 from distill.data import load_split, read_jsonl
 from distill.errors import ConfigError, OutputError, TeacherError
 from distill.tasks import build_task
@@ -563,3 +564,41 @@ def test_a_repeated_text_in_flight_is_asked_once(demo, tmp_path):
         assert sim.billed == 10 and sim.stats()["duplicate_billed"] == 0
     assert len(records) == 20 and teacher.stats["billed"] == 10 and teacher.stats["cache_hits"] == 10
     assert [r["label"] for r in records[:10]] == [r["label"] for r in records[10:]]
+
+
+def test_spend_after_a_kill_during_reasks_is_the_billed_total_and_the_budget_holds(make_cfg, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """What was paid is read from the cache: re-asks of rows killed mid-way and of rows stopped by
+    the budget count, so a rerun's budget covers every request ever billed."""
+    sizes = ["data.demo.sizes.seed=200", "data.demo.sizes.gold=20", "data.demo.sizes.corpus=10"]
+    cfg = make_cfg("demo", *sizes)
+    prepare_data(cfg)
+    task = build_task(cfg.task)
+    rows = list(load_split(cfg, "seed", task))
+    out = Path(cfg.run_dir) / "teacher" / "seed.jsonl"
+    sim_cfg = {**cfg.teacher.sim, "latency": 0.03, "malformed_rate": 0.5}  # every other answer is re-asked
+    with Simulator(task, rows, sim_cfg, cfg.teacher.model) as sim:
+        cmd = [sys.executable, "-m", "distill", "teach", "recipe=demo", f"run_dir={cfg.run_dir}", *sizes,
+               "monitor.score_teacher=false", "teacher.simulated=false", f"teacher.base_url={sim.base_url}",
+               "teacher.api_key_env=DISTILL_TEST_KEY"]
+        env = {**os.environ, "DISTILL_TEST_KEY": "sk-test"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 40):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at = sim.stats()
+        in_file = sum(r["cost_usd"] for r in read_jsonl(out))
+        assert killed_at["billed_usd"] > in_file + 0.001, "the kill should land with paid re-asks not yet written"
+
+        budget = round(killed_at["billed_usd"] + 0.05, 4)  # room for about 25 more requests, not for all rows
+        monkeypatch.setenv("DISTILL_TEST_KEY", "sk-test")
+        summary = teach(load_config([*cmd[4:], f"teacher.budget_usd={budget}"]))
+        billed = sim.stats()
+    assert summary["stopped"] == "budget" and len(read_jsonl(out)) < 200
+    assert abs(summary["spent_usd"] - billed["billed_usd"]) < 0.005  # to the cent
+    cache = Cache(Path(cfg.run_dir) / "teacher" / "cache.sqlite")
+    dearest = cache.db.execute("SELECT MAX(cost_usd) FROM replies").fetchone()[0]
+    assert billed["billed_usd"] <= budget + dearest  # over by at most one request
+    assert f"${summary['spent_usd']:.4f} spent in all" in capsys.readouterr().out

@@ -20,6 +20,8 @@ from distill.train import push_to_hub
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ["tiny_t5", "tiny_causal", "tiny_encoder"]
+# the slowest checks run for one kind by default, for the others with `pytest -m extended`
+ONE_KIND = [pytest.param(k, marks=pytest.mark.extended) if k != "tiny_encoder" else k for k in KINDS]
 
 
 def run(*args):
@@ -41,7 +43,7 @@ def step(checkpoint: Path | None) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("student", KINDS)
+@pytest.mark.parametrize("student", ONE_KIND)
 def test_killed_training_resumes_from_its_last_checkpoint(taught, tmp_path, student):
     run_dir = tmp_path / "run"
     shutil.copytree(taught, run_dir)
@@ -86,7 +88,7 @@ def test_a_changed_recipe_trains_afresh_instead_of_resuming(taught, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("student", KINDS)
+@pytest.mark.parametrize("student", ONE_KIND)
 def test_two_processes_train_on_different_rows_and_save_one_student(taught, tmp_path, student):
     run_dir = tmp_path / "ddp"
     shutil.copytree(taught, run_dir)

@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from distill.stats import ece  # the monitor's ECE too: one binning everywhere
+
 # log-spaced from 0.05 to 20; the middle value is exactly 1
 GRID = torch.exp(torch.linspace(math.log(0.05), math.log(20.0), 121))
 
@@ -29,19 +31,6 @@ def mean_over(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Geometric-mean probability over the masked positions: [B, L, G], [B, L] -> [B, G]."""
     m = mask.unsqueeze(-1).to(logp.dtype)
     return ((logp * m).sum(1) / m.sum(1).clamp(min=1)).exp()
-
-
-def ece(confidence: list[float], correct: list[bool], bins: int = 10) -> float:
-    """Expected calibration error: mean |accuracy - confidence| over equal-width bins, by count."""
-    n, total = len(confidence), 0.0
-    for b in range(bins):
-        lo, hi = b / bins, (b + 1) / bins
-        idx = [i for i, c in enumerate(confidence) if lo < c <= hi or (b == 0 and c == 0)]
-        if idx:
-            acc = sum(correct[i] for i in idx) / len(idx)
-            conf = sum(confidence[i] for i in idx) / len(idx)
-            total += len(idx) / n * abs(acc - conf)
-    return total
 
 
 def log_loss(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
@@ -87,8 +76,8 @@ def fit_temperature(student, dev_rows: list[dict], batch_size: int = 32, target:
         "dev_rows": len(dev_rows),
         "dev_agreement": float(agree.float().mean()),
         "dev_accuracy_estimate": float(goal.mean()),
-        "ece_before": ece(grid[:, one].tolist(), agree.tolist()),
-        "ece_after": ece(grid[:, best].tolist(), agree.tolist()),
+        "ece_before": float(ece(grid[:, one].numpy(), agree.numpy())),
+        "ece_after": float(ece(grid[:, best].numpy(), agree.numpy())),
         "mean_confidence_before": float(grid[:, one].mean()),
         "mean_confidence_after": float(grid[:, best].mean()),
     }

@@ -1,4 +1,4 @@
-"""Typed entity spans over whitespace tokens; IOB2 tags in and out."""
+"""Typed entity spans over whitespace tokens; IOB2 tags in and out (gold may come in IOB1)."""
 
 from __future__ import annotations
 
@@ -302,12 +302,16 @@ class NER(Task):
         return to_tags(align(found, row["tokens"]), len(row["tokens"]))
 
     def check_gold(self, value, where: str) -> list[str]:
+        """Gold tags in IOB1 or IOB2, returned as IOB2: strict spans would drop IOB1's opening I-."""
         if not isinstance(value, (list, tuple)):
-            raise DataError(f"{where}: NER labels must be a list of IOB2 tags, got {value!r}")
+            raise DataError(f"{where}: NER labels must be a list of IOB1 or IOB2 tags, got {value!r}")
         for tag in value:
-            if tag != "O" and not (tag[:2] in ("B-", "I-") and tag[2:] in self.labels):
+            if tag != "O" and not (isinstance(tag, str) and tag[:2] in ("B-", "I-")):
+                raise DataError(f"{where}: tag {tag!r} is neither IOB1 nor IOB2; IOB1 or IOB2 tags (O, B-TYPE, "
+                                "I-TYPE) are expected: convert BIOES, BILOU or bare types first")
+            if tag != "O" and tag[2:] not in self.labels:
                 raise DataError(f"{where}: tag {tag!r} is not O or B-/I- of the types {self.labels}")
-        return list(value)
+        return iob2(list(value))
 
     f1_key = "f1"  # entity-level micro F1, the CoNLL headline
 

@@ -64,8 +64,23 @@ class Cache:
         row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
+    def spent(self) -> float:
+        """USD of every reply billed into this cache: re-asks, rows later failed or over budget included."""
+        return self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM replies").fetchone()[0]
+
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
 
     def close(self) -> None:
         self.db.close()
+
+
+def spent(path: str | Path) -> float:
+    """USD billed into the cache at `path` (0 when there is none yet)."""
+    if not Path(path).exists():
+        return 0.0
+    cache = Cache(path)
+    try:
+        return cache.spent()
+    finally:
+        cache.close()

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from distill.config import configs_dir
-from distill.data import read_jsonl
+from distill.data import read_jsonl, write_atomic
 from distill.errors import ConfigError, OutputError, TeacherError
 from distill.tasks import Task
 from distill.teacher.cache import Cache, request_key
@@ -41,7 +41,9 @@ OUTPUTS = (*MODES, "choice")  # choice: the bare label as plain text (tasks with
 PROMPTS = ("full", "compact")
 NO_KEY = "sk-no-key"  # teacher.api_key_env: null, for local servers that take any key
 # errors worth another try on a rerun (the endpoint failed us), as opposed to answers we judged invalid
-TRANSIENT = {"rate_limited", "server_error", "timeout", "connection_error", "auth_failed", "batch_failed"}
+TRANSIENT = {"rate_limited", "server_error", "timeout", "connection_error", "auth_failed", "batch_failed",
+             "bad_response"}
+RAW_CHARS = 20_000  # of an answer kept in a record: a runaway reply must not bloat every label file
 REASK = ("Your reply is not valid: {error}. Answer again with only the JSON object described above, "
          "using exactly the allowed labels.")
 REASK_CHOICE = "Your reply is not valid: {error}. Answer again with only one of the allowed labels."
@@ -139,7 +141,8 @@ class Teacher:
         if refused := self.cache.meta(self._format_note):
             self.mode, self.object_schema = json.loads(refused)
         self.spent = 0.0  # USD paid by this process, across label() calls
-        self.spent_before = 0.0  # paid by earlier runs into the same output files (set by the caller)
+        # paid before, by earlier runs and stages sharing this cache: every billed reply is in it
+        self.spent_before = self.cache.spent()
         self.cache_only: str | None = None  # None | "collect" | "fail" (Batch API mode)
         self.needed: dict[str, dict] = {}  # request key -> body, collected in a cache-only pass
         self.fresh: dict[str, float] = {}  # request key -> USD, replies a batch just fetched
@@ -225,6 +228,8 @@ class Teacher:
                                                           timeout=self.cfg.timeout, max_retries=0)
                 reply = await self._clients[k].chat.completions.create(
                     **body, extra_headers={"Idempotency-Key": f"{self.cache.nonce[:8]}-{key}"})
+                if not hasattr(reply, "model_dump"):  # a proxy's HTML page, say, sent as 200
+                    raise ValueError(f"{type(reply).__name__} {str(reply)[:80]!r}")
                 reply = compact(reply.model_dump())
                 self._pool.ok(k)
                 usage = reply["usage"]
@@ -242,6 +247,8 @@ class Teacher:
                     tqdm.write(f"teacher: the API key in ${self._pool.names[k]} was rejected "
                                f"(HTTP {e.status_code}); carrying on with the other keys", file=sys.stderr)
                 continue
+            except ValueError as e:  # not a chat completion: HTML, or JSON cut off mid-way
+                kind, detail = "bad_response", f"the endpoint's reply is not a chat completion: {str(e)[:120]}"
             except openai.APITimeoutError:
                 kind, detail = "timeout", f"no reply within {self.cfg.timeout}s"
             except openai.APIConnectionError as e:
@@ -361,9 +368,9 @@ class Teacher:
             except OutputError as e:
                 errors.append(e)
         if not labels:
-            record["raw"] = reply["choices"][0]["content"] if reply["choices"] else None
+            record["raw"] = _clip(reply["choices"][0]["content"]) if reply["choices"] else None
             return errors[0] if errors else OutputError("empty_output", "the reply has no choices")
-        record["raw"] = labels[0][1]["content"]
+        record["raw"] = _clip(labels[0][1]["content"])
         record["error"] = None
         if len(reply["choices"]) > 1:  # self-consistency: majority vote, agreement as confidence
             record["label"], record["confidence"], record["entity_confidence"] = self.task.vote(
@@ -431,8 +438,7 @@ class Teacher:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         # keep finished rows (valid, or judged invalid); drop a torn last line and rows the endpoint failed
         done = [r for r in read_jsonl(out_path) if finished(r)]
-        with open(out_path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in done)
+        write_atomic(out_path, "".join(json.dumps(r) + "\n" for r in done))
         done_ids = {r["id"] for r in done}
         todo = [r for r in rows if r["id"] not in done_ids]
         self.stats = self._new_stats()
@@ -443,6 +449,12 @@ class Teacher:
                 f.flush()
             asyncio.run(self._run(todo, sink, bar))
         return dict(self.stats)
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= RAW_CHARS:
+        return text
+    return f"{text[:RAW_CHARS]}... [{len(text) - RAW_CHARS:,} more characters]"
 
 
 def label_summary(records: list[dict]) -> dict:

@@ -37,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from distill.errors import ConfigError
 from distill.tasks import Task
 from distill.teacher.cache import request_key
+from distill.teacher.client import prices, usd
 from distill.tasks.noise import confidence
 
 _TOKEN = re.compile(r"\w+|[^\w\s]|\s+")
@@ -84,6 +85,7 @@ class Simulator:
         self.realistic = noise == "realistic"
         self.plan = task.noise_plan(groups, self.sim) if self.realistic else {}
         self.billed = 0  # chat completions answered and billed
+        self.billed_tokens = [0, 0]  # prompt, completion tokens of those
         self.billed_by_request: Counter = Counter()  # idempotency key (or body hash) -> times billed
         self.batch_billed = 0  # batch lines answered (half price on OpenAI)
         self.requests_by_key: Counter = Counter()  # key_id(api key) -> requests seen
@@ -105,7 +107,10 @@ class Simulator:
 
     def stats(self) -> dict:
         with self._lock:
+            price = prices(self.model)
             return {"billed": self.billed, "batch_billed": self.batch_billed,
+                    "billed_prompt_tokens": self.billed_tokens[0], "billed_completion_tokens": self.billed_tokens[1],
+                    "billed_usd": usd(price, *self.billed_tokens) if price else None,
                     "duplicate_billed": sum(c - 1 for c in self.billed_by_request.values()),
                     "requests_by_key": dict(self.requests_by_key), "faults": dict(self.faults)}
 
@@ -313,6 +318,8 @@ class Simulator:
                         if idempotency:
                             sim._replies[idempotency] = reply
                         sim.billed += 1
+                        sim.billed_tokens[0] += reply["usage"]["prompt_tokens"]
+                        sim.billed_tokens[1] += reply["usage"]["completion_tokens"]
                         sim.billed_by_request[idempotency or request_key(body)] += 1
                 self._send(200, reply)
 
