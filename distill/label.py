@@ -85,7 +85,7 @@ def label(cfg) -> dict:
                                    show=state.is_local_main_process)
         state.wait_for_everyone()  # every rank has read the written ids before parts are joined away
         join_parts(out_dir, prefix, task)
-    stats["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    stats["peak_rss_mb"] = peak_rss_mb()
 
     # merge: rank 0 once every shard is complete; the others are done (no barrier to time out
     # while the teacher answers the cascade)
@@ -94,6 +94,16 @@ def label(cfg) -> dict:
     if state.num_processes > 1:
         state.destroy_process_group()  # left to interpreter exit, gloo can abort a finished rank
     return result
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM starts afresh at exec; ru_maxrss keeps
+    the peak of the process that forked it (a large parent would count as this one's)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- one process's share ------------------------------------------------------------------------

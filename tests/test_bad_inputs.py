@@ -285,14 +285,14 @@ def test_a_read_only_run_directory_is_one_message(base, tmpfs, capsys):
     assert snapshot(mnt / "run") == before
 
 
-def test_a_full_disk_stops_cleanly_and_a_rerun_with_space_finishes_every_row_once(base, tmpfs, capsys):
+def test_a_full_disk_stops_cleanly_and_a_rerun_with_space_finishes_every_row_once(base, tmpfs, capsys, tmp_path):
     mnt = tmpfs("1m")
     shutil.copytree(base, mnt / "run")
     cfg = ["teach", "recipe=demo", f"run_dir={mnt / 'run'}", "data.demo.sizes.seed=40", "data.demo.sizes.gold=20",
-           "data.demo.sizes.corpus=10", f"data.seed.path={mnt / 'seed.jsonl'}", UNLABELED, "monitor.score_teacher=false"]
+           "data.demo.sizes.corpus=10", f"data.seed.path={tmp_path / 'seed.jsonl'}", UNLABELED, "monitor.score_teacher=false"]
     # 600 new rows, with long texts: the label file outgrows the disk
     texts = [r["text"] for r in seed_rows(base)] + [f"Market story {i}: " + "shares rose again. " * 40 for i in range(600)]
-    (mnt / "seed.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    (tmp_path / "seed.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     code, err = cli(capsys, *cfg)
     assert code == 2 and "cannot write" in err and ("No space left on device" in err or "disk is full" in err), err
     written = read_jsonl(mnt / "run" / "teacher" / "seed.jsonl")

@@ -170,6 +170,7 @@ def test_a_kill_between_joining_and_cleaning_up_repeats_nothing(make_cfg, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # the memory figure itself is scripts/bench_label.py's
 def test_a_200k_row_corpus_is_labeled_in_bounded_memory(tmp_path):
     run_dir = tmp_path / "run"
     base = ["recipe=demo", f"run_dir={run_dir}", "student=tiny_encoder", "train.max_steps=10"]
