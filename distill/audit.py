@@ -37,7 +37,7 @@ from omegaconf import OmegaConf, open_dict
 
 from distill import stats
 from distill.config import save_config
-from distill.data import file_stamp, load_split, read_json, read_parquet
+from distill.data import changes, file_stamp, load_split, read_json, read_parquet
 from distill.drift import fmt_p
 from distill.errors import ConfigError, DataError
 from distill.label import label
@@ -159,6 +159,9 @@ def generation(cfg, task, out: Path, key: str, rows: list[dict], trained_on: str
     if done.get("fingerprint") == fingerprint:
         print(f"audit {step}: already done ({gen_dir})")
         return {**done, "corpus_labels": corpus_labels(read_parquet(gen_dir / "labels" / "corpus.parquet"), number)}
+    if done.get("fingerprint"):
+        print(f"audit {step}: {gen_dir} was made from other rows or settings; redoing it "
+              f"({changes(done['fingerprint'], json.loads(json.dumps(fingerprint, default=str)))})")
 
     sources = Counter(r["source"] for r in rows)
     print(f"audit {step}: training on {len(rows)} rows ("
