@@ -67,9 +67,10 @@ def _is_open(base: DictConfig, key: str) -> bool:
     return False
 
 
-def _check_overrides(recipe: str, overrides: list[str]) -> list[str]:
-    """Reject unknown keys before Hydra does, with the list of valid ones; return the overrides
-    in the form Hydra takes (`++key` adds a documented key the recipe does not list)."""
+def _check_overrides(recipe: str, overrides: list[str]) -> tuple[DictConfig, list[str]]:
+    """Reject unknown keys before Hydra does, with the list of valid ones; return the recipe with
+    its group choices and the overrides in the form Hydra takes (`++key` adds a documented key the
+    recipe does not list)."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"argument {item!r} is not key=value")
@@ -94,7 +95,7 @@ def _check_overrides(recipe: str, overrides: list[str]) -> list[str]:
             parent = key.rpartition(".")[0]
             siblings = [v for v in valid if parent and v.startswith(parent + ".")] or valid
             raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(siblings)}")
-    return out
+    return base, out
 
 
 def _check_types(base: DictConfig, cfg: DictConfig, overrides: list[str]) -> None:
@@ -117,13 +118,12 @@ def load_config(args: list[str]) -> DictConfig:
         raise ConfigError(f"missing recipe=NAME; available recipes: {', '.join(available_recipes())}")
     if recipe not in available_recipes():
         raise ConfigError(f"unknown recipe {recipe!r}; available recipes: {', '.join(available_recipes())}")
-    overrides = _check_overrides(recipe, [a for a in args if not a.startswith("recipe=")])
+    base, overrides = _check_overrides(recipe, [a for a in args if not a.startswith("recipe=")])
     try:
         cfg = _compose(recipe, [f"+recipe={recipe}", *overrides])
     except HydraException as e:
         raise ConfigError(str(e).splitlines()[0]) from None
-    _check_types(_compose(recipe, [f"+recipe={recipe}", *(o for o in overrides if o.split("=", 1)[0] in GROUPS)]),
-                 cfg, [o for o in overrides if o.split("=", 1)[0] not in GROUPS])
+    _check_types(base, cfg, [o for o in overrides if o.split("=", 1)[0] not in GROUPS])
     with open_dict(cfg):
         for split in SPLITS:
             if OmegaConf.select(cfg, f"data.{split}") is not None:

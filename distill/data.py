@@ -18,6 +18,7 @@ import datasets
 import pandas as pd
 from omegaconf import OmegaConf
 
+from distill.config import SPLIT_KEYS
 from distill.errors import DataError
 from distill.tasks import Task
 from distill.tasks.ner import iob2
@@ -64,9 +65,13 @@ def read_conll(path: Path, token_index: int = 0, tag_index: int = -1) -> dataset
                     "stamp": (stat.st_size, stat.st_mtime_ns)})
 
 
+def _format(path: Path, spec) -> str | None:
+    return spec.get("format") or FORMATS.get(path.suffix.lower())
+
+
 def _read(path: Path, spec) -> datasets.Dataset:
     """The file as an Arrow dataset on disk (memory-mapped): a corpus larger than RAM is fine."""
-    fmt = spec.get("format") or FORMATS.get(path.suffix.lower())
+    fmt = _format(path, spec)
     if fmt is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; set format to one of "
                         f"{sorted(set(FORMATS.values()))}")
@@ -154,7 +159,7 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
             raise _not_utf8(path) from None
         if isinstance(cause, ValueError) and "corresponds to no data" in str(cause):
             raise DataError(f"{path}: no rows") from None
-        if (spec.get("format") or FORMATS.get(path.suffix.lower())) == "json" and (bad := _bad_json_line(path)):
+        if _format(path, spec) == "json" and (bad := _bad_json_line(path)):
             raise bad from None
         raise DataError(f"{path}: cannot be read as {spec.get('format') or path.suffix}: {cause}") from None
     token_level = task.token_level
@@ -180,7 +185,7 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
         raise DataError(f"{path}: no rows" + (f" in data.{name}.slice {list(spec.slice)}" if spec.get("slice") else ""))
 
     seen = Counter()  # occurrences of each text so far, by content id
-    max_chars = int(spec.get("max_chars") or 1_000_000)
+    max_chars = int(spec.get("max_chars") or SPLIT_KEYS["max_chars"])
     first_row: dict[str, str] = {}  # id from id_column -> the row it first appeared on
 
     def validate(batch: dict, indices: list[int]) -> dict:

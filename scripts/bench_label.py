@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from distill.config import load_config
 from distill.data import load_split
 from distill.errors import OutputError
-from distill.label import label
+from distill.label import label, peak_rss_mb
 from distill.students import student_class
 from distill.tasks import build_task
 
@@ -102,7 +101,7 @@ def main() -> None:
         summary = label(cfg)
         runs.append({"seconds": time.perf_counter() - start, "rows": summary["corpus"]["rows"],
                      "invalid": summary["corpus"]["invalid"]})
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     engine_rows_per_s = statistics.median(r["rows"] / r["seconds"] for r in runs)
 
     # the same merged model, loaded as the engine loads it
@@ -123,7 +122,7 @@ def main() -> None:
         "speedup": round(engine_rows_per_s / naive_rows_per_s, 2),
         "invalid_labels": max(r["invalid"] for r in runs),
         "naive_invalid_labels": naive_invalid,
-        "peak_rss_mb": round(peak_rss_mb, 1),
+        "peak_rss_mb": round(rss_mb, 1),
         "flops_fraction": round(engine_rows_per_s * flops_per_row / peak_flops, 4),
         "engine_tokens_per_s": round(engine_rows_per_s * prompt_tokens, 1),
         "engine_gflops_per_s": round(engine_rows_per_s * flops_per_row / 1e9, 2),

@@ -39,6 +39,24 @@ def make_teacher(cfg, task, sim, tmp_path, cache="cache.sqlite", **overrides):
                    cache_path=tmp_path / cache)
 
 
+def teach_against(sim, cfg, *args) -> tuple[list[str], dict]:
+    """`distill teach` as a process talking to `sim` like a real endpoint: (command, environment)."""
+    cmd = [sys.executable, "-m", "distill", "teach", "recipe=demo", f"run_dir={cfg.run_dir}", *args,
+           "monitor.score_teacher=false", "teacher.simulated=false", f"teacher.base_url={sim.base_url}",
+           "teacher.api_key_env=DISTILL_TEST_KEY"]
+    return cmd, {**os.environ, "DISTILL_TEST_KEY": "sk-test"}
+
+
+def kill_after(cmd: list[str], env: dict, out: Path, lines: int) -> None:
+    """Start `cmd` and SIGKILL it once `out` has `lines` lines (or after a minute)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < lines):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def accuracy(records, rows):
     gold = {r["id"]: r["label"] for r in rows}
     return sum(r["label"] == gold[r["id"]] for r in records) / len(records)
@@ -423,17 +441,9 @@ def test_sigkill_midway_then_rerun_labels_every_row_once_and_bills_every_request
     sim_cfg = {**cfg.teacher.sim, "latency": 0.05, "error_rate": 0.05, "drop_rate": 0.03, "malformed_rate": 0.1}
     out = Path(cfg.run_dir) / "teacher" / "seed.jsonl"
     with Simulator(task, rows, sim_cfg) as sim:
-        cmd = [sys.executable, "-m", "distill", "teach", "recipe=demo", f"run_dir={cfg.run_dir}",
-               "data.demo.sizes.seed=300", "data.demo.sizes.gold=20", "data.demo.sizes.corpus=10",
-               "monitor.score_teacher=false", "teacher.simulated=false", f"teacher.base_url={sim.base_url}",
-               "teacher.api_key_env=DISTILL_TEST_KEY", "teacher.max_retries=8"]
-        env = {**os.environ, "DISTILL_TEST_KEY": "sk-test"}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 100):
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        cmd, env = teach_against(sim, cfg, "data.demo.sizes.seed=300", "data.demo.sizes.gold=20",
+                                 "data.demo.sizes.corpus=10", "teacher.max_retries=8")
+        kill_after(cmd, env, out, 100)
         written = len(read_jsonl(out))
         assert 100 <= written < 300, "the kill should land midway"
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -578,16 +588,8 @@ def test_spend_after_a_kill_during_reasks_is_the_billed_total_and_the_budget_hol
     out = Path(cfg.run_dir) / "teacher" / "seed.jsonl"
     sim_cfg = {**cfg.teacher.sim, "latency": 0.03, "malformed_rate": 0.5}  # every other answer is re-asked
     with Simulator(task, rows, sim_cfg, cfg.teacher.model) as sim:
-        cmd = [sys.executable, "-m", "distill", "teach", "recipe=demo", f"run_dir={cfg.run_dir}", *sizes,
-               "monitor.score_teacher=false", "teacher.simulated=false", f"teacher.base_url={sim.base_url}",
-               "teacher.api_key_env=DISTILL_TEST_KEY"]
-        env = {**os.environ, "DISTILL_TEST_KEY": "sk-test"}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 40):
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        cmd, env = teach_against(sim, cfg, *sizes)
+        kill_after(cmd, env, out, 40)
         killed_at = sim.stats()
         in_file = sum(r["cost_usd"] for r in read_jsonl(out))
         assert killed_at["billed_usd"] > in_file + 0.001, "the kill should land with paid re-asks not yet written"

@@ -33,9 +33,11 @@ def extract_json(content: str | None) -> Any:
     raise OutputError("invalid_json", f"no JSON object in reply {content[:80]!r}")
 
 
-def _short(value: str, chars: int = 80) -> str:
-    """A value as quoted in an error: a runaway answer is cut."""
-    return value if len(value) <= chars else f"{value[:chars]}... ({len(value):,} characters)"
+def clip(text: str | None, chars: int) -> str | None:
+    """`text` cut to `chars` characters, saying how many more there were: a runaway answer."""
+    if text is None or len(text) <= chars:
+        return text
+    return f"{text[:chars]}... [{len(text) - chars:,} more characters]"
 
 
 def norm(text: str) -> str:
@@ -100,13 +102,13 @@ class Task:
         scored = sorted((edit_distance(key, k), k) for k in self._lookup
                         if abs(len(k) - len(key)) <= self.max_edit_distance)
         if not scored:
-            raise OutputError("label_not_in_schema", f"{_short(value)!r} is not one of {self.labels}")
+            raise OutputError("label_not_in_schema", f"{clip(value, 80)!r} is not one of {self.labels}")
         (best, closest), *rest = scored
         near = best <= self.max_edit_distance and best < len(closest) / 2
         unique = not rest or rest[0][0] > best or self._lookup[rest[0][1]] == self._lookup[closest]
         if near and unique:
             return self._lookup[closest]
-        raise OutputError("label_not_in_schema", f"{_short(value)!r} is not one of {self.labels}")
+        raise OutputError("label_not_in_schema", f"{clip(value, 80)!r} is not one of {self.labels}")
 
     # -- teacher ------------------------------------------------------------------------------
     choice_answers = False  # can answer with a bare label as plain text (teacher.output=choice)

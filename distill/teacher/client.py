@@ -26,6 +26,7 @@ from distill.config import configs_dir
 from distill.data import read_jsonl, write_atomic
 from distill.errors import ConfigError, OutputError, TeacherError
 from distill.tasks import Task
+from distill.tasks.base import clip
 from distill.teacher.cache import Cache, request_key
 from distill.teacher.limits import (
     KeyPool,
@@ -368,9 +369,9 @@ class Teacher:
             except OutputError as e:
                 errors.append(e)
         if not labels:
-            record["raw"] = _clip(reply["choices"][0]["content"]) if reply["choices"] else None
+            record["raw"] = clip(reply["choices"][0]["content"], RAW_CHARS) if reply["choices"] else None
             return errors[0] if errors else OutputError("empty_output", "the reply has no choices")
-        record["raw"] = _clip(labels[0][1]["content"])
+        record["raw"] = clip(labels[0][1]["content"], RAW_CHARS)
         record["error"] = None
         if len(reply["choices"]) > 1:  # self-consistency: majority vote, agreement as confidence
             record["label"], record["confidence"], record["entity_confidence"] = self.task.vote(
@@ -449,12 +450,6 @@ class Teacher:
                 f.flush()
             asyncio.run(self._run(todo, sink, bar))
         return dict(self.stats)
-
-
-def _clip(text: str | None) -> str | None:
-    if text is None or len(text) <= RAW_CHARS:
-        return text
-    return f"{text[:RAW_CHARS]}... [{len(text) - RAW_CHARS:,} more characters]"
 
 
 def label_summary(records: list[dict]) -> dict:
