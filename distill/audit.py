@@ -37,7 +37,7 @@ from omegaconf import OmegaConf, open_dict
 
 from distill import stats
 from distill.config import save_config
-from distill.data import changes, file_stamp, load_split, read_json, read_parquet
+from distill.data import changes, file_stamp, load_split, read_json, read_parquet, write_atomic
 from distill.drift import fmt_p
 from distill.errors import ConfigError, DataError
 from distill.label import label
@@ -171,10 +171,10 @@ def generation(cfg, task, out: Path, key: str, rows: list[dict], trained_on: str
     if not (gen_dir / "teacher").exists():
         (gen_dir / "teacher").symlink_to(os.path.relpath(Path(cfg.run_dir) / "teacher", gen_dir))
     save_config(gcfg, gen_dir)
-    with open(gen_dir / "train_rows.jsonl", "w") as f:
-        f.writelines(json.dumps(keep(r) | {"source": r["source"]}) + "\n" for r in rows)
-
-    train(gcfg, teach_first=False, rows=rows, trained_on=trained_on)
+    # the generation trains from the rows file it writes: what is on disk is what it learned from
+    write_atomic(gen_dir / "train_rows.jsonl", "".join(json.dumps(keep(r) | {"source": r["source"]}) + "\n"
+                                                       for r in rows))
+    train(gcfg, teach_first=False, trained_on=trained_on)
     label(gcfg)
     (gen_dir / "monitor").mkdir(parents=True, exist_ok=True)
     (gen_dir / "monitor" / "history.sqlite").unlink(missing_ok=True)  # a redone generation is a new audit
@@ -203,6 +203,7 @@ def generation_config(cfg, gen_dir: Path, baseline: str):
     gcfg = copy.deepcopy(cfg)  # data paths were resolved against the recipe's own run directory
     with open_dict(gcfg):
         gcfg.run_dir = str(gen_dir)
+        gcfg.train.rows = str(gen_dir / "train_rows.jsonl")
         gcfg.label.threshold = None  # every corpus row keeps the student's label: that is what is audited
         gcfg.label.splits = ["corpus", "gold"]
         gcfg.monitor.baseline = baseline
@@ -411,7 +412,7 @@ tests at alpha {next(iter(result.values()))['evidence']['alpha']}.</small></p>{v
 
 
 def main(argv: list[str] | None = None) -> None:
-    from distill.cli import run_stage
+    from distill.runner import run_stage
 
     run_stage(audit, sys.argv[1:] if argv is None else argv)
 

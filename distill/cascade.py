@@ -1,7 +1,7 @@
 """The cascade: corpus rows the student is unsure of go to the teacher, or to people for review.
 
-    distill label recipe=NAME label.threshold=0.8 [label.route=teacher|review]
     distill cascade recipe=NAME [label.target=0.95]     # pick the threshold on gold, plot the curve
+    distill route recipe=NAME label.threshold=auto      # send the unsure corpus rows (distill/route.py)
 
 `distill cascade` replays the choice on gold: for each threshold, rows under it take the teacher's
 gold-text label and the rest keep the student's. It picks the threshold that reaches
@@ -17,7 +17,6 @@ import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import pyarrow.compute as pc
@@ -28,10 +27,7 @@ from distill.errors import ConfigError, DataError
 from distill.stats import scores
 from distill.students.base import student_identity
 from distill.tasks import Task, build_task
-from distill.tasks.ner import spans
-from distill.teacher import Teacher, open_teacher
 from distill.teacher.client import prices, usd
-from distill.teacher.simulator import sim_rows
 
 ROUTES = ("teacher", "review")
 
@@ -63,23 +59,11 @@ def resolve_threshold(cfg) -> float | None:
     return value
 
 
-def check_cascade(cfg, task: Task) -> float | None:
-    """Before labeling: the threshold is valid and, for a real teacher, its API key is set; returns
-    the threshold."""
-    threshold = resolve_threshold(cfg)
-    if threshold is not None and cfg.label.route == "teacher" and not cfg.teacher.simulated:
-        Teacher(cfg.teacher, task, cache_path=":memory:")  # raises with the variable to export
-    return threshold
+# -- routing corpus rows (the merge overlays what `distill route` fetched) -------------------------
 
-
-# -- routing corpus rows (called by the merge) ------------------------------------------------
-
-def cascade_rows(cfg, task: Task, files: list[Path], threshold: float, run_dir: Path,
-                 ask_teacher: bool) -> tuple[dict, dict]:
-    """Rows under the threshold (or invalid): {id: fields to overwrite}, and counts. Without
-    `ask_teacher` (`distill merge`) only answers the teacher already gave are used: nothing is paid."""
-    columns = ["id", "text", *(["tokens"] if task.token_level else []), "label", "confidence",
-               "entity_confidence", "student"]
+def unsure_rows(task: Task, files: list[Path], threshold: float) -> list[dict]:
+    """Corpus rows labeled under the threshold (or invalid), each id once, from the label files."""
+    columns = ["id", "text", *task.input_fields(), "label", "confidence", "entity_confidence", "student"]
     low, seen = [], set()
     for f in files:
         for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=columns):
@@ -88,34 +72,41 @@ def cascade_rows(cfg, task: Task, files: list[Path], threshold: float, run_dir: 
                 if row["id"] not in seen:
                     seen.add(row["id"])
                     low.append(row)
-    overlay, review, stats = {}, [], {"rows_under_threshold": len(low), "teacher": None}
+    return low
+
+
+def teacher_answers_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "labels" / "teacher" / "corpus.jsonl"
+
+
+def overlay(cfg, task: Task, files: list[Path], threshold: float, run_dir: Path) -> tuple[dict, dict]:
+    """Rows under the threshold: {id: fields to overwrite}, and counts. The teacher's answers are
+    those `distill route` already wrote; nothing here asks (or pays) the teacher."""
+    low = unsure_rows(task, files, threshold)
+    out, review, stats = {}, [], {"rows_under_threshold": len(low)}
     if cfg.label.route == "teacher" and low:
-        out = run_dir / "labels" / "teacher" / "corpus.jsonl"
-        if ask_teacher:
-            with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
-                stats["teacher"] = teacher.label(low, out, "teacher: low-confidence rows")
-        answers = {r["id"]: r for r in read_jsonl(out)}
-        stats["not_asked"] = 0 if ask_teacher else sum(r["id"] not in answers for r in low)
+        answers = {r["id"]: r for r in read_jsonl(teacher_answers_path(run_dir))}
+        stats["not_asked"] = sum(r["id"] not in answers for r in low)
         for row in low:
             answer = answers.get(row["id"])
-            if answer is None and not ask_teacher:  # keeps the student's label until `distill label` asks
+            if answer is None:  # keeps the student's label until `distill route` asks
                 continue
-            if answer is None or answer["label"] is None:  # failed, invalid or over budget: a person decides
-                overlay[row["id"]] = {"route": "review"}
+            if answer["label"] is None:  # failed, invalid or over budget: a person decides
+                out[row["id"]] = {"route": "review"}
                 review.append(row)
                 continue
-            overlay[row["id"]] = {
+            out[row["id"]] = {
                 "label": answer["label"], "confidence": answer["confidence"], "error": None,
                 "entity_confidence": answer["entity_confidence"], "raw": answer["raw"], "route": "teacher",
                 "model": answer["model"] + (" (simulated)" if answer.get("simulated") else ""),
                 "cost_usd": answer["cost_usd"], "time": _time(answer["time"])}
     else:
-        overlay = {row["id"]: {"route": "review"} for row in low}
+        out = {row["id"]: {"route": "review"} for row in low}
         review = low
     if review:
         stats["review_files"] = write_review(run_dir / "labels" / "review", "corpus", review, task)
     stats["review_rows"] = len(review)
-    return overlay, stats
+    return out, stats
 
 
 def _time(epoch: float | None):
@@ -124,52 +115,24 @@ def _time(epoch: float | None):
 
 # -- review files -----------------------------------------------------------------------------
 
-def _offsets(tokens: list[str]) -> list[tuple[int, int]]:
-    out, pos = [], 0
-    for t in tokens:
-        out.append((pos, pos + len(t)))
-        pos += len(t) + 1
-    return out
-
-
 def write_review(out_dir: Path, split: str, rows: list[dict], task: Task) -> list[str]:
     """Rows for people to check, with the student's answer as a pre-annotation: a Label Studio
-    task file (+ its labeling config) and an Argilla record file."""
+    task file with its labeling config, and an Argilla record file with its dataset settings."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks, records = [], []
     for row in rows:
-        data = {"text": row["text"], "distill_id": row["id"]}
-        if task.token_level:
-            offsets = _offsets(row["tokens"])
-            ents = spans(row["label"]) if row["label"] else []
-            confs = row.get("entity_confidence") or [None] * len(ents)
-            result = [{"from_name": "label", "to_name": "text", "type": "labels", "score": c,
-                       "value": {"start": offsets[s][0], "end": offsets[e - 1][1], "labels": [typ],
-                                 "text": " ".join(row["tokens"][s:e])}}
-                      for (typ, s, e), c in zip(ents, confs)]
-            suggestion = [{"start": offsets[s][0], "end": offsets[e - 1][1], "label": typ} for typ, s, e in ents]
-        else:
-            result = [{"from_name": "label", "to_name": "text", "type": "choices",
-                       "value": {"choices": [row["label"]]}}] if row["label"] else []
-            suggestion = row["label"]
-        tasks.append({"data": data, "predictions": [{"model_version": row["student"], "score": row["confidence"],
-                                                     "result": result}]})
+        result, suggestion = task.review_prediction(row)
+        tasks.append({"data": {"text": row["text"], "distill_id": row["id"]},
+                      "predictions": [{"model_version": row["student"], "score": row["confidence"], "result": result}]})
         records.append({"id": row["id"], "text": row["text"], "label": suggestion, "score": row["confidence"]})
-    ls, ar, xml = (out_dir / f"{split}.label_studio.json", out_dir / f"{split}.argilla.jsonl",
-                   out_dir / "label_config.xml")
-    ls.write_text(json.dumps(tasks, indent=1))
-    ar.write_text("".join(json.dumps(r) + "\n" for r in records))
-    xml.write_text(label_studio_config(task))
-    return [str(ls), str(ar), str(xml)]
-
-
-def label_studio_config(task: Task) -> str:
-    if task.token_level:
-        tags = "".join(f"<Label value={quoteattr(t)}/>" for t in task.labels)
-        return f'<View>\n  <Labels name="label" toName="text">{tags}</Labels>\n  <Text name="text" value="$text"/>\n</View>\n'
-    tags = "".join(f"<Choice value={quoteattr(t)}/>" for t in task.labels)
-    return (f'<View>\n  <Text name="text" value="$text"/>\n'
-            f'  <Choices name="label" toName="text" choice="single">{tags}</Choices>\n</View>\n')
+    files = {"ls": out_dir / f"{split}.label_studio.json", "ar": out_dir / f"{split}.argilla.jsonl",
+             "xml": out_dir / "label_config.xml", "settings": out_dir / "argilla_settings.json"}
+    files["ls"].write_text(json.dumps(tasks, indent=1))
+    files["ar"].write_text("".join(json.dumps(r) + "\n" for r in records))
+    files["xml"].write_text(task.label_studio_config())
+    files["settings"].write_text(json.dumps({"fields": [{"name": "text", "type": "text"}],
+                                             "questions": [task.argilla_question()]}, indent=1))
+    return [str(f) for f in files.values()]
 
 
 # -- picking the threshold on gold ------------------------------------------------------------
@@ -289,7 +252,7 @@ def plot(points: list[dict], chosen: dict, target: float, metric: str, path: Pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    from distill.cli import run_stage
+    from distill.runner import run_stage
 
     run_stage(cascade, sys.argv[1:] if argv is None else argv)
 

@@ -2,11 +2,11 @@
 teacher label is most likely wrong, so the student does not learn the teacher's mistakes.
 
 - `confidence`: rows whose teacher confidence is under `train.clean.min_confidence`. For NER a
-  row counts as confident as its least confident entity.
+  row (multi-label: a text) counts as confident as its least confident entity (label).
 - `cleanlab`: confident learning (Northcutt et al., 2021, through `cleanlab`). A logistic
   regression on the student's own frozen embeddings gives out-of-fold class probabilities
   (`train.clean.folds`-fold cross-validation); rows whose teacher label those probabilities
-  contradict are left out. Classification tasks only.
+  contradict are left out. Single-label classification only.
 
 The rows left out, each with its label and the reason, go to `student/cleaning.json` for review.
 """
@@ -31,9 +31,9 @@ def check_clean(cfg, task: Task) -> str | None:
         return None
     if method not in METHODS:
         raise ConfigError(f"train.clean.method {method!r} is unknown; choose one of: none, {', '.join(METHODS)}")
-    if method == "cleanlab" and task.token_level:
-        raise ConfigError("train.clean.method=cleanlab cleans classification labels; for NER use "
-                          "train.clean.method=confidence")
+    if method not in task.clean_methods:
+        raise ConfigError(f"train.clean.method={method} cleans single-label classification labels; for "
+                          f"{task.kind} use train.clean.method={' or '.join(task.clean_methods)}")
     if method == "cleanlab" and int(cfg.train.clean.folds) < 2:
         raise ConfigError(f"train.clean.folds must be at least 2, got {cfg.train.clean.folds}")
     if method == "confidence" and not 0 < float(cfg.train.clean.min_confidence) < 1:
@@ -42,7 +42,8 @@ def check_clean(cfg, task: Task) -> str | None:
 
 
 def row_confidence(row: dict) -> float | None:
-    """The teacher's confidence in a row: its least confident entity for NER, else the label's."""
+    """The teacher's confidence in a row: its least confident unit (entity, label) where it gave
+    them, else the answer's."""
     units = [c for c in row.get("entity_confidence") or [] if c is not None]
     return min(units) if units else row.get("confidence")
 

@@ -6,6 +6,7 @@ token-level tasks, and `label` when the split carries human labels.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import itertools
 import json
@@ -19,9 +20,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from distill.config import SPLIT_KEYS
+from distill.demo import write_demo
 from distill.errors import DataError
 from distill.tasks import Task
-from distill.tasks.ner import iob2
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
            ".conll": "conll", ".txt": "conll"}
@@ -41,7 +42,7 @@ def _conll_sentences(path: str, token_index: int, tag_index: int, stamp=None):
             cols = line.split()
             if not cols or cols[0] == "-DOCSTART-":
                 if tokens:
-                    yield {"tokens": tokens, "tags": iob2(tags), "line": first_line}
+                    yield {"tokens": tokens, "tags": tags, "line": first_line}
                 tokens, tags = [], []
                 continue
             if len(cols) < 2:
@@ -69,25 +70,42 @@ def _format(path: Path, spec) -> str | None:
     return spec.get("format") or FORMATS.get(path.suffix.lower())
 
 
-def _read(path: Path, spec) -> datasets.Dataset:
-    """The file as an Arrow dataset on disk (memory-mapped): a corpus larger than RAM is fine."""
+def data_files(path) -> list[Path]:
+    """The files a split's `path` names: one file, or every file a glob pattern matches
+    (`folds/fold1[0-4].json`), in name order."""
+    path = Path(path)
+    if glob.has_magic(str(path)):
+        return [Path(p) for p in sorted(glob.glob(str(path)))]
+    return [path]
+
+
+def _read(path: Path, files: list[Path], spec) -> datasets.Dataset:
+    """The files as one Arrow dataset on disk (memory-mapped): a corpus larger than RAM is fine."""
     fmt = _format(path, spec)
     if fmt is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; set format to one of "
                         f"{sorted(set(FORMATS.values()))}")
+    names = [str(f) for f in files]
     if fmt == "conll":
-        return read_conll(path, spec.get("token_index", 0), spec.get("tag_index", -1))
+        parts = [read_conll(f, spec.get("token_index", 0), spec.get("tag_index", -1)) for f in files]
+        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     if fmt in ("csv", "tsv"):
         kwargs = {"sep": "\t" if fmt == "tsv" else ",", "keep_default_na": False, "na_filter": False}
         if fmt == "tsv":
             kwargs["quoting"] = 3  # literal quotes inside text
         if spec.get("column_names"):
             kwargs.update(header=None, column_names=list(spec.column_names))
-        columns = kwargs.get("column_names") or list(pd.read_csv(path, nrows=0, sep=kwargs["sep"]).columns)
+        columns = kwargs.get("column_names") or list(pd.read_csv(files[0], nrows=0, sep=kwargs["sep"]).columns)
         # every column as text, exactly as written ("007" stays "007")
         features = datasets.Features({c: datasets.Value("string") for c in columns})
-        return datasets.load_dataset("csv", data_files=str(path), split="train", features=features, **kwargs)
-    return datasets.load_dataset(fmt, data_files=str(path), split="train")
+        return datasets.load_dataset("csv", data_files=names, split="train", features=features, **kwargs)
+    return datasets.load_dataset(fmt, data_files=names, split="train")
+
+
+def prepare_data(cfg) -> None:
+    """Write the built-in demo data when the recipe asks for it and it is not there yet."""
+    if cfg.data.get("demo"):
+        write_demo(cfg.data.demo.name, Path(cfg.data.demo.dir), dict(cfg.data.demo.sizes), cfg.seed)
 
 
 def _plain(cfg):
@@ -140,15 +158,18 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
     spec = cfg.data[name]
     if not spec.get("path"):
         raise DataError(f"data.{name}.path is not set in recipe {cfg.recipe!r}")
-    path = Path(spec.path)
-    if not path.is_file():
-        raise DataError(f"{name} data: file {path} does not exist (set data.{name}.path=...)")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty (data.{name}.path)")
+    path, files = Path(spec.path), data_files(spec.path)
+    if not files:
+        raise DataError(f"{name} data: no file matches {path} (set data.{name}.path=...)")
+    for f in files:
+        if not f.is_file():
+            raise DataError(f"{name} data: file {f} does not exist (set data.{name}.path=...)")
+        if f.stat().st_size == 0:
+            raise DataError(f"{f}: the file is empty (data.{name}.path)")
     if spec.get("limit") is not None and (not isinstance(spec.limit, int) or spec.limit < 1):
         raise DataError(f"data.{name}.limit must be a positive number of rows or null, not {spec.limit!r}")
     try:
-        raw = _read(path, spec)
+        raw = _read(path, files, spec)
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the reader raises, the user needs the file and the reason
@@ -156,14 +177,13 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
         if isinstance(cause, DataError):
             raise cause from None
         if isinstance(cause, UnicodeDecodeError):
-            raise _not_utf8(path) from None
+            raise _encoding_error(path, files) from None
         if isinstance(cause, ValueError) and "corresponds to no data" in str(cause):
             raise DataError(f"{path}: no rows") from None
-        if _format(path, spec) == "json" and (bad := _bad_json_line(path)):
+        if _format(path, spec) == "json" and (bad := next(filter(None, map(_bad_json_line, files)), None)):
             raise bad from None
         raise DataError(f"{path}: cannot be read as {spec.get('format') or path.suffix}: {cause}") from None
-    token_level = task.token_level
-    text_col = spec.get("tokens_column", "tokens") if token_level else spec.get("text_column", "text")
+    text_col = task.input_column(spec)
     label_col = None if labels is False else spec.get("label_column")
     if labels and not label_col:
         raise DataError(f"data.{name}.label_column is not set: the {name} split needs human labels")
@@ -189,23 +209,15 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
     first_row: dict[str, str] = {}  # id from id_column -> the row it first appeared on
 
     def validate(batch: dict, indices: list[int]) -> dict:
-        out = {"id": [], "text": [], **({"tokens": []} if token_level else {}), **({"label": []} if label_col else {})}
+        out = {"id": [], "text": [], **{k: [] for k in task.input_fields()}, **({"label": []} if label_col else {})}
         repeats = []
         for j, i in enumerate(indices):
             row = str(batch['line'][j] if 'line' in batch else i + 1)
             where = f"{path} row {row}"
-            value = batch[text_col][j]
-            if token_level:
-                if not isinstance(value, list) or not value or not all(isinstance(t, str) and t.strip() for t in value):
-                    raise DataError(f"{where}: field {text_col!r} must be a non-empty list of tokens")
-                text = " ".join(value)
-                out["tokens"].append(list(value))
-            else:
-                if value is not None and not isinstance(value, str):
-                    raise DataError(f"{where}: field {text_col!r} must be text, got {value!r}")
-                if not value or not value.strip():
-                    raise DataError(f"{where}: field {text_col!r} is empty; every row needs text to label")
-                text = value
+            fields = task.read_input(batch[text_col][j], where, text_col)
+            text = fields["text"]
+            for k in task.input_fields():
+                out[k].append(fields[k])
             if len(text) > max_chars:
                 raise DataError(f"{where}: field {text_col!r} is {len(text):,} characters, more than "
                                 f"data.{name}.max_chars ({max_chars:,}); split or drop it")
@@ -220,22 +232,19 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
                 seen[key] += 1
             out["text"].append(text)
             if label_col:
-                label = task.check_gold(batch[label_col][j], f"{where} field {label_col!r}")
-                if token_level and len(label) != len(value):
-                    raise DataError(f"{where}: {len(label)} tags for {len(value)} tokens")
-                out["label"].append(label)
+                out["label"].append(task.check_gold(batch[label_col][j], f"{where} field {label_col!r}", fields))
         if repeats:  # raised inside the map, so no cache of the bad split is ever kept
             raise DataError(f"{path}: {len(repeats)} repeated ids in column {id_col!r} (data.{name}.id_column), "
                             f"first: {', '.join(repeats[:3])}; every row needs its own id")
         return out
 
     # the cache key: the raw data's fingerprint and everything validation depends on
-    key = json.dumps([raw._fingerprint, name, label_col, _plain(spec), _plain(task.cfg), "v3"], sort_keys=True, default=str)
+    key = json.dumps([raw._fingerprint, name, label_col, _plain(spec), _plain(task.cfg), "v4"], sort_keys=True, default=str)
     try:
         return raw.map(validate, batched=True, with_indices=True, remove_columns=raw.column_names,
                        batch_size=10_000, new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32])
     except UnicodeDecodeError:  # pyarrow reads JSON bytes as they are; decoding a row finds them
-        raise _not_utf8(path) from None
+        raise _encoding_error(path, files) from None
 
 
 def _bad_json_line(path: Path) -> DataError | None:
@@ -253,7 +262,7 @@ def _bad_json_line(path: Path) -> DataError | None:
     return None
 
 
-def _not_utf8(path: Path) -> DataError:
+def _not_utf8(path: Path) -> DataError | None:
     """Which line of `path` is not UTF-8 (read only once a reader has failed on it)."""
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
@@ -262,7 +271,11 @@ def _not_utf8(path: Path) -> DataError:
             except UnicodeDecodeError as e:
                 return DataError(f"{path} line {lineno}: not UTF-8 text (byte {line[e.start:e.start + 1]!r} at column "
                                  f"{e.start + 1}); save the file as UTF-8")
-    return DataError(f"{path}: not UTF-8 text; save the file as UTF-8")
+    return None
+
+
+def _encoding_error(path: Path, files: list[Path]) -> DataError:
+    return next(filter(None, map(_not_utf8, files)), DataError(f"{path}: not UTF-8 text; save it as UTF-8"))
 
 
 def check_held_out(gold_texts, other_texts, other_name: str) -> None:
@@ -281,8 +294,14 @@ _HASHES: dict[tuple, str] = {}  # (path, size, mtime) -> SHA-256, so a file is r
 
 
 def file_stamp(path) -> dict:
-    """Size and SHA-256 of a data file: what a stage's results depend on besides its config.
-    A copied or touched file keeps its stamp; an edited one does not."""
+    """Size and SHA-256 of a data file (of every file a glob pattern matches, together): what a
+    stage's results depend on besides its config. A copied or touched file keeps its stamp; an
+    edited one does not."""
+    files = data_files(path)
+    if glob.has_magic(str(path)):
+        stamps = [file_stamp(f) for f in files]
+        together = hashlib.sha256("".join(s["sha256"] for s in stamps).encode()).hexdigest()
+        return {"files": len(files), "bytes": sum(s["bytes"] for s in stamps), "sha256": together}
     stat = Path(path).stat()
     key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:

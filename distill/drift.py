@@ -23,7 +23,7 @@ MITIGATION = {
     "accuracy": RETRAIN,
     "f1": RETRAIN,
     "class_recall": "rebalance the minority classes (oversample or reweight them in the next training set) and "
-                    "send their low-confidence rows to the teacher with label.threshold (CReST, Wei et al. 2021)",
+                    "send their low-confidence rows to the teacher with distill route label.threshold=... (CReST, Wei et al. 2021)",
     "vanished": "rebalance the minority classes and relabel that class's likely rows with the teacher; "
                 "accumulate training data across generations rather than replacing it (Gerstgrasser et al. 2024)",
     "label_mix_gold": ACCUMULATE,
@@ -32,6 +32,8 @@ MITIGATION = {
                       "trusting confidence-based routing; relabel low-confidence rows with the teacher",
     "calibration": "recalibrate on human or teacher labels (distill train refits the temperature) and rerun "
                    "distill cascade before trusting label.threshold",
+    "cardinality": "the student gives more or fewer labels per text than gold has: retune the per-label thresholds "
+                   "on fresh teacher or human labels (distill train), and check the rarest labels against the teacher",
     "input": "gold no longer represents the corpus: add human gold drawn from the current corpus batch and "
              "relabel a sample of it with the teacher",
     "cusum": "a sustained decline across audits: retrain from teacher labels, accumulating data and keeping "
@@ -54,6 +56,7 @@ class Evidence:
     mix: dict[str, np.ndarray] = field(default_factory=dict)  # label counts [C]: corpus, gold, seed
     emb_gold: np.ndarray | None = None
     emb_corpus: np.ndarray | None = None
+    cardinality: dict[str, np.ndarray] = field(default_factory=dict)  # units per label (labels, entities): corpus, gold
 
 
 def run_tests(ev: Evidence, cfg) -> dict:
@@ -96,6 +99,9 @@ def run_tests(ev: Evidence, cfg) -> dict:
                     for k, c in enumerate(ev.classes) if corpus[k] == 0 and ref_share[k] > 0}
             tests["vanished"] = {"p": min(1.0, min(gone.values(), default=1.0) * len(ev.classes)),
                                  "classes": list(gone)}
+    sizes = [ev.cardinality.get(k) for k in ("corpus", "gold")]
+    if all(s is not None and len(s) for s in sizes) and len(np.unique(np.concatenate(sizes))) > 1:
+        tests["cardinality"] = _cardinality(*sizes, cfg)
     if ev.emb_gold is not None and ev.emb_corpus is not None and len(ev.emb_gold) > 1 and len(ev.emb_corpus) > 1:
         tests["input"] = stats.mmd_test(ev.emb_corpus, ev.emb_gold, n_perm, seed=seed)
     adjusted = stats.holm({k: t["p"] for k, t in tests.items()})
@@ -138,6 +144,19 @@ def _label_mix(corpus: np.ndarray, ref: np.ndarray, classes: list[str], cfg) -> 
             "entropy_bits": [stats.entropy_bits(ref), stats.entropy_bits(corpus)],
             "tail": [classes[k] for k in tail],
             "tail_mass": [float(rs[tail].sum()), float(cs[tail].sum())], "rows": [int(ref.sum()), int(corpus.sum())]}
+
+
+def _cardinality(corpus: np.ndarray, gold: np.ndarray, cfg) -> dict:
+    """Units per label (labels per text, entities per sentence): chi-square homogeneity of the
+    counts (5 and more pooled), material when the mean moves by `material_cardinality` or more."""
+    top = int(min(5, max(corpus.max(), gold.max())))
+    hist = lambda x: np.bincount(np.minimum(x, top), minlength=top + 1)  # noqa: E731
+    chi2, p, dof = stats.chi2_homogeneity(hist(corpus), hist(gold))
+    mean = [float(gold.mean()), float(corpus.mean())]
+    change = (mean[1] - mean[0]) / mean[0] if mean[0] else None
+    return {"p": p, "chi2": chi2, "dof": dof, "mean": mean, "relative_change": change,
+            "material": change is None or abs(change) >= float(cfg.get("material_cardinality", 0.2)),
+            "rows": [len(gold), len(corpus)]}
 
 
 def fmt_p(p: float) -> str:
@@ -189,6 +208,9 @@ def alerts(tests: dict, cfg, baseline: str | None = None) -> list[dict]:
         elif name == "vanished" and t["classes"]:
             add(name, "critical", f"class(es) {', '.join(t['classes'])} vanished from the bulk labels "
                                   f"(p={fmt_p(t['p'])})")
+        elif name == "cardinality" and t["material"]:
+            add(name, "warning", f"labels per text {t['mean'][0]:.2f} in gold, {t['mean'][1]:.2f} in the bulk labels "
+                                 f"(p={fmt_p(t['p'])})")
         elif name == "input":
             add(name, "warning", f"corpus inputs differ from gold inputs: MMD^2 {t['mmd2']:.4f} on "
                                  f"{t['rows'][0]} corpus and {t['rows'][1]} gold rows (p={fmt_p(t['p'])})")

@@ -9,9 +9,9 @@ the window is length-sorted into batches, labeled, and written as one part file.
 process joins its parts into one shard, labels/{split}/shard-R-of-W.parquet, and rank 0 writes a
 manifest and merges the shards. Killed and rerun, labeling skips every row already written.
 
-With `label.threshold` set, corpus rows under it (and invalid ones) leave the student: to the
-teacher (`label.route=teacher`) or to review files for Label Studio and Argilla (`route=review`).
-Gold is always labeled by the student alone: it is what the monitor scores.
+Labeling never calls the teacher. With `label.threshold` set, the merge overlays the teacher's
+answers that `distill route` fetched for the corpus rows under it, or writes those rows to review
+files (`label.route=review`). Gold is always labeled by the student alone: it is what the monitor scores.
 """
 
 if __name__ == "__main__" and not __package__:
@@ -38,13 +38,12 @@ from accelerate.utils import gather_object
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from distill.cascade import cascade_rows, check_cascade, resolve_threshold
-from distill.data import file_stamp, load_split, start_afresh_if_changed
+from distill.cascade import overlay, resolve_threshold
+from distill.data import file_stamp, load_split, prepare_data, start_afresh_if_changed
 from distill.errors import ConfigError, DataError
 from distill.students import student_class
 from distill.students.base import student_identity
 from distill.tasks import Task, build_task
-from distill.teach import prepare_data
 
 ABSORBED = b"distill.absorbed_parts"  # shard metadata: the part files it replaced
 
@@ -58,7 +57,7 @@ def label(cfg) -> dict:
     task = build_task(cfg.task)
     if int(cfg.label.window) < 1 or int(cfg.label.batch_size) < 1:
         raise ConfigError("label.window and label.batch_size must be positive row counts")
-    threshold = check_cascade(cfg, task)  # a bad threshold or a missing API key stops us before any work
+    threshold = resolve_threshold(cfg)  # a bad threshold stops us before any work
 
     # student: the merged model when exported, calibrated, on this process's device
     student = student_class(cfg.student).load(cfg.student, task, run_dir / "student", on=state.device)
@@ -87,10 +86,9 @@ def label(cfg) -> dict:
         join_parts(out_dir, prefix, task)
     stats["peak_rss_mb"] = peak_rss_mb()
 
-    # merge: rank 0 once every shard is complete; the others are done (no barrier to time out
-    # while the teacher answers the cascade)
+    # merge: rank 0 once every shard is complete; the others are done
     per_rank = gather_object([stats])
-    result = merge(cfg, per_rank, threshold, ask_teacher=True) if state.is_main_process else {}
+    result = merge(cfg, per_rank, threshold) if state.is_main_process else {}
     if state.num_processes > 1:
         state.destroy_process_group()  # left to interpreter exit, gloo can abort a finished rank
     return result
@@ -135,17 +133,16 @@ def label_shard(student, task: Task, shard, out_dir: Path, prefix: str, identity
 
 def student_record(row: dict, pred: dict, identity: str, now: datetime) -> dict:
     """One output row: the label with its provenance (who, which route, how sure, when)."""
-    return {"id": row["id"], "text": row["text"], **({"tokens": row["tokens"]} if "tokens" in row else {}),
-            "label": pred["label"], "confidence": pred["confidence"],
+    return {**row, "label": pred["label"], "confidence": pred["confidence"],
             "entity_confidence": pred["entity_confidence"], "error": pred["error"], "raw": pred["raw"],
             "route": "student", "model": identity, "student": identity, "student_label": pred["label"],
             "student_confidence": pred["confidence"], "cost_usd": 0.0, "time": now}
 
 
 def schema(task: Task) -> pa.Schema:
-    label = pa.list_(pa.string()) if task.token_level else pa.string()
+    label = task.label_type()
     return pa.schema([
-        ("id", pa.string()), ("text", pa.string()), *([("tokens", pa.list_(pa.string()))] if task.token_level else []),
+        ("id", pa.string()), ("text", pa.string()), *task.input_fields().items(),
         ("label", label), ("confidence", pa.float64()), ("entity_confidence", pa.list_(pa.float64())),
         ("error", pa.string()), ("raw", pa.string()), ("route", pa.string()), ("model", pa.string()),
         ("student", pa.string()), ("student_label", label), ("student_confidence", pa.float64()),
@@ -219,10 +216,10 @@ def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
 
 # -- merging ----------------------------------------------------------------------------------
 
-def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = None, ask_teacher: bool = False) -> dict:
-    """Shards of each split -> manifest.json and labels/{split}.parquet; corpus rows under the
-    threshold take the cascade route first. Only `label` passes `ask_teacher`: `distill merge`
-    uses the teacher answers already written and never pays."""
+def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = None) -> dict:
+    """Shards of each split -> manifest.json and labels/{split}.parquet. Corpus rows under the
+    threshold take the teacher's answer `distill route` fetched, or go to review; the merge never
+    asks (or pays) the teacher."""
     run_dir = Path(cfg.run_dir)
     task = build_task(cfg.task)
     table_schema = schema(task)
@@ -241,9 +238,9 @@ def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = Non
         (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
         # the cascade: low-confidence corpus rows to the teacher or to review
-        overlay, cascade = {}, None
+        routed, cascade = {}, None
         if split == "corpus" and threshold is not None:
-            overlay, cascade = cascade_rows(cfg, task, files, threshold, run_dir, ask_teacher)
+            routed, cascade = overlay(cfg, task, files, threshold, run_dir)
 
         # one file, rows in shard order, each id once
         path = run_dir / "labels" / f"{split}.parquet"
@@ -257,7 +254,7 @@ def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = Non
                             repeats += 1
                             continue
                         seen.add(row["id"])
-                        row.update(overlay.get(row["id"], {}))
+                        row.update(routed.get(row["id"], {}))
                         routes[row["route"]] = routes.get(row["route"], 0) + 1
                         invalid += row["label"] is None
                         cost += row["cost_usd"] or 0.0
@@ -292,13 +289,13 @@ def format_line(split: str, s: dict, path: Path) -> str:
     if s["teacher_cost_usd"]:
         line += f"\n  teacher cost ${s['teacher_cost_usd']:.4f}"
     if (s["cascade"] or {}).get("not_asked"):
-        line += (f"\n  {s['cascade']['not_asked']} rows under the threshold keep the student's label: merge does not "
-                 "ask the teacher; distill label does")
+        line += (f"\n  {s['cascade']['not_asked']} rows under the threshold keep the student's label until "
+                 "distill route sends them to the teacher")
     return line
 
 
 def main(argv: list[str] | None = None) -> None:
-    from distill.cli import run_stage
+    from distill.runner import run_stage
 
     run_stage(label, sys.argv[1:] if argv is None else argv)
 

@@ -30,7 +30,7 @@ from distill.drift import fmt_p
 from distill.errors import ConfigError
 from distill.report import effect, write_html
 from distill.tasks import build_task
-from distill.teach import prepare_data
+from distill.data import prepare_data
 
 CBPE_CAVEAT = ("mean calibrated confidence of the student on the bulk labels: right only while the "
                "calibration fitted on teacher labels holds on this batch; it cannot see concept drift")
@@ -77,7 +77,8 @@ def monitor(cfg) -> dict:
         classes=task.labels, f1_key=task.f1_key, counts=counts, correct=correct, confidence=conf, baseline=baseline,
         base_counts=task.counts(truth, base_pred) if base_pred is not None else None,
         base_correct=task.correct(truth, base_pred) if base_pred is not None else None,
-        base_confidence=base_conf, mix=mix, emb_gold=emb_gold, emb_corpus=emb_corpus)
+        base_confidence=base_conf, mix=mix, emb_gold=emb_gold, emb_corpus=emb_corpus,
+        cardinality={"corpus": task.cardinality(corpus_labels), "gold": task.cardinality(truth)})
     tests = drift.run_tests(ev, mcfg)
     alerts = drift.alerts(tests, mcfg, baseline)
     label_free = {**stats.label_free_accuracy(corpus_conf), "gold_accuracy": systems["student"]["accuracy"],
@@ -158,7 +159,7 @@ def _scored(task, truth: list, pred: list, mcfg, missing: int) -> tuple[dict, np
     m = {**task.metrics(truth, pred), "missing": missing}
     counts, correct = task.counts(truth, pred), task.correct(truth, pred)
     ci = stats.bootstrap_ci(counts, correct, task.f1_key, int(mcfg.n_boot), int(mcfg.seed))
-    m["ci"] = {"accuracy": ci["accuracy"], task.f1_key: ci[task.f1_key]}
+    m["ci"] = {key: ci[key] for key in ("accuracy", *stats.F1)}
     for k, (label, pc) in enumerate(m["per_class"].items()):
         pc.update(recall_ci=ci["recall"][k], f1_ci=ci["f1_per_class"][k],
                   insufficient_support=pc["support"] < int(mcfg.min_support))
@@ -236,20 +237,22 @@ def format_report(report: dict) -> str:
     teacher = (f"{t['model']} (SIMULATED, target accuracy {t['sim_accuracy']}, {t.get('sim_noise', 'uniform')} noise)"
                if t["simulated"] else t["model"])
     cols = [*report["headline"], "invalid"]
+    width = {c: max(11, len(c) + 2) for c in cols}
     lines = [f"distill monitor · recipe {report['recipe']} · {report['gold_rows']} human gold rows",
              f"teacher: {teacher}", f"student: {report['student']}", f"baseline: {report['baseline'] or 'none'}", "",
-             f"{'system':<20}" + "".join(f"{c:>11}" for c in cols) + f"{'95% CI ' + report['main_metric']:>22}"]
+             f"{'system':<20}" + "".join(f"{c:>{width[c]}}" for c in cols) + f"{'95% CI ' + report['main_metric']:>22}"]
     for name, m in report["systems"].items():
         ci = m.get("ci", {}).get(report["main_metric"])
-        lines.append(f"{name:<20}" + "".join(f"{m[c]:>11.3f}" if isinstance(m[c], float) else f"{m[c]:>11}"
+        lines.append(f"{name:<20}" + "".join(f"{m[c]:>{width[c]}.3f}" if isinstance(m[c], float) else f"{m[c]:>{width[c]}}"
                                              for c in cols) + (f"{f'[{ci[0]:.3f}, {ci[1]:.3f}]':>22}" if ci else ""))
     names = [n for n in report["systems"] if n != "majority baseline"]
     mix = report["label_mix"]
-    lines += ["", f"{'per-class F1':<20}" + "".join(f"{n:>11}" for n in names) + f"{'support':>11}"
+    first = max(20, *(len(label) + 2 for label in report["systems"]["student"]["per_class"]))
+    lines += ["", f"{'per-class F1':<{first}}" + "".join(f"{n:>11}" for n in names) + f"{'support':>11}"
               + f"{'gold mix':>11}{'corpus mix':>11}"]
     for label, m in report["systems"]["student"]["per_class"].items():
         flag = " (insufficient support)" if m["insufficient_support"] else ""
-        lines.append(f"{label:<20}" + "".join(f"{report['systems'][n]['per_class'][label]['f1']:>11.3f}" for n in names)
+        lines.append(f"{label:<{first}}" + "".join(f"{report['systems'][n]['per_class'][label]['f1']:>11.3f}" for n in names)
                      + f"{m['support']:>11}{mix['gold'][label]:>11.2f}{mix['student_corpus'][label]:>11.2f}{flag}")
     lines += ["", f"{'test':<18}{'p':>10}{'Holm p':>10}  effect"]
     for name, test in report["tests"].items():
@@ -274,7 +277,7 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from distill.cli import run_stage
+    from distill.runner import run_stage
 
     run_stage(monitor, sys.argv[1:] if argv is None else argv)
 

@@ -67,8 +67,8 @@ def _resamples(n: int, n_boot: int, seed: int):
 
 def bootstrap_ci(counts: np.ndarray, correct: np.ndarray, f1_key: str, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> dict:
-    """Percentile CIs from resampling rows (whole documents): accuracy, the F1 headline, and
-    per-class recall and F1."""
+    """Percentile CIs from resampling rows (whole documents): accuracy, micro (`f1`) and macro F1
+    (`f1_key` is always among them), and per-class recall and F1."""
     n = len(counts)
     flat, sums, accs = counts.reshape(n, -1).astype(np.float64), [], []
     for w in _resamples(n, n_boot, seed):
@@ -78,7 +78,7 @@ def bootstrap_ci(counts: np.ndarray, correct: np.ndarray, f1_key: str, n_boot: i
     _, r, f = prf_arrays(sums)
     q = [(1 - level) / 2, (1 + level) / 2]
     ci = lambda x: [float(v) for v in np.quantile(x, q, axis=0)]  # noqa: E731
-    return {"accuracy": ci(np.concatenate(accs)), f1_key: ci(F1[f1_key](sums)),
+    return {"accuracy": ci(np.concatenate(accs)), **{key: ci(f1(sums)) for key, f1 in F1.items()},
             "recall": np.quantile(r, q, axis=0).T.tolist(), "f1_per_class": np.quantile(f, q, axis=0).T.tolist()}
 
 

@@ -11,19 +11,12 @@ from functools import partial
 from pathlib import Path
 
 from distill.config import save_config
-from distill.data import check_held_out, load_split, read_jsonl
-from distill.demo import write_demo
+from distill.data import check_held_out, load_split, prepare_data, read_jsonl
 from distill.tasks import build_task
 from distill.teacher import Teacher, open_teacher
 from distill.teacher.batch import label_batch
 from distill.teacher.cache import spent as cache_spent
 from distill.teacher.client import finished, label_summary
-
-
-def prepare_data(cfg) -> None:
-    """Write the built-in demo data when the recipe asks for it and it is not there yet."""
-    if cfg.data.get("demo"):
-        write_demo(cfg.data.demo.name, Path(cfg.data.demo.dir), dict(cfg.data.demo.sizes), cfg.seed)
 
 
 def teach(cfg) -> dict:
@@ -112,7 +105,7 @@ def format_summary(summary: dict, cfg) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from distill.cli import run_stage
+    from distill.runner import run_stage
 
     run_stage(teach, sys.argv[1:] if argv is None else argv)
 

@@ -40,7 +40,7 @@ from distill.data import (
 from distill.errors import ConfigError, DataError
 from distill.students import student_class
 from distill.students.base import check_method, weights_hash
-from distill.students.calibration import TARGETS, fit_temperature
+from distill.students.calibration import TARGETS
 from distill.students.trainer import (
     checkpoint_step,
     final_loss,
@@ -48,13 +48,15 @@ from distill.students.trainer import (
     last_checkpoint,
 )
 from distill.tasks import build_task
-from distill.teach import prepare_data, teach
+from distill.data import prepare_data
+from distill.teach import teach
 
 
-def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained_on: str = "the teacher") -> dict:
-    """Train the student on the teacher's valid seed labels, or on `rows` (id, text, label and
-    `tokens` for token-level tasks) when given: the collapse audit trains later generations on
-    earlier students' labels, described by `trained_on` in student.json and the model card."""
+def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dict:
+    """Train the student on the teacher's valid seed labels, or on the rows of `train.rows` (a
+    JSONL file: id, text, label and `tokens` for token-level tasks) when set: the collapse audit
+    trains later generations on earlier students' labels that way, described by `trained_on` in
+    student.json and the model card."""
     state = PartialState(cpu=not torch.cuda.is_available())
     run_dir = Path(cfg.run_dir)
     student_dir = run_dir / "student"
@@ -64,7 +66,7 @@ def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained
     check_balance(cfg)
 
     # teacher labels: rank 0 fills in what is missing while the other ranks wait
-    if teach_first and state.is_main_process:
+    if teach_first and not cfg.train.rows and state.is_main_process:
         teach(cfg)
     state.wait_for_everyone()
     if cfg.teacher.dry_run:  # the estimate is all that was asked for
@@ -74,7 +76,9 @@ def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained
     # a dev split of them, never of gold, for evaluation each epoch, the best checkpoint, early stopping and
     # calibration
     cleaning = None
-    if rows is None:
+    if cfg.train.rows:
+        rows = given_rows(Path(cfg.train.rows), task)
+    else:
         rows = teacher_labels(run_dir, task)
         if not rows:
             raise DataError(f"{run_dir}/teacher/seed.jsonl has no valid teacher labels to train on "
@@ -119,8 +123,8 @@ def train(cfg, teach_first: bool = True, rows: list[dict] | None = None, trained
     # export, calibrate and describe on the main process, from the files just saved
     if state.is_main_process:
         exported = student.export(student_dir)
-        calibration = fit_temperature(cls.load(cfg.student, task, student_dir), dev_rows, cfg.label.batch_size,
-                                      cfg.train.calibration)
+        calibration = cls.load(cfg.student, task, student_dir).calibrate(dev_rows, cfg.label.batch_size,
+                                                                          cfg.train.calibration)
         (student_dir / "calibration.json").write_text(json.dumps(calibration, indent=2))
         meta = {
             "kind": cfg.student.kind, "name": student.name, "base_model": student.name,
@@ -229,6 +233,19 @@ def teacher_labels(run_dir: Path, task) -> list[dict]:
             for r in read_jsonl(run_dir / "teacher" / "seed.jsonl") if r["label"] is not None]
 
 
+def given_rows(path: Path, task) -> list[dict]:
+    """The labeled rows of `train.rows`, each label checked like a human one."""
+    if not path.is_file():
+        raise DataError(f"train.rows: file {path} does not exist")
+    rows = read_jsonl(path)
+    for n, row in enumerate(rows, 1):
+        missing = [k for k in ("id", "text", "label", *task.input_fields()) if k not in row]
+        if missing:
+            raise DataError(f"{path} line {n}: no {', '.join(map(repr, missing))} field (train.rows)")
+        row["label"] = task.check_gold(row["label"], f"{path} line {n} field 'label'", row)
+    return rows
+
+
 def rows_hash(rows: list[dict]) -> str:
     data = json.dumps([[r["id"], r["label"]] for r in rows], sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
@@ -270,7 +287,7 @@ def push_to_hub(cfg, student_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from distill.cli import run_stage
+    from distill.runner import run_stage
 
     run_stage(train, sys.argv[1:] if argv is None else argv)
 

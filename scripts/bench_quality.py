@@ -1,6 +1,6 @@
 """Quality and cost on real human-labeled data: student vs teacher vs human gold.
 
-For each dataset under --data (CoNLL-2003, SMS spam, AG News; absent ones are skipped) and each
+For each dataset under --data (CoNLL-2003, SMS spam, AG News, NLU++ banking; absent ones are skipped) and each
 seed size N: the simulated teacher labels N rows of the train split; a pretrained student learns
 from those labels with the default training settings (student), with other settings (balanced:
 train.class_balance=weighted; oversampled; cleaned: less what train.clean leaves out), and from the
@@ -47,6 +47,8 @@ DATASETS = {
                   "confidence", (6, 1.5e-4)),
     "sms_spam": ("spam", "sms_spam", ["data.file={data}/sms_spam/SMSSpamCollection"], "cleanlab", (3, 1e-4)),
     "ag_news": ("topic", "ag_news", ["data.dir={data}/ag_news"], "cleanlab", (3, 1e-4)),
+    # multi-label: the seed pool is folds 0-9 (1,037 rows), so N above that takes them all
+    "nlupp_banking": ("intents", "nlupp", ["data.dir={data}/nlupp"], "confidence", (15, 2e-4)),
 }
 # every run: the simulated teacher, a pretrained student, gold labeled (the corpus is not needed)
 COMMON = ["teacher=simulated", "teacher.sim.noise={noise}", "student={student}", "student.model={model}",
@@ -140,6 +142,9 @@ def tick(cell: dict) -> str:
                       *([cell["student_config"]] if cell["student_config"] != "minilm" else [])])
 
 
+METRIC_NAMES = {"ner": "entity_f1", "multilabel": "micro_f1"}  # what each task kind's main metric is called
+
+
 def run_cell(overrides: list[str], variants: dict, base: Path, price: dict, usd_per_hour: float) -> dict:
     """One dataset at one seed size: teacher, the students, scores and costs."""
     from distill.config import load_config
@@ -156,7 +161,7 @@ def run_cell(overrides: list[str], variants: dict, base: Path, price: dict, usd_
     teacher_rows = read_jsonl(base / "teacher_run" / "teacher" / "seed.jsonl")
     teacher_gold = {r["id"]: r for r in read_jsonl(base / "teacher_run" / "teacher" / "gold.jsonl")}
     records = [teacher_gold.get(i) or {} for i in ids]
-    cell = {"metric": "entity_f1" if task.token_level else "accuracy", "seed_rows": len(teacher_rows),
+    cell = {"metric": METRIC_NAMES.get(task.kind, task.main_metric), "seed_rows": len(teacher_rows),
             "gold_rows": len(ids), "teacher": {**score(task, truth, [r.get("label") for r in records]),
                                                **teacher_noise(task, truth, records, cfg.teacher.sim)}}
 
@@ -192,7 +197,17 @@ def train_and_label(cfg, rows, task, ids: list[str], truth: list) -> dict:
     from distill.students.calibration import ece
     from distill.train import train
 
-    meta = train(cfg, teach_first=False, rows=rows, trained_on="the teacher" if rows is None else "human gold")
+    if rows is not None:  # the gold-trained ceiling: the rows go through train.rows like any user's file
+        from omegaconf import open_dict
+
+        from distill.data import write_atomic
+
+        path = Path(cfg.run_dir) / "train_rows.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+        with open_dict(cfg):
+            cfg.train.rows = str(path)
+    meta = train(cfg, teach_first=False, trained_on="the teacher" if rows is None else "human gold")
     shutil.rmtree(Path(cfg.run_dir) / "labels", ignore_errors=True)  # label afresh: its speed is measured
     summary = label(cfg)
     labels = {r["id"]: r for r in read_parquet(Path(cfg.run_dir) / "labels" / "gold.parquet",
@@ -236,25 +251,28 @@ def calibration_on_gold(cfg, task, ids: list[str], truth: list, pred: list) -> d
 
 
 def score(task, truth: list, pred: list) -> dict:
-    """The headline metric (entity F1 for NER, accuracy otherwise) with its 95% bootstrap CI, the
-    macro-F1, and the worst per-class recall (per entity type for NER)."""
+    """The headline metric (entity F1 for NER, micro F1 for multi-label, accuracy otherwise) with its
+    95% bootstrap CI, the macro-F1 with its CI, and the worst per-class recall (per entity type for
+    NER, per label for multi-label)."""
     from distill import stats
 
     counts, correct = task.counts(truth, pred), task.correct(truth, pred)
-    key = "f1" if task.token_level else "accuracy"
+    key = task.main_metric
     ci = stats.bootstrap_ci(counts, correct, task.f1_key, n_boot=1000, seed=0)
     s = stats.scores(counts, correct, task.labels)
     recall = {c: round(v["recall"], 4) for c, v in s["per_class"].items() if v["support"]}
     worst = min(recall, key=recall.get)
     return {"metric": round(s[key], 4), "ci": [round(v, 4) for v in ci[key]], "macro_f1": round(s["macro_f1"], 4),
+            "macro_f1_ci": [round(v, 4) for v in ci["macro_f1"]],
             "worst_recall": {"class": worst, "recall": recall[worst]}, "recall": recall,
             "invalid": sum(p is None for p in pred)}
 
 
 def teacher_noise(task, truth: list, records: list[dict], sim) -> dict:
     """What the simulated teacher measured on gold against its settings: its accuracy (NER: the
-    share of gold entities it found exactly) and the AUROC of its confidence for being right (NER:
-    each answered entity's confidence for that entity being in gold)."""
+    share of gold entities it found exactly; multi-label: of gold labels) and the AUROC of its
+    confidence for being right (NER, multi-label: each answered entity's or label's confidence for
+    it being in gold)."""
     from sklearn.metrics import roc_auc_score
 
     from distill.tasks.ner import spans
@@ -269,11 +287,17 @@ def teacher_noise(task, truth: list, records: list[dict], sim) -> dict:
                 if c is not None:
                     conf.append(c)
                     right.append(entity in found)
+        elif task.multi_label:  # each answered label's confidence for that label being in gold
+            for label, c in zip(r["label"], r.get("entity_confidence") or []):
+                if c is not None:
+                    conf.append(c)
+                    right.append(label in gold)
         elif r.get("confidence") is not None:
             conf.append(r["confidence"])
             right.append(r["label"] == gold)
     counts = task.counts(truth, [r.get("label") for r in records]).sum((0, 1))
-    accuracy = counts[0] / counts[2] if task.token_level else float(task.correct(truth, [r.get("label") for r in records]).mean())
+    units = task.token_level or task.multi_label  # accuracy: the share of gold entities (labels) found
+    accuracy = counts[0] / counts[2] if units else float(task.correct(truth, [r.get("label") for r in records]).mean())
     return {"sim": {"noise": sim.get("noise"), "accuracy": sim.accuracy, "auroc": sim.get("auroc")},
             "measured_accuracy": round(float(accuracy), 4),
             "auroc": round(float(roc_auc_score(right, conf)), 4) if 0 < sum(right) < len(right) else None}
@@ -345,7 +369,7 @@ def plot(results: dict, path: Path) -> None:
         for row in (0, 1):
             axes[row][col].set_xticks(range(len(keys)), ticks)
             axes[row][col].grid(axis="y", alpha=0.3)
-        metric = "entity F1" if results[name][keys[0]]["metric"] == "entity_f1" else "accuracy"
+        metric = {"entity_f1": "entity F1", "micro_f1": "micro F1"}.get(results[name][keys[0]]["metric"], "accuracy")
         axes[0][col].set_title(f"{name} ({metric})")
     axes[0][0].set_ylabel("score against human gold, 95% CI")
     axes[1][0].set_ylabel("worst per-class recall")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from distill.config import load_config
 from distill.data import load_split, read_jsonl
 from distill.tasks import build_task
-from distill.teach import prepare_data
+from distill.data import prepare_data
 from distill.teacher import Simulator, Teacher
 
 LATENCY, LIMIT, CONCURRENCY = 0.2, 50, 16

@@ -39,7 +39,7 @@ def measure(kind: str, method: str, steps: int, batch_size: int) -> dict:
     from distill.students import student_class
     from distill.students.trainer import SaveEvery
     from distill.tasks import build_task
-    from distill.teach import prepare_data
+    from distill.data import prepare_data
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

@@ -144,7 +144,7 @@ def test_bad_input_gives_one_clear_message_and_keeps_what_was_written(case, run,
 
 def test_a_recipe_that_does_not_exist_and_no_recipe(capsys):
     assert cli(capsys, "teach", "recipe=nope") == (2, "distill: error: unknown recipe 'nope'; available recipes: "
-                                                      "demo, demo_ner, ner, spam, topic\n")
+                                                      "demo, demo_ner, intents, ner, spam, topic\n")
     assert cli(capsys, "teach")[1].startswith("distill: error: missing recipe=NAME")
 
 
@@ -166,7 +166,7 @@ def test_ner_tags_outside_iob_are_refused_naming_the_row(tmp_path, capsys):
     rows[1] = {"tokens": ["Paris", "is", "big"], "tags": ["B-LOC", "O"]}
     gold.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, err = cli(capsys, "teach", "recipe=demo_ner", f"run_dir={tmp_path / 'run'}", f"data.gold.path={gold}")
-    assert (code, err) == (2, f"distill: error: {gold} row 2: 2 tags for 3 tokens\n")
+    assert (code, err) == (2, f"distill: error: {gold} row 2 field 'tags': 2 tags for 3 tokens\n")
 
 
 def test_missing_api_key_stops_before_anything_is_sent(run, capsys, monkeypatch):

@@ -46,7 +46,7 @@ def test_bad_clean_settings_are_config_errors(make_cfg):
     with pytest.raises(ConfigError, match="train.clean.method 'magic' is unknown"):
         check_clean(cfg, build_task(cfg.task))
     cfg = make_cfg("demo_ner", "train.clean.method=cleanlab")
-    with pytest.raises(ConfigError, match="for NER use train.clean.method=confidence"):
+    with pytest.raises(ConfigError, match="for ner use train.clean.method=confidence"):
         check_clean(cfg, build_task(cfg.task))
     cfg = make_cfg("demo", "train.clean.method=confidence", "train.clean.min_confidence=1.5")
     with pytest.raises(ConfigError, match="min_confidence must be between 0 and 1"):

@@ -129,7 +129,7 @@ def test_conll_reader(tmp_path):
                     "Blackburn NNP I-NP I-PER\n")
     ds = read_conll(path)
     assert ds["tokens"] == [["EU", "rejects"], ["Peter", "Blackburn"]]
-    assert ds["tags"] == [["B-ORG", "O"], ["B-PER", "I-PER"]]  # IOB1 converted to IOB2
+    assert ds["tags"] == [["I-ORG", "O"], ["B-PER", "I-PER"]]  # as written: the NER task converts IOB1
 
 
 def test_cli_reports_bad_input_with_exit_status_2(tmp_path):

@@ -13,7 +13,7 @@ from distill.students import student_class
 from distill.students.encoder import EncoderStudent, word_prefix
 from distill.tasks import build_task
 from distill.tasks.ner import spans
-from distill.teach import prepare_data
+from distill.data import prepare_data
 
 
 def byte_bpe(texts: list[str]) -> PreTrainedTokenizerFast:

@@ -1,5 +1,5 @@
 """The bulk labeling engine: shards, kill and resume, a corpus larger than it holds in memory,
-the cascade to the teacher or to review, and the threshold picked on gold."""
+the routing step (unsure rows to the teacher or to review), and the threshold picked on gold."""
 
 import json
 import os
@@ -17,11 +17,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from distill.cascade import check_cascade, curve, pick, resolve_threshold
+from distill.cascade import curve, pick, resolve_threshold
 from distill.config import load_config
 from distill.data import load_split, read_jsonl
 from distill.errors import ConfigError, DataError, TeacherError
 from distill.label import join_parts, label, label_files, merge, write_table
+from distill.route import check_route, route
 from distill.tasks import build_task
 from distill.teacher.cache import Cache
 from distill.train import train
@@ -189,10 +190,18 @@ def test_a_200k_row_corpus_is_labeled_in_bounded_memory(tmp_path):
 
 def test_unsure_rows_go_to_the_teacher_once(trained, tmp_path):
     run_dir = copy_run(trained, tmp_path)
+    billed = len(Cache(run_dir / "teacher" / "cache.sqlite"))
+    # labeling never pays: unsure rows keep the student's label until the routing step
     summary = label(cfg_for(run_dir, "label.threshold=0.6"))
     corpus = pd.read_parquet(run_dir / "labels" / "corpus.parquet")
     unsure = corpus["student_confidence"] < 0.6
     assert 0 < unsure.sum() < len(corpus)
+    assert summary["corpus"]["cascade"]["not_asked"] == unsure.sum() and (corpus["route"] == "student").all()
+    assert len(Cache(run_dir / "teacher" / "cache.sqlite")) == billed
+    assert not (run_dir / "labels" / "teacher" / "corpus.jsonl").exists()
+
+    summary = route(cfg_for(run_dir, "label.threshold=0.6"))
+    corpus = pd.read_parquet(run_dir / "labels" / "corpus.parquet")
     assert (corpus.loc[unsure, "route"] == "teacher").all() and (corpus.loc[~unsure, "route"] == "student").all()
     answers = {r["id"]: r for r in read_jsonl(run_dir / "labels" / "teacher" / "corpus.jsonl")}
     assert set(answers) == set(corpus.loc[unsure, "id"])  # only the unsure rows were asked
@@ -202,7 +211,7 @@ def test_unsure_rows_go_to_the_teacher_once(trained, tmp_path):
     assert summary["corpus"]["routes"] == {"student": int((~unsure).sum()), "teacher": int(unsure.sum())}
     assert summary["corpus"]["teacher_cost_usd"] > 0
 
-    label(cfg_for(run_dir, "label.threshold=0.6"))  # a rerun asks the teacher nothing new
+    route(cfg_for(run_dir, "label.threshold=0.6"))  # a rerun asks the teacher nothing new
     assert len(read_jsonl(run_dir / "labels" / "teacher" / "corpus.jsonl")) == unsure.sum()
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "labels" / "corpus.parquet"), corpus)
 
@@ -233,6 +242,9 @@ def test_review_route_writes_label_studio_and_argilla_files(trained, tmp_path):
     assert [c.get("value") for c in config.iter("Choice")] == ["sports", "business", "science", "weather"]
     records = read_jsonl(run_dir / "labels" / "review" / "corpus.argilla.jsonl")
     assert [r["label"] for r in records] == list(review["label"])
+    settings = json.loads((run_dir / "labels" / "review" / "argilla_settings.json").read_text())
+    assert settings["questions"] == [{"name": "label", "type": "label_selection",
+                                      "labels": ["sports", "business", "science", "weather"]}]
 
 
 def test_cascade_picks_the_cheapest_threshold_reaching_the_target(trained, tmp_path):
@@ -266,7 +278,9 @@ def test_cascade_picks_the_cheapest_threshold_reaching_the_target(trained, tmp_p
 def test_bad_thresholds_are_refused_clearly(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(TeacherError, match="OPENAI_API_KEY"):  # before any row is labeled
-        check_cascade(cfg_for(tmp_path, "teacher=openai", "label.threshold=0.5"), build_task(cfg_for(tmp_path).task))
+        check_route(cfg_for(tmp_path, "teacher=openai", "label.threshold=0.5"), build_task(cfg_for(tmp_path).task))
+    with pytest.raises(ConfigError, match="needs label.threshold"):
+        check_route(cfg_for(tmp_path), build_task(cfg_for(tmp_path).task))
     with pytest.raises(ConfigError, match="distill cascade"):
         resolve_threshold(cfg_for(tmp_path, "label.threshold=auto"))
     with pytest.raises(ConfigError, match="number in"):

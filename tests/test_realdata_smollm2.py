@@ -13,7 +13,7 @@ from distill.data import load_split
 from distill.students import student_class
 from distill.tasks import build_task
 from distill.tasks.ner import spans
-from distill.teach import prepare_data
+from distill.data import prepare_data
 
 CONLL = SHARED_DATA / "conll2003"
 

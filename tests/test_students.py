@@ -20,7 +20,7 @@ from distill.students.base import check_method
 from distill.students.calibration import ece, fit_temperature
 from distill.tasks import build_task
 from distill.tasks.ner import spans
-from distill.teach import prepare_data
+from distill.data import prepare_data
 
 KINDS = ["tiny_t5", "tiny_causal", "tiny_encoder"]
 

@@ -5,7 +5,8 @@ import random
 import pytest
 from omegaconf import OmegaConf
 
-from distill.data import iob2, load_split
+from distill.data import load_split
+from distill.tasks.ner import iob2
 from distill.errors import DataError, OutputError
 from distill.tasks import build_task
 from distill.tasks.ner import spans
@@ -153,19 +154,19 @@ def test_gold_label_checks(clf, ner):
     with pytest.raises(DataError, match="f row 3: label 'eggs' is not in the label set"):
         clf.check_gold("eggs", "f row 3")
     with pytest.raises(DataError, match="tag 'B-ANIMAL'"):
-        ner.check_gold(["O", "B-ANIMAL"], "f row 2")
+        ner.check_gold(["O", "B-ANIMAL"], "f row 2", {"tokens": ["a", "b"]})
 
 
 def test_ner_gold_in_iob1_becomes_iob2(ner):
-    tags = ner.check_gold(["I-PER", "I-PER", "O", "I-LOC"], "f row 1")
+    tags = ner.check_gold(["I-PER", "I-PER", "O", "I-LOC"], "f row 1", {"tokens": list("abcd")})
     assert tags == ["B-PER", "I-PER", "O", "B-LOC"] and len(spans(tags)) == 2
-    assert ner.check_gold(["B-PER", "I-PER", "B-PER"], "f row 1") == ["B-PER", "I-PER", "B-PER"]  # IOB2 kept
+    assert ner.check_gold(["B-PER", "I-PER", "B-PER"], "f row 1", {"tokens": list("abc")}) == ["B-PER", "I-PER", "B-PER"]  # IOB2 kept
 
 
 @pytest.mark.parametrize("tag", ["S-PER", "E-PER", "U-PER", "L-PER", "PER", ""])
 def test_ner_gold_in_another_tag_scheme_is_refused(ner, tag):
     with pytest.raises(DataError, match=f"f row 4 field 'tags': tag '{tag}' .*IOB1 or IOB2"):
-        ner.check_gold(["O", tag], "f row 4 field 'tags'")
+        ner.check_gold(["O", tag], "f row 4 field 'tags'", {"tokens": ["a", "b"]})
 
 
 def test_ner_gold_jsonl_reads_iob1_as_iob2_and_refuses_bioes(make_cfg, tmp_path):

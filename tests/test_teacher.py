@@ -18,7 +18,8 @@ from distill.config import load_config
 from distill.data import load_split, read_jsonl
 from distill.errors import ConfigError, OutputError, TeacherError
 from distill.tasks import build_task
-from distill.teach import prepare_data, teach
+from distill.data import prepare_data
+from distill.teach import teach
 from distill.teacher import Simulator, Teacher
 from distill.teacher.batch import label_batch
 from distill.teacher.cache import Cache

@@ -23,7 +23,7 @@ from transformers import (
 
 from distill.data import read_json
 from distill.errors import ConfigError, OutputError
-from distill.students.calibration import mean_over, top_confidence
+from distill.students.calibration import fit_temperature, mean_over, top_confidence
 from distill.students.trainer import Collator, SaveEvery
 from distill.tasks import Task
 
@@ -83,6 +83,7 @@ class Student:
     def __init__(self, cfg, task: Task, model, tokenizer, name: str, temperature: float = 1.0):
         self.cfg, self.task, self.model, self.tokenizer, self.name = cfg, task, model, tokenizer, name
         self.temperature = temperature
+        self.calibration: dict = {}  # calibration.json: the temperature and what else the kind fitted
 
     # -- building -----------------------------------------------------------------------------
     @classmethod
@@ -252,10 +253,17 @@ class Student:
                                               student_dir / "adapter")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        temperature = read_json(student_dir / "calibration.json").get("temperature", 1.0)
-        student = cls(cfg, task, model.to(on or device()).eval(), tokenizer, meta.get("name", cfg.model), temperature)
+        calibration = read_json(student_dir / "calibration.json")
+        student = cls(cfg, task, model.to(on or device()).eval(), tokenizer, meta.get("name", cfg.model),
+                      calibration.get("temperature", 1.0))
+        student.calibration = calibration
         student.meta = meta  # student.json: identity and training record
         return student
+
+    def calibrate(self, dev_rows: list[dict], batch_size: int, target: str) -> dict:
+        """What calibration.json holds: the temperature fitted on the dev split (and whatever else
+        the kind fits there)."""
+        return fit_temperature(self, dev_rows, batch_size, target)
 
     # -- prediction ---------------------------------------------------------------------------
     def predict(self, rows: list[dict], batch_size: int = 32, progress: bool = True,
@@ -300,7 +308,7 @@ class Student:
                 label = self.task.parse_student(text, row)
             except OutputError as e:
                 error = e.kind
-            if label is not None and self.task.token_level:
+            if label is not None:  # per unit (entity, label) where the task has units
                 keep = mask[b]
                 units = self.task.student_unit_confidence(
                     text, self.pieces(tokens[b][keep].tolist(), lp0[b][keep].tolist()), label, row)

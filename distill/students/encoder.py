@@ -1,11 +1,14 @@
 """Encoder students (BERT, DeBERTa, ModernBERT families, or a decoder such as Llama or SmolLM2 with a
-classification head): a head over the text, or over each word for NER. They give class
-probabilities in one forward pass: the cheapest labelers."""
+classification head): a head over the text (softmax over the labels, or a sigmoid per label for
+multi-label tasks, with per-label thresholds tuned on the dev split), or over each word for NER.
+They give class probabilities in one forward pass: the cheapest labelers."""
 
 from __future__ import annotations
 
 import datasets
+import numpy as np
 import torch
+import torch.nn.functional as F
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForSequenceClassification,
@@ -21,12 +24,23 @@ from transformers import (
 
 from distill.errors import ConfigError
 from distill.students.base import Student
-from distill.students.calibration import mean_over, top_confidence
+from distill.students.calibration import fit_temperature, mean_over, top_confidence
 from distill.students.trainer import TaskWeighted
-from distill.tasks.ner import spans
+
 
 class WeightedTrainer(TaskWeighted, Trainer):
     weight_tokens = True  # class-weighted tagging keeps the unweighted loss's token mean
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not inputs["labels"].is_floating_point():
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # multi-label: a 0/1 target per label, binary cross-entropy averaged over labels, weighted per row
+        inputs = dict(inputs)
+        weight, labels = inputs.pop("task_weight"), inputs.pop("labels")
+        outputs = model(**inputs)
+        losses = F.binary_cross_entropy_with_logits(outputs.logits.float(), labels, reduction="none").mean(-1)
+        loss = (weight * losses).sum() / weight.sum().clamp(min=1e-8)
+        return (loss, outputs) if return_outputs else loss
 
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -77,10 +91,42 @@ def full_attention(backbone) -> None:
 
 
 def label_maps(task) -> dict:
-    """The classification head's config: one class per label (or per NER tag)."""
+    """The classification head's config: one class per label (or per NER tag); a sigmoid and
+    binary cross-entropy per label for multi-label tasks."""
     names = task.class_names()
     return {"num_labels": len(names), "id2label": dict(enumerate(names)),
-            "label2id": {n: i for i, n in enumerate(names)}}
+            "label2id": {n: i for i, n in enumerate(names)},
+            **({"problem_type": "multi_label_classification"} if task.multi_label else {})}
+
+
+THRESHOLDS = [round(0.05 * k, 2) for k in range(1, 20)]  # candidate per-label thresholds, 0.05 to 0.95
+
+
+def f1_at(probs: np.ndarray, truth: np.ndarray, threshold) -> np.ndarray:
+    """Per-label F1 of `probs >= threshold` against 0/1 `truth` ([n, C] each)."""
+    pred = probs >= threshold
+    tp = (pred & truth).sum(0)
+    return 2 * tp / np.maximum(pred.sum(0) + truth.sum(0), 1)
+
+
+def tune_thresholds(probs: np.ndarray, truth: np.ndarray, min_positives: int = 3) -> list[float]:
+    """Per label, the threshold with the best F1 on the dev rows (ties: nearest 0.5). A label
+    with fewer than `min_positives` dev rows gets the one threshold best for micro F1 overall."""
+    truth = truth.astype(bool)
+
+    def micro(t):
+        pred = probs >= t
+        return 2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1)
+
+    shared = max(THRESHOLDS, key=lambda t: (micro(t), -abs(t - 0.5)))
+    scores = np.stack([f1_at(probs, truth, t) for t in THRESHOLDS])  # [T, C]
+    out = []
+    for c in range(probs.shape[1]):
+        if truth[:, c].sum() < min_positives:
+            out.append(shared)
+        else:
+            out.append(max(THRESHOLDS, key=lambda t: (scores[THRESHOLDS.index(t), c], -abs(t - 0.5))))
+    return out
 
 
 class EncoderStudent(Student):
@@ -157,6 +203,22 @@ class EncoderStudent(Student):
             data["task_weight"] = [r.get("weight", 1.0) for r in rows]
         return datasets.Dataset.from_dict(data)
 
+    def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir):
+        if self.task.multi_label:
+            self._prior_bias(train_rows)
+        return super().trainer(train_rows, dev_rows, train_cfg, output_dir)
+
+    def _prior_bias(self, rows: list[dict]) -> None:
+        """Start each label's output at the log-odds of its share of the training rows (Lin et al.
+        2017): with dozens of rare labels, a head starting at 0.5 spends its first epochs only
+        learning that most labels are absent."""
+        share = torch.tensor([self.task.to_class_ids(r["label"], r) for r in rows]).mean(0).clamp(1e-3, 1 - 1e-3)
+        for name, module in self.model.named_modules():
+            if (isinstance(module, torch.nn.Linear) and module.bias is not None and module.out_features == len(share)
+                    and name.split(".")[-1] in ("classifier", "score", "out_proj")):
+                with torch.no_grad():
+                    module.bias.copy_(torch.logit(share).to(module.bias))
+
     def make_trainer(self, args, train_data, dev_data, weighted: bool):
         collator = (DataCollatorForTokenClassification if self.task.token_level else DataCollatorWithPadding)(
             self.tokenizer)
@@ -169,6 +231,8 @@ class EncoderStudent(Student):
         # right padding: the word positions below are counted from each row's start
         batch = self.tokenizer.pad(enc, return_tensors="pt", padding_side="right").to(self.model.device)
         logits = self.model(**batch).logits.float()
+        if self.task.multi_label:
+            return self._multi_label(rows, logits, temps)
         if not self.task.token_level:
             conf = top_confidence(logits, temps).exp().tolist()
             labels = [self.task.from_class_ids(i, r) for i, r in zip(logits.argmax(-1).tolist(), rows)]
@@ -191,8 +255,48 @@ class EncoderStudent(Student):
         out = []
         for b, row in enumerate(rows):
             tags = self.task.from_class_ids(ids[b][: len(row["tokens"])], row)
-            # an entity's confidence: the geometric mean of its words' tag probabilities
-            units = [round(float(lp0[b, s:e].mean().exp()), 6) for _, s, e in spans(tags)]
+            units = self.task.word_unit_confidence(tags, lp0[b, : len(row["tokens"])].tolist())
             out.append({"label": tags, "confidence": conf[b], "entity_confidence": units, "error": None,
                         "raw": " ".join(tags)})
         return out
+
+    # -- multi-label: a sigmoid per label, thresholds tuned on the dev split ----------------------
+    def _bias(self, device) -> torch.Tensor:
+        """Each label's threshold as a logit (0 for the default 0.5)."""
+        thresholds = torch.tensor(self.calibration.get("thresholds") or [0.5] * len(self.task.labels),
+                                  dtype=torch.float32, device=device)
+        return torch.logit(thresholds)
+
+    def _multi_label(self, rows: list[dict], logits: torch.Tensor, temps: torch.Tensor) -> list[dict]:
+        """Labels over their thresholds; each label's decision confidence is sigmoid(|z - b| / T)
+        (0.5 at its threshold), the row's is its least confident label's: the cascade sends a row
+        when any one label is in doubt. entity_confidence: each chosen label's decision confidence."""
+        z = logits - self._bias(logits.device)
+        chosen = (z >= 0).tolist()
+        conf = torch.stack([torch.sigmoid(z.abs() / t).min(-1).values for t in temps.tolist()], -1).tolist()
+        present = torch.sigmoid(z / self.temperature).tolist()
+        out = []
+        for b, row in enumerate(rows):
+            label = self.task.from_class_ids(chosen[b], row)
+            units = [round(present[b][k], 6) for k, on in enumerate(chosen[b]) if on]
+            out.append({"label": label, "confidence": conf[b], "entity_confidence": units, "error": None,
+                        "raw": "; ".join(label)})
+        return out
+
+    def calibrate(self, dev_rows: list[dict], batch_size: int, target: str) -> dict:
+        """Multi-label: per-label thresholds tuned for F1 against the dev rows' labels first, then
+        the temperature; otherwise the temperature alone."""
+        if not (self.task.multi_label and dev_rows):
+            return super().calibrate(dev_rows, batch_size, target)
+        self.model.eval()
+        probs = []
+        for start in range(0, len(dev_rows), batch_size):
+            chunk = dev_rows[start : start + batch_size]
+            batch = self.tokenizer.pad(self._encode(chunk), return_tensors="pt").to(self.model.device)
+            with torch.inference_mode():
+                probs.append(torch.sigmoid(self.model(**batch).logits.float()).cpu().numpy())
+        truth = np.array([self.task.to_class_ids(r["label"], r) for r in dev_rows], dtype=bool)
+        thresholds = tune_thresholds(np.concatenate(probs), truth)
+        self.calibration = {"thresholds": thresholds}
+        return {**fit_temperature(self, dev_rows, batch_size, target), "thresholds": thresholds,
+                "thresholds_by_label": dict(zip(self.task.labels, thresholds))}

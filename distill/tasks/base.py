@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
+import pyarrow as pa
 from omegaconf import ListConfig, OmegaConf
 
 from distill.errors import DataError, OutputError
@@ -68,8 +71,24 @@ def span_probability(offsets, start: int, end: int) -> float:
     return math.exp(sum(lp for s, e, lp in offsets if s < end and e > start))
 
 
-class Task:
-    """A labeling task: prompt and schema, parsing, the student's target format, metrics."""
+def choices_config(labels: list[str], multiple: bool) -> str:
+    """Label Studio's labeling config for choosing one label (or several) for a text."""
+    tags = "".join(f"<Choice value={quoteattr(t)}/>" for t in labels)
+    return (f'<View>\n  <Text name="text" value="$text"/>\n'
+            f'  <Choices name="label" toName="text" choice="{"multiple" if multiple else "single"}">{tags}</Choices>\n'
+            f'</View>\n')
+
+
+def choices_result(chosen: list[str]) -> list[dict]:
+    """A Label Studio pre-annotation choosing these labels (none: no pre-annotation)."""
+    return [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": chosen}}] if chosen else []
+
+
+class Task(ABC):
+    """A labeling task: prompt and schema, parsing, the student's target format, metrics, and
+    everything else a stage needs to know about labels: their Parquet type, review configs, the
+    units the monitor counts. Stages call only this interface; a new kind implements the
+    abstract methods (see docs/extending.md)."""
 
     kind: str
     answer_prefix: str
@@ -88,6 +107,34 @@ class Task:
         self._lookup = lookup
         self.max_edit_distance = int(cfg.get("max_edit_distance", 2))
         self.rationale = bool(cfg.get("rationale", False))  # the teacher also explains its answer
+
+    # -- rows: what a split's input column holds, and the Parquet type of labels -----------------
+    def input_column(self, spec) -> str:
+        """The column of a data split that holds the input (`data.SPLIT.text_column`)."""
+        return spec.get("text_column", "text")
+
+    def read_input(self, value, where: str, column: str) -> dict:
+        """The row fields (`text`, and any the kind adds) from one input value, or a DataError."""
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{where}: field {column!r} must be text, got {value!r}")
+        if not value or not value.strip():
+            raise DataError(f"{where}: field {column!r} is empty; every row needs text to label")
+        return {"text": value}
+
+    def input_fields(self) -> dict[str, pa.DataType]:
+        """Row fields beside `id` and `text` that travel with every label (NER: `tokens`)."""
+        return {}
+
+    @abstractmethod
+    def label_type(self) -> pa.DataType:
+        """How a label is stored in Parquet (a string, a list of labels, a list of tags)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def check_gold(self, value, where: str, row: dict):
+        """A human label in the task's own form, or a DataError naming `where` and what is wrong;
+        `row` holds the fields `read_input` gave."""
+        raise NotImplementedError
 
     # -- labels -------------------------------------------------------------------------------
     def normalize_label(self, value: Any) -> str:
@@ -205,35 +252,111 @@ class Task:
         present = np.flatnonzero(self.label_counts([label]))
         return self.labels[present[np.argmin(counts[present])]] if len(present) else None
 
-    # -- encoder students: one class per text, or one per token ---------------------------------
-    token_level = False
+    # -- encoder students: what the head predicts ----------------------------------------------
+    token_level = False  # one class per word (NER tags) rather than per text
+    multi_label = False  # any number of classes per text: sigmoid outputs, one per class
 
     def class_names(self) -> list[str]:
         return self.labels
 
+    @abstractmethod
     def to_class_ids(self, label, row: dict):
-        """The label as class ids: one int per text, or one per token when token_level."""
+        """The label as the encoder head's target: a class id, a 0/1 per class (multi_label), or
+        a class id per word (token_level)."""
         raise NotImplementedError
 
+    @abstractmethod
     def from_class_ids(self, ids, row: dict):
+        """The label from the head's answer (same shapes as `to_class_ids`)."""
         raise NotImplementedError
 
     # -- to implement -------------------------------------------------------------------------
-    def instructions(self, compact: bool = False, choice: bool = False) -> str: ...  # system prompt, before any rationale
-    def example_choice(self, example) -> str: ...  # a few-shot answer as a bare label (choice_answers)
-    def choice_tokens(self) -> int: ...  # reply size to allow for a bare label (choice_answers)
-    def answer_schema(self) -> dict: ...
-    def example_answer(self, example) -> dict: ...
-    def answer_tokens(self, row: dict) -> int: ...  # rough answer size, before any rationale
-    def from_answer(self, answer, row: dict): ...
-    def simulate(self, gold, row: dict, rng, sim, plan=None, resample: bool = False) -> tuple[dict, bool, list[bool]]: ...
-    def noise_plan(self, groups: dict[str, list[dict]], sim) -> dict: ...  # realistic noise: user message -> plan
-    def student_target(self, label, row: dict) -> str: ...
-    def parse_student(self, text: str, row: dict): ...
-    def check_gold(self, value, where: str): ...
-    def counts(self, gold: list, pred: list) -> np.ndarray: ...  # [rows, classes, (tp, predicted, gold)]
-    def label_counts(self, labels: list) -> np.ndarray: ...  # [classes]: how often each is labeled
-    def majority(self, gold: list) -> list: ...
+    @abstractmethod
+    def instructions(self, compact: bool = False, choice: bool = False) -> str:
+        """The system prompt, before any rationale request."""
+        raise NotImplementedError
+
+    def example_choice(self, example) -> str:
+        """A few-shot answer as a bare label (kinds with `choice_answers`)."""
+        raise NotImplementedError(f"{self.kind} answers cannot be a bare label")
+
+    def choice_tokens(self) -> int:
+        """Reply size to allow for a bare label (kinds with `choice_answers`)."""
+        raise NotImplementedError(f"{self.kind} answers cannot be a bare label")
+
+    @abstractmethod
+    def answer_schema(self) -> dict:
+        raise NotImplementedError
+
+    @abstractmethod
+    def example_answer(self, example) -> dict:
+        raise NotImplementedError
+
+    @abstractmethod
+    def answer_tokens(self, row: dict) -> int:
+        """Rough answer size in tokens, before any rationale."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def from_answer(self, answer, row: dict):
+        """The label from the teacher's parsed JSON answer, or an OutputError."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def simulate(self, gold, row: dict, rng, sim, plan=None, resample: bool = False) -> tuple[dict, bool, list[bool]]:
+        """The simulated teacher's (answer, whole answer right, rightness of each confidence unit)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def noise_plan(self, groups: dict[str, list[dict]], sim) -> dict:
+        """Realistic noise: user message -> the planned mistakes for that row."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def student_target(self, label, row: dict) -> str:
+        raise NotImplementedError
+
+    @abstractmethod
+    def parse_student(self, text: str, row: dict):
+        raise NotImplementedError
+
+    @abstractmethod
+    def counts(self, gold: list, pred: list) -> np.ndarray:
+        """Per row and class: (tp, predicted, gold) counts, [rows, classes, 3]."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def label_counts(self, labels: list) -> np.ndarray:
+        """How often each class is labeled: [classes]; the units the monitor's label mix counts."""
+        raise NotImplementedError
+
+    def cardinality(self, labels: list) -> np.ndarray:
+        """How many units (labels, entities) each valid label holds; the monitor tests its drift
+        when it varies. One label per text here."""
+        return np.ones(sum(label is not None for label in labels), dtype=np.int64)
+
+    @abstractmethod
+    def majority(self, gold: list) -> list:
+        """The majority baseline's answers for these gold labels."""
+        raise NotImplementedError
+
+    # -- review files (Label Studio, Argilla) ---------------------------------------------------
+    @abstractmethod
+    def label_studio_config(self) -> str:
+        raise NotImplementedError
+
+    @abstractmethod
+    def review_prediction(self, row: dict) -> tuple[list[dict], Any]:
+        """A labeled row as (Label Studio pre-annotation results, Argilla suggestion value)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def argilla_question(self) -> dict:
+        """The Argilla question people answer for this task."""
+        raise NotImplementedError
+
+    # -- cleaning -----------------------------------------------------------------------------
+    clean_methods = ("confidence",)  # train.clean.method values this kind supports
 
     # -- scoring against gold -------------------------------------------------------------------
     f1_key = "macro_f1"  # the F1 the monitor's paired test compares

@@ -8,9 +8,10 @@ from collections import Counter
 from functools import cached_property
 
 import numpy as np
+import pyarrow as pa
 
 from distill.errors import DataError, OutputError
-from distill.tasks.base import Task, norm, span_probability, token_offsets
+from distill.tasks.base import Task, choices_config, choices_result, norm, span_probability, token_offsets
 from distill.tasks.noise import planned_mistakes, weak_model_probabilities
 
 _LABEL_VALUE = re.compile(r'"label"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -23,6 +24,10 @@ class Classification(Task):
     headline = ("accuracy", "macro_f1")
 
     choice_answers = True
+    clean_methods = ("confidence", "cleanlab")
+
+    def label_type(self) -> pa.DataType:
+        return pa.string()
 
     def instructions(self, compact: bool = False, choice: bool = False) -> str:
         # a choice prompt never says JSON: the simulator answers it with the label in a sentence
@@ -161,7 +166,7 @@ class Classification(Task):
     def from_class_ids(self, ids: int, row: dict) -> str:
         return self.labels[ids]
 
-    def check_gold(self, value, where: str) -> str:
+    def check_gold(self, value, where: str, row: dict | None = None) -> str:
         if value is None or (isinstance(value, str) and not value.strip()):
             raise DataError(f"{where}: label is empty; expected one of {self.labels}")
         try:
@@ -186,3 +191,12 @@ class Classification(Task):
     def label_counts(self, labels: list[str | None]) -> np.ndarray:
         counts = Counter(label for label in labels if label is not None)
         return np.array([counts.get(label, 0) for label in self.labels], dtype=np.int64)
+
+    def label_studio_config(self) -> str:
+        return choices_config(self.labels, multiple=False)
+
+    def review_prediction(self, row: dict) -> tuple[list[dict], str | None]:
+        return choices_result([row["label"]] if row["label"] else []), row["label"]
+
+    def argilla_question(self) -> dict:
+        return {"name": "label", "type": "label_selection", "labels": self.labels}

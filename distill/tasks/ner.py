@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from functools import cached_property
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
+import pyarrow as pa
 from scipy.stats import norm as normal
 
 from distill.errors import DataError, OutputError
@@ -71,6 +74,21 @@ class NER(Task):
     answer_prefix = "Entities:"
     main_metric = "f1"
     headline = ("precision", "recall", "f1", "macro_f1")
+
+    # -- rows: a sentence as its tokens, labels as one IOB2 tag per token ------------------------
+    def input_column(self, spec) -> str:
+        return spec.get("tokens_column", "tokens")
+
+    def read_input(self, value, where: str, column: str) -> dict:
+        if not isinstance(value, list) or not value or not all(isinstance(t, str) and t.strip() for t in value):
+            raise DataError(f"{where}: field {column!r} must be a non-empty list of tokens")
+        return {"text": " ".join(value), "tokens": list(value)}
+
+    def input_fields(self) -> dict[str, pa.DataType]:
+        return {"tokens": pa.list_(pa.string())}
+
+    def label_type(self) -> pa.DataType:
+        return pa.list_(pa.string())
 
     def instructions(self, compact: bool = False, choice: bool = False) -> str:
         answer = '{"entities": [{"text": "<exact words from the text>", "type": "<entity type>"}]}'
@@ -301,7 +319,7 @@ class NER(Task):
                 found.append((self.normalize_label(typ.strip()), surface.strip()))
         return to_tags(align(found, row["tokens"]), len(row["tokens"]))
 
-    def check_gold(self, value, where: str) -> list[str]:
+    def check_gold(self, value, where: str, row: dict) -> list[str]:
         """Gold tags in IOB1 or IOB2, returned as IOB2: strict spans would drop IOB1's opening I-."""
         if not isinstance(value, (list, tuple)):
             raise DataError(f"{where}: NER labels must be a list of IOB1 or IOB2 tags, got {value!r}")
@@ -311,6 +329,8 @@ class NER(Task):
                                 "I-TYPE) are expected: convert BIOES, BILOU or bare types first")
             if tag != "O" and tag[2:] not in self.labels:
                 raise DataError(f"{where}: tag {tag!r} is not O or B-/I- of the types {self.labels}")
+        if len(value) != len(row["tokens"]):
+            raise DataError(f"{where}: {len(value)} tags for {len(row['tokens'])} tokens")
         return iob2(list(value))
 
     f1_key = "f1"  # entity-level micro F1, the CoNLL headline
@@ -325,6 +345,33 @@ class NER(Task):
                     out[i, index[typ], column] += 1
         return out
 
+    def cardinality(self, labels: list[list[str] | None]) -> np.ndarray:
+        """Entities per sentence."""
+        return np.array([len(spans(tags)) for tags in labels if tags is not None], dtype=np.int64)
+
+    def word_unit_confidence(self, tags: list[str], word_logprobs) -> list[float]:
+        """Each entity's confidence from a tagger's per-word log-probabilities: the geometric mean
+        of its words' tag probabilities."""
+        return [round(float(math.exp(sum(word_logprobs[s:e]) / (e - s))), 6) for _, s, e in spans(tags)]
+
+    # -- review files ---------------------------------------------------------------------------
+    def label_studio_config(self) -> str:
+        tags = "".join(f"<Label value={quoteattr(t)}/>" for t in self.labels)
+        return f'<View>\n  <Labels name="label" toName="text">{tags}</Labels>\n  <Text name="text" value="$text"/>\n</View>\n'
+
+    def review_prediction(self, row: dict) -> tuple[list[dict], list[dict]]:
+        offsets = _offsets(row["tokens"])
+        ents = spans(row["label"]) if row["label"] else []
+        confs = row.get("entity_confidence") or [None] * len(ents)
+        result = [{"from_name": "label", "to_name": "text", "type": "labels", "score": c,
+                   "value": {"start": offsets[s][0], "end": offsets[e - 1][1], "labels": [typ],
+                             "text": " ".join(row["tokens"][s:e])}}
+                  for (typ, s, e), c in zip(ents, confs)]
+        return result, [{"start": offsets[s][0], "end": offsets[e - 1][1], "label": typ} for typ, s, e in ents]
+
+    def argilla_question(self) -> dict:
+        return {"name": "label", "type": "span", "field": "text", "labels": self.labels}
+
     def majority(self, gold: list[list[str]]) -> list[list[str]]:
         # the majority tag is O: a model that finds nothing
         return [["O"] * len(g) for g in gold]
@@ -332,6 +379,15 @@ class NER(Task):
     def label_counts(self, labels: list[list[str] | None]) -> np.ndarray:
         counts = Counter(typ for tags in labels if tags for typ, *_ in spans(tags))
         return np.array([counts.get(t, 0) for t in self.labels], dtype=np.int64)
+
+
+def _offsets(tokens: list[str]) -> list[tuple[int, int]]:
+    """Character span of each token in the text (tokens joined by single spaces)."""
+    out, pos = [], 0
+    for t in tokens:
+        out.append((pos, pos + len(t)))
+        pos += len(t) + 1
+    return out
 
 
 def _pick(weights: dict, u: float):

@@ -383,7 +383,7 @@ def sim_rows(cfg, task: Task) -> dict:
 def serve(cfg) -> None:
     """`distill simulate recipe=NAME [teacher.sim.port=8000]`: serve the recipe's gold until Ctrl-C."""
     from distill.tasks import build_task
-    from distill.teach import prepare_data
+    from distill.data import prepare_data
 
     task = build_task(cfg.task)
     prepare_data(cfg)
