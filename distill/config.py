@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("teacher", "student", "train", "monitor", "label", "audit")
 SPLITS = ("seed", "corpus", "gold")
 OPEN = ("teacher.sim.confusions", "teacher.sim.key_faults")  # label or key names: any may be added
-# every key a data split takes, whichever of them its recipe lists (the README's "Your data")
+# every key a data split takes, whichever of them its recipe lists (docs/recipes.md, "Your data")
 SPLIT_KEYS = {"path": None, "format": None, "text_column": "text", "tokens_column": "tokens",
               "label_column": None, "id_column": None, "limit": None, "slice": None,
               "column_names": None, "token_index": 0, "tag_index": -1,

@@ -1,5 +1,5 @@
 """Bad input through the CLI: each case gives one clear message (or the row error it must give) and
-loses nothing already written. The README's "Bad input" table lists these cases."""
+loses nothing already written. docs/bad_input.md lists these cases."""
 
 import json
 import shutil
