@@ -5,7 +5,7 @@
 
 `distill cascade` replays the choice on gold: for each threshold, rows under it take the teacher's
 gold-text label and the rest keep the student's. It picks the threshold that reaches
-`label.target` (the task's main metric: accuracy, or entity F1 for NER) with the fewest teacher
+`label.target` (the task's main metric: accuracy, entity F1 for NER, micro F1 for multi-label) with the fewest teacher
 calls, writes cascade/threshold.json (read by `label.threshold=auto`) and cascade/curve.json, and
 plots coverage, quality and teacher cost in cascade/curve.png.
 """
@@ -79,19 +79,21 @@ def teacher_answers_path(run_dir: Path) -> Path:
     return Path(run_dir) / "labels" / "teacher" / "corpus.jsonl"
 
 
-def overlay(cfg, task: Task, files: list[Path], threshold: float, run_dir: Path) -> tuple[dict, dict]:
+def overlay(cfg, task: Task, files: list[Path], threshold: float, run_dir: Path,
+            asked: set[str] = frozenset()) -> tuple[dict, dict]:
     """Rows under the threshold: {id: fields to overwrite}, and counts. The teacher's answers are
-    those `distill route` already wrote; nothing here asks (or pays) the teacher."""
+    those `distill route` already wrote; nothing here asks (or pays) the teacher. `asked`: the rows
+    `distill route` just sent, so one without an answer (the budget ran out) goes to review."""
     low = unsure_rows(task, files, threshold)
     out, review, stats = {}, [], {"rows_under_threshold": len(low)}
     if cfg.label.route == "teacher" and low:
         answers = {r["id"]: r for r in read_jsonl(teacher_answers_path(run_dir))}
-        stats["not_asked"] = sum(r["id"] not in answers for r in low)
+        stats["not_asked"] = sum(r["id"] not in answers and r["id"] not in asked for r in low)
         for row in low:
             answer = answers.get(row["id"])
-            if answer is None:  # keeps the student's label until `distill route` asks
+            if answer is None and row["id"] not in asked:  # keeps the student's label until `distill route` asks
                 continue
-            if answer["label"] is None:  # failed, invalid or over budget: a person decides
+            if answer is None or answer["label"] is None:  # failed, invalid or over budget: a person decides
                 out[row["id"]] = {"route": "review"}
                 review.append(row)
                 continue

@@ -41,18 +41,12 @@ def check_clean(cfg, task: Task) -> str | None:
     return method
 
 
-def row_confidence(row: dict) -> float | None:
-    """The teacher's confidence in a row: its least confident unit (entity, label) where it gave
-    them, else the answer's."""
-    units = [c for c in row.get("entity_confidence") or [] if c is not None]
-    return min(units) if units else row.get("confidence")
-
-
-def by_confidence(rows: list[dict], min_confidence: float) -> dict[str, dict]:
-    """Rows under the threshold. Rows without a confidence (a teacher without logprobs) are kept."""
+def by_confidence(rows: list[dict], min_confidence: float, task: Task) -> dict[str, dict]:
+    """Rows under the threshold, each as confident as its least confident unit (`Task.least_sure`).
+    Rows without a confidence (a teacher without logprobs) are kept."""
     out = {}
     for r in rows:
-        conf = row_confidence(r)
+        conf = task.least_sure(r.get("confidence"), r.get("entity_confidence"))
         if conf is not None and conf < min_confidence:
             out[r["id"]] = {"score": round(conf, 4), "reason": f"teacher confidence {conf:.3f} < {min_confidence}"}
     return out
@@ -89,7 +83,7 @@ def noisy_rows(cfg, task: Task, rows: list[dict], features: np.ndarray | None = 
     """{row id: {score, reason}} of the rows to leave out under the (checked) train.clean settings;
     `features` (one row each, the student's frozen embeddings) are what cleanlab's probe learns from."""
     if cfg.train.clean.method == "confidence":
-        return by_confidence(rows, float(cfg.train.clean.min_confidence))
+        return by_confidence(rows, float(cfg.train.clean.min_confidence), task)
     return by_cleanlab(rows, features, task, int(cfg.train.clean.folds), int(cfg.seed))
 
 

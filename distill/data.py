@@ -74,32 +74,43 @@ def data_files(path) -> list[Path]:
     """The files a split's `path` names: one file, or every file a glob pattern matches
     (`folds/fold1[0-4].json`), in name order."""
     path = Path(path)
-    if glob.has_magic(str(path)):
+    if glob.has_magic(str(path)) and not path.is_file():  # a file named with brackets is a file
         return [Path(p) for p in sorted(glob.glob(str(path)))]
     return [path]
 
 
 def _read(path: Path, files: list[Path], spec) -> datasets.Dataset:
-    """The files as one Arrow dataset on disk (memory-mapped): a corpus larger than RAM is fine."""
+    """The files as one Arrow dataset on disk (memory-mapped): a corpus larger than RAM is fine.
+    Several files keep, per row, the file (`__file`) and its row there (`line`) for messages."""
     fmt = _format(path, spec)
     if fmt is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; set format to one of "
                         f"{sorted(set(FORMATS.values()))}")
-    names = [str(f) for f in files]
+    if len(files) == 1:
+        return _read_one(files[0], fmt, spec)
+    parts = []
+    for f in files:
+        part = _read_one(f, fmt, spec)
+        if "line" not in part.column_names:
+            part = part.add_column("line", list(range(1, len(part) + 1)))
+        parts.append(part.add_column("__file", [str(f)] * len(part)))
+    return datasets.concatenate_datasets(parts)
+
+
+def _read_one(path: Path, fmt: str, spec) -> datasets.Dataset:
     if fmt == "conll":
-        parts = [read_conll(f, spec.get("token_index", 0), spec.get("tag_index", -1)) for f in files]
-        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+        return read_conll(path, spec.get("token_index", 0), spec.get("tag_index", -1))
     if fmt in ("csv", "tsv"):
         kwargs = {"sep": "\t" if fmt == "tsv" else ",", "keep_default_na": False, "na_filter": False}
         if fmt == "tsv":
             kwargs["quoting"] = 3  # literal quotes inside text
         if spec.get("column_names"):
             kwargs.update(header=None, column_names=list(spec.column_names))
-        columns = kwargs.get("column_names") or list(pd.read_csv(files[0], nrows=0, sep=kwargs["sep"]).columns)
+        columns = kwargs.get("column_names") or list(pd.read_csv(path, nrows=0, sep=kwargs["sep"]).columns)
         # every column as text, exactly as written ("007" stays "007")
         features = datasets.Features({c: datasets.Value("string") for c in columns})
-        return datasets.load_dataset("csv", data_files=names, split="train", features=features, **kwargs)
-    return datasets.load_dataset(fmt, data_files=names, split="train")
+        return datasets.load_dataset("csv", data_files=str(path), split="train", features=features, **kwargs)
+    return datasets.load_dataset(fmt, data_files=str(path), split="train")
 
 
 def prepare_data(cfg) -> None:
@@ -213,7 +224,7 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
         repeats = []
         for j, i in enumerate(indices):
             row = str(batch['line'][j] if 'line' in batch else i + 1)
-            where = f"{path} row {row}"
+            where = f"{batch['__file'][j] if '__file' in batch else path} row {row}"
             fields = task.read_input(batch[text_col][j], where, text_col)
             text = fields["text"]
             for k in task.input_fields():
@@ -298,7 +309,7 @@ def file_stamp(path) -> dict:
     stage's results depend on besides its config. A copied or touched file keeps its stamp; an
     edited one does not."""
     files = data_files(path)
-    if glob.has_magic(str(path)):
+    if files != [Path(path)]:
         stamps = [file_stamp(f) for f in files]
         together = hashlib.sha256("".join(s["sha256"] for s in stamps).encode()).hexdigest()
         return {"files": len(files), "bytes": sum(s["bytes"] for s in stamps), "sha256": together}

@@ -32,8 +32,9 @@ MITIGATION = {
                       "trusting confidence-based routing; relabel low-confidence rows with the teacher",
     "calibration": "recalibrate on human or teacher labels (distill train refits the temperature) and rerun "
                    "distill cascade before trusting label.threshold",
-    "cardinality": "the student gives more or fewer labels per text than gold has: retune the per-label thresholds "
-                   "on fresh teacher or human labels (distill train), and check the rarest labels against the teacher",
+    "cardinality": "the student gives more or fewer labels (entities) per row than gold has: retrain on fresh teacher "
+                   "or human labels (distill train retunes multi-label thresholds on them) and check the rarest labels "
+                   "against the teacher",
     "input": "gold no longer represents the corpus: add human gold drawn from the current corpus batch and "
              "relabel a sample of it with the teacher",
     "cusum": "a sustained decline across audits: retrain from teacher labels, accumulating data and keeping "
@@ -209,8 +210,8 @@ def alerts(tests: dict, cfg, baseline: str | None = None) -> list[dict]:
             add(name, "critical", f"class(es) {', '.join(t['classes'])} vanished from the bulk labels "
                                   f"(p={fmt_p(t['p'])})")
         elif name == "cardinality" and t["material"]:
-            add(name, "warning", f"labels per text {t['mean'][0]:.2f} in gold, {t['mean'][1]:.2f} in the bulk labels "
-                                 f"(p={fmt_p(t['p'])})")
+            add(name, "warning", f"labels (or entities) per row: {t['mean'][0]:.2f} in gold, {t['mean'][1]:.2f} in the "
+                                 f"bulk labels (p={fmt_p(t['p'])})")
         elif name == "input":
             add(name, "warning", f"corpus inputs differ from gold inputs: MMD^2 {t['mmd2']:.4f} on "
                                  f"{t['rows'][0]} corpus and {t['rows'][1]} gold rows (p={fmt_p(t['p'])})")

@@ -216,10 +216,11 @@ def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
 
 # -- merging ----------------------------------------------------------------------------------
 
-def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = None) -> dict:
+def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = None,
+          asked: set[str] = frozenset()) -> dict:
     """Shards of each split -> manifest.json and labels/{split}.parquet. Corpus rows under the
-    threshold take the teacher's answer `distill route` fetched, or go to review; the merge never
-    asks (or pays) the teacher."""
+    threshold take the teacher's answer `distill route` fetched (`asked`: the rows it just sent),
+    or go to review; the merge never asks (or pays) the teacher."""
     run_dir = Path(cfg.run_dir)
     task = build_task(cfg.task)
     table_schema = schema(task)
@@ -240,7 +241,7 @@ def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = Non
         # the cascade: low-confidence corpus rows to the teacher or to review
         routed, cascade = {}, None
         if split == "corpus" and threshold is not None:
-            routed, cascade = overlay(cfg, task, files, threshold, run_dir)
+            routed, cascade = overlay(cfg, task, files, threshold, run_dir, asked)
 
         # one file, rows in shard order, each id once
         path = run_dir / "labels" / f"{split}.parquet"

@@ -177,7 +177,7 @@ def effect(name: str, t: dict) -> str:
     if name == "vanished":
         return ", ".join(t["classes"]) or "none"
     if name == "cardinality":
-        return f"mean per label {t['mean'][0]:.2f} (gold) -> {t['mean'][1]:.2f} (bulk)"
+        return f"labels (entities) per row {t['mean'][0]:.2f} (gold) -> {t['mean'][1]:.2f} (bulk)"
     if name == "input":
         return f"MMD^2 {t['mmd2']:.4f} ({t['rows'][0]} corpus vs {t['rows'][1]} gold rows)"
     return ""

@@ -54,14 +54,15 @@ def route(cfg) -> dict:
     low = unsure_rows(task, files, threshold)
 
     # the teacher answers them (review needs no answers)
-    asked = None
+    stats, asked = None, set()
     if cfg.label.route == "teacher" and low:
         with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
-            asked = teacher.label(low, teacher_answers_path(run_dir), "teacher: low-confidence rows")
+            stats = teacher.label(low, teacher_answers_path(run_dir), "teacher: low-confidence rows")
+        asked = {r["id"] for r in low}
 
-    # the merge writes the answers into labels/corpus.parquet and the rest to review files
-    summary = merge(cfg, threshold=threshold)
-    summary["corpus"]["cascade"]["teacher"] = asked
+    # the merge writes the answers into labels/corpus.parquet; rows without one go to review files
+    summary = merge(cfg, threshold=threshold, asked=asked)
+    summary["corpus"]["cascade"]["teacher"] = stats
     (run_dir / "labels" / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

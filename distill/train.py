@@ -78,6 +78,8 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
     cleaning = None
     if cfg.train.rows:
         rows = given_rows(Path(cfg.train.rows), task)
+        if trained_on == "the teacher":  # the provenance a user's own file gets in student.json and the card
+            trained_on = f"the labeled rows of {cfg.train.rows}"
     else:
         rows = teacher_labels(run_dir, task)
         if not rows:

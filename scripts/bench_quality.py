@@ -363,8 +363,10 @@ def plot(results: dict, path: Path) -> None:
             m = np.array([c["metric"] if c else np.nan for c in cells])
             lo = np.array([c["ci"][0] if c else np.nan for c in cells])
             hi = np.array([c["ci"][1] if c else np.nan for c in cells])
-            axes[0][col].errorbar(x, m, yerr=[m - lo, hi - m], fmt="o", capsize=3, label=LABELS[system])
-            axes[1][col].plot(x, [c["worst_recall"]["recall"] if c else np.nan for c in cells], "s", label=LABELS[system])
+            color = f"C{list(LABELS).index(system)}"  # one colour per system in every panel
+            axes[0][col].errorbar(x, m, yerr=[m - lo, hi - m], fmt="o", capsize=3, label=LABELS[system], color=color)
+            axes[1][col].plot(x, [c["worst_recall"]["recall"] if c else np.nan for c in cells], "s",
+                              label=LABELS[system], color=color)
         ticks = [tick(results[name][k]) for k in keys]
         for row in (0, 1):
             axes[row][col].set_xticks(range(len(keys)), ticks)

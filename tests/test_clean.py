@@ -15,13 +15,13 @@ from distill.teach import teach
 from distill.train import rows_hash, train
 
 
-def test_confidence_uses_the_least_confident_entity_and_keeps_rows_without_one():
+def test_confidence_uses_the_least_confident_entity_and_keeps_rows_without_one(make_cfg):
     rows = [{"id": "a", "confidence": 0.9, "entity_confidence": [0.95, 0.5]},  # one doubtful entity
             {"id": "b", "confidence": 0.6, "entity_confidence": None},
             {"id": "c", "confidence": 0.65, "entity_confidence": [0.99]},  # whole answer low, entity sure
             {"id": "d", "confidence": None},  # a teacher without logprobs
             {"id": "e", "confidence": 0.8, "entity_confidence": []}]
-    dropped = by_confidence(rows, 0.7)
+    dropped = by_confidence(rows, 0.7, build_task(make_cfg("demo_ner").task))
     assert set(dropped) == {"a", "b"}
     assert dropped["a"]["score"] == 0.5 and "0.500 < 0.7" in dropped["a"]["reason"]
 

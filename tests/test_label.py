@@ -24,7 +24,7 @@ from distill.errors import ConfigError, DataError, TeacherError
 from distill.label import join_parts, label, label_files, merge, write_table
 from distill.route import check_route, route
 from distill.tasks import build_task
-from distill.teacher.cache import Cache
+from distill.teacher.cache import Cache, spent
 from distill.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,6 +224,22 @@ def test_unsure_rows_go_to_the_teacher_once(trained, tmp_path):
     assert len(read_jsonl(run_dir / "labels" / "teacher" / "corpus.jsonl")) == unsure.sum()
     merged = pd.read_parquet(run_dir / "labels" / "corpus.parquet")
     assert (merged.loc[more, "route"] == "student").all() and (merged.loc[unsure, "route"] == "teacher").all()
+
+
+def test_rows_the_budget_stops_go_to_review(trained, tmp_path):
+    run_dir = copy_run(trained, tmp_path)
+    label(cfg_for(run_dir, "label.threshold=0.6"))
+    # room for about three more requests
+    cost = max(r["cost_usd"] for r in read_jsonl(run_dir / "teacher" / "seed.jsonl"))
+    budget = spent(run_dir / "teacher" / "cache.sqlite") + 3.5 * cost
+    summary = route(cfg_for(run_dir, "label.threshold=0.6", f"teacher.budget_usd={budget}"))
+    corpus = pd.read_parquet(run_dir / "labels" / "corpus.parquet")
+    unsure = corpus["student_confidence"] < 0.6
+    routes = corpus.loc[unsure, "route"].value_counts().to_dict()
+    assert routes.get("teacher", 0) > 0 and routes.get("review", 0) > 0 and sum(routes.values()) == unsure.sum()
+    assert summary["corpus"]["cascade"]["not_asked"] == 0  # asked, stopped by the budget: a person decides
+    tasks = json.loads((run_dir / "labels" / "review" / "corpus.label_studio.json").read_text())
+    assert {t["data"]["distill_id"] for t in tasks} == set(corpus.loc[corpus["route"] == "review", "id"])
 
 
 def test_review_route_writes_label_studio_and_argilla_files(trained, tmp_path):

@@ -96,6 +96,17 @@ def test_gold_labels_are_checked_and_put_in_order(task):
         task.check_gold(5, "f row 3")
 
 
+def test_a_bad_label_in_one_of_several_files_names_that_file_and_row(make_cfg, tmp_path):
+    nlupp_like(tmp_path / "nlupp")
+    fold = tmp_path / "nlupp" / "banking" / "fold16.json"
+    rows = json.loads(fold.read_text())
+    rows[2]["intents"] = ["card", "pension"]
+    fold.write_text(json.dumps(rows))
+    cfg = make_cfg("intents", f"data.dir={tmp_path / 'nlupp'}")
+    with pytest.raises(DataError, match=f"{fold} row 3 field 'intents': label 'pension' is not in the label set"):
+        load_split(cfg, "gold", build_task(cfg.task), labels=True)
+
+
 def test_simulated_teacher_errs_per_label_decision(task):
     rng = random.Random(0)
     gold = ["card", "pin"]
@@ -103,6 +114,20 @@ def test_simulated_teacher_errs_per_label_decision(task):
     kept = np.mean([k in a for a in answers for k in gold])
     added = np.mean([len(set(a) - set(gold)) for a in answers])
     assert 0.77 < kept < 0.83 and 0.17 < added < 0.23
+
+
+def test_realistic_noise_misses_and_adds_labels_at_the_set_accuracy(make_cfg, tmp_path):
+    nlupp_like(tmp_path / "nlupp", rows_per_fold=30)
+    cfg = make_cfg("intents", f"data.dir={tmp_path / 'nlupp'}")
+    task = build_task(cfg.task)
+    rows = list(load_split(cfg, "seed", task, labels=True))
+    plan = task.noise_plan({"seed": rows}, {"accuracy": 0.8, "seed": 0})
+    gold = [u for p in plan.values() for u in p["gold"].values()]
+    added = [p["intruder"] for p in plan.values() if p["intruder"]]
+    wrong = sum(u["wrong"] for u in gold + added)
+    assert wrong == round(0.2 * (len(gold) + len(added)))  # exactly the setting's share of decisions
+    missed, extra = np.mean([u["wrong"] for u in gold]), np.mean([u["wrong"] for u in added])
+    assert 0.05 < missed < 0.4 and 0.05 < extra < 0.6  # both kinds of mistake, neither swallowing the other
 
 
 def test_thresholds_are_the_best_per_label_f1_on_dev():
@@ -158,11 +183,13 @@ def test_encoder_sigmoid_head_trains_and_takes_its_thresholds_from_dev(make_cfg,
     flipped = [{**r, "label": [k for k in task.labels[:6] if k not in r["label"]]} for r in dev_rows]
     assert student.calibrate(flipped, 16, "agreement")["thresholds"] != calibration["thresholds"]
 
-    # predictions: the labels over their thresholds, in order, with the least sure label's confidence
+    # predictions: the labels over their thresholds, in order; the row's confidence is the product of
+    # every label decision's, so never above its least sure chosen label's
     preds = student.predict(dev_rows[:8], batch_size=4, progress=False)
     for p in preds:
         assert p["label"] == [k for k in task.labels if k in p["label"]]
-        assert 0.5 <= p["confidence"] <= 1 and len(p["entity_confidence"]) == len(p["label"])
+        assert all(0.5 <= c <= 1 for c in p["entity_confidence"]) and len(p["entity_confidence"]) == len(p["label"])
+        assert 0 < p["confidence"] <= min(p["entity_confidence"], default=1) + 1e-6
 
 
 def test_labels_per_text_drift_is_tested_and_alerts_when_material():
@@ -245,3 +272,18 @@ def test_intents_recipe_runs_end_to_end_and_routes_on_the_least_sure_label(tmp_p
     labeled = next(t for t in tasks if t["predictions"][0]["result"])
     chosen = labeled["predictions"][0]["result"][0]["value"]["choices"]
     assert chosen == list(corpus.set_index("id").loc[labeled["data"]["distill_id"], "student_label"])
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_the_head_starts_at_each_labels_log_odds(make_cfg, tmp_path, method):
+    nlupp_like(tmp_path / "nlupp")
+    cfg = make_cfg("intents", f"data.dir={tmp_path / 'nlupp'}", "student=tiny_encoder", f"student.method={method}")
+    task = build_task(cfg.task)
+    rows = list(load_split(cfg, "seed", task, labels=True))
+    student = student_class(cfg.student).create(cfg.student, task, seed=0, texts=[r["text"] for r in rows])
+    student._prior_bias(rows)
+    share = torch.tensor([task.to_class_ids(r["label"], r) for r in rows]).mean(0).clamp(1e-3, 1 - 1e-3)
+    # the bias that trains (under LoRA: peft's trainable copy of the head)
+    trained = [p for n, p in student.model.named_parameters()
+               if p.requires_grad and "classifier" in n and n.endswith("bias")]
+    assert len(trained) == 1 and torch.allclose(trained[0].detach().cpu(), torch.logit(share))

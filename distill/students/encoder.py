@@ -213,9 +213,11 @@ class EncoderStudent(Student):
         2017): with dozens of rare labels, a head starting at 0.5 spends its first epochs only
         learning that most labels are absent."""
         share = torch.tensor([self.task.to_class_ids(r["label"], r) for r in rows]).mean(0).clamp(1e-3, 1 - 1e-3)
+        # the head by name, also inside peft's wrapper (classifier.modules_to_save.default under LoRA);
+        # a head without a bias (Llama's score) keeps its start
         for name, module in self.model.named_modules():
             if (isinstance(module, torch.nn.Linear) and module.bias is not None and module.out_features == len(share)
-                    and name.split(".")[-1] in ("classifier", "score", "out_proj")):
+                    and {"classifier", "score", "out_proj"} & set(name.split("."))):
                 with torch.no_grad():
                     module.bias.copy_(torch.logit(share).to(module.bias))
 
@@ -268,17 +270,18 @@ class EncoderStudent(Student):
         return torch.logit(thresholds)
 
     def _multi_label(self, rows: list[dict], logits: torch.Tensor, temps: torch.Tensor) -> list[dict]:
-        """Labels over their thresholds; each label's decision confidence is sigmoid(|z - b| / T)
-        (0.5 at its threshold), the row's is its least confident label's: the cascade sends a row
-        when any one label is in doubt. entity_confidence: each chosen label's decision confidence."""
+        """Labels over their thresholds. Each label decision's confidence is sigmoid(|z - b| / T),
+        0.5 at its threshold; the row's is their product, the chance the whole label set is right
+        (labels taken as independent), so its least sure labels weigh most and the temperature can
+        be fitted against whole-set agreement. entity_confidence: each chosen label's."""
         z = logits - self._bias(logits.device)
         chosen = (z >= 0).tolist()
-        conf = torch.stack([torch.sigmoid(z.abs() / t).min(-1).values for t in temps.tolist()], -1).tolist()
-        present = torch.sigmoid(z / self.temperature).tolist()
+        conf = torch.stack([F.logsigmoid(z.abs() / t).sum(-1) for t in temps.tolist()], -1).exp().tolist()
+        decided = torch.sigmoid(z.abs() / self.temperature).tolist()
         out = []
         for b, row in enumerate(rows):
             label = self.task.from_class_ids(chosen[b], row)
-            units = [round(present[b][k], 6) for k, on in enumerate(chosen[b]) if on]
+            units = [round(decided[b][k], 6) for k, on in enumerate(chosen[b]) if on]
             out.append({"label": label, "confidence": conf[b], "entity_confidence": units, "error": None,
                         "raw": "; ".join(label)})
         return out

@@ -220,6 +220,16 @@ class Task(ABC):
         """(row confidence, per-unit confidences or None) from the reply's token logprobs."""
         return math.exp(sum(lp for _, lp in logprobs)), None
 
+    def least_sure(self, confidence: float | None, units: list | None) -> float | None:
+        """A labeled row's confidence for cleaning: its least confident unit (entity, label) where
+        it has them, else the answer's."""
+        known = [c for c in units or [] if c is not None]
+        return min(known) if known else confidence
+
+    def word_unit_confidence(self, label, word_logprobs: list[float]) -> list[float]:
+        """Token-level kinds: each unit's confidence from a tagger's per-word log-probabilities."""
+        raise NotImplementedError(f"{self.kind} labels are not tags over words")
+
     def student_unit_confidence(self, text: str, pieces: list, label, row: dict):
         """Per-unit confidences of a generated student answer (NER: per entity); None here."""
         return None

@@ -25,7 +25,7 @@ from distill.tasks.base import (
     span_probability,
     token_offsets,
 )
-from distill.tasks.noise import planned_mistakes, unit_random
+from distill.tasks.noise import planned_mistakes, ranks, unit_random
 
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _SEPARATORS = re.compile(r"[;|]")
@@ -121,7 +121,8 @@ class Multilabel(Task):
         """Realistic noise per label decision: a weak one-vs-rest text classifier (TF-IDF +
         logistic regression, out of fold) scores every label of every row. Gold labels it scores
         low are the likeliest to be missed, and each row's highest-scored wrong label is the
-        likeliest to be added; `accuracy` is the share of those decisions the teacher gets right."""
+        likeliest to be added (hardness ranked within each kind, so both kinds err alike);
+        `accuracy` is the share of those decisions the teacher gets right."""
         rows = [r for group in groups.values() for r in group]
         texts = [self.user_message(r) for r in rows]
         probs = weak_multilabel_probabilities(texts, [r["label"] for r in rows], self.labels, sim.get("seed", 0))
@@ -131,15 +132,20 @@ class Multilabel(Task):
             for i, r in enumerate(group, start=first):
                 gold = set(r["label"])
                 for k, label in enumerate(self.labels):
-                    if label in gold:
-                        units.append((i, label, -probs[i, k]))
+                    if label in gold:  # as hard to keep as the weak model is unsure of it
+                        units.append((i, label, 1.0 - probs[i, k]))
                 others = [(probs[i, k], label) for k, label in enumerate(self.labels) if label not in gold]
-                if others:
+                if others:  # as hard to leave out as the weak model is sure of it
                     p, intruder = max(others)
                     units.append((i, ("+", intruder), p))
             first += len(group)
             keys = [f"{texts[i]}\x00{label}" for i, label, _ in units]
-            p, wrong = planned_mistakes([d for *_, d in units], keys, sim, name)
+            # hardness ranked within each kind of decision, so misses and additions share the mistakes
+            kinds = np.array([isinstance(label, tuple) for _, label, _ in units])
+            hard = np.array([d for *_, d in units], dtype=float)
+            for kind in (True, False):
+                hard[kinds == kind] = 1.0 - ranks(hard[kinds == kind])
+            p, wrong = planned_mistakes(hard, keys, sim, name)
             for (i, label, _), p_i, w in zip(units, p, wrong):
                 entry = plan.setdefault(texts[i], {"gold": {}, "intruder": None})
                 if isinstance(label, tuple):
@@ -179,7 +185,7 @@ class Multilabel(Task):
         text = text.strip()
         if norm(text) in ("none", ""):
             return []
-        return self._canonical(self.normalize_label(part.strip()) for part in text.split(";"))
+        return self._canonical(self.normalize_label(part.strip()) for part in text.split(";") if part.strip())
 
     def student_unit_confidence(self, text: str, pieces: list, label: list[str], row: dict):
         """Each generated label's confidence: the probability of the tokens that wrote it."""
