@@ -287,3 +287,23 @@ def test_the_head_starts_at_each_labels_log_odds(make_cfg, tmp_path, method):
     trained = [p for n, p in student.model.named_parameters()
                if p.requires_grad and "classifier" in n and n.endswith("bias")]
     assert len(trained) == 1 and torch.allclose(trained[0].detach().cpu(), torch.logit(share))
+
+
+@pytest.mark.parametrize("student", ["tiny_t5", "tiny_causal"])
+def test_generative_students_write_label_lists_with_a_confidence_per_label(make_cfg, tmp_path, student):
+    nlupp_like(tmp_path / "nlupp")
+    cfg = make_cfg("intents", f"data.dir={tmp_path / 'nlupp'}", f"student={student}", "train=tiny",
+                   "train.max_steps=80", "student.max_target_length=24")
+    task = build_task(cfg.task)
+    seed = list(load_split(cfg, "seed", task, labels=True))
+    model = student_class(cfg.student).create(cfg.student, task, seed=0, texts=[r["text"] for r in seed])
+    model.trainer(seed[:200], [], cfg.train, tmp_path / "ckpt").train()
+    preds = model.predict(seed[200:], batch_size=8, progress=False)
+    valid = [(r, p) for r, p in zip(seed[200:], preds) if p["error"] is None]
+    if student == "tiny_t5":  # learns to write "a; b" or "none" in 80 steps (the byte-level causal one takes longer)
+        assert len(valid) >= len(preds) // 2, [p["raw"] for p in preds]
+    for row, p in valid:
+        assert p["label"] == task.parse_student(p["raw"], row) and 0 < p["confidence"] <= 1
+        assert p["entity_confidence"] is None or len(p["entity_confidence"]) == len(p["label"])
+    for p in preds:
+        assert (p["label"] is None) == (p["error"] is not None)
