@@ -193,9 +193,7 @@ def generation(cfg, task, out: Path, key: str, rows: list[dict], trained_on: str
         "alerts": [{k: a[k] for k in ("test", "severity", "reason")} for a in report["alerts"]],
         "monitor_report": str(gen_dir / "monitor" / "report.html"), "fingerprint": fingerprint,
     }
-    tmp = gen_dir / "generation.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, gen_dir / "generation.json")  # the generation is done only once this file is whole
+    write_atomic(gen_dir / "generation.json", json.dumps(record, indent=2))  # done only once this file is whole
     return {**record, "corpus_labels": corpus_labels(corpus, number)}
 
 

@@ -80,11 +80,13 @@ def teacher_answers_path(run_dir: Path) -> Path:
 
 
 def overlay(cfg, task: Task, files: list[Path], threshold: float, run_dir: Path,
-            asked: set[str] = frozenset()) -> tuple[dict, dict]:
+            asked: list[dict] | None = None) -> tuple[dict, dict]:
     """Rows under the threshold: {id: fields to overwrite}, and counts. The teacher's answers are
-    those `distill route` already wrote; nothing here asks (or pays) the teacher. `asked`: the rows
-    `distill route` just sent, so one without an answer (the budget ran out) goes to review."""
-    low = unsure_rows(task, files, threshold)
+    those `distill route` already wrote; nothing here asks (or pays) the teacher. `asked`: the
+    unsure rows `distill route` just sent, so one without an answer (the budget ran out) goes to
+    review (and the label files need no second scan)."""
+    low = asked if asked is not None else unsure_rows(task, files, threshold)
+    asked = {r["id"] for r in asked or []}
     out, review, stats = {}, [], {"rows_under_threshold": len(low)}
     if cfg.label.route == "teacher" and low:
         answers = {r["id"]: r for r in read_jsonl(teacher_answers_path(run_dir))}

@@ -217,7 +217,7 @@ def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
 # -- merging ----------------------------------------------------------------------------------
 
 def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = None,
-          asked: set[str] = frozenset()) -> dict:
+          asked: list[dict] | None = None) -> dict:
     """Shards of each split -> manifest.json and labels/{split}.parquet. Corpus rows under the
     threshold take the teacher's answer `distill route` fetched (`asked`: the rows it just sent),
     or go to review; the merge never asks (or pays) the teacher."""

@@ -25,12 +25,11 @@ import numpy as np
 
 from distill import drift, history, stats
 from distill.card import write_card
-from distill.data import load_split, read_json, read_jsonl, read_parquet
+from distill.data import load_split, prepare_data, read_json, read_jsonl, read_parquet
 from distill.drift import fmt_p
 from distill.errors import ConfigError
 from distill.report import effect, write_html
 from distill.tasks import build_task
-from distill.data import prepare_data
 
 CBPE_CAVEAT = ("mean calibrated confidence of the student on the bulk labels: right only while the "
                "calibration fitted on teacher labels holds on this batch; it cannot see concept drift")

@@ -46,19 +46,18 @@ def route(cfg) -> dict:
     task = build_task(cfg.task)
     threshold = check_route(cfg, task)
 
-    # the unsure rows, from the label files `distill label` wrote
     files = label_files(run_dir / "labels" / "corpus")
     if not files:
         raise DataError(f"{run_dir / 'labels' / 'corpus'} has no labels to route: run distill label "
                         f"recipe={cfg.recipe} first")
-    low = unsure_rows(task, files, threshold)
 
-    # the teacher answers them (review needs no answers)
-    stats, asked = None, set()
-    if cfg.label.route == "teacher" and low:
-        with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
-            stats = teacher.label(low, teacher_answers_path(run_dir), "teacher: low-confidence rows")
-        asked = {r["id"] for r in low}
+    # the teacher answers the unsure rows of the label files `distill label` wrote (review needs no answers)
+    stats, asked = None, None
+    if cfg.label.route == "teacher":
+        asked = unsure_rows(task, files, threshold)
+        if asked:
+            with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
+                stats = teacher.label(asked, teacher_answers_path(run_dir), "teacher: low-confidence rows")
 
     # the merge writes the answers into labels/corpus.parquet; rows without one go to review files
     summary = merge(cfg, threshold=threshold, asked=asked)

@@ -33,6 +33,7 @@ from distill.clean import check_clean, noisy_rows, write_record
 from distill.data import (
     check_held_out,
     load_split,
+    prepare_data,
     read_json,
     read_jsonl,
     start_afresh_if_changed,
@@ -48,7 +49,6 @@ from distill.students.trainer import (
     last_checkpoint,
 )
 from distill.tasks import build_task
-from distill.data import prepare_data
 from distill.teach import teach
 
 

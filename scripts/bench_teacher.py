@@ -23,9 +23,8 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.config import load_config
-from distill.data import load_split, read_jsonl
+from distill.data import load_split, prepare_data, read_jsonl
 from distill.tasks import build_task
-from distill.data import prepare_data
 from distill.teacher import Simulator, Teacher
 
 LATENCY, LIMIT, CONCURRENCY = 0.2, 50, 16

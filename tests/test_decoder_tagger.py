@@ -8,12 +8,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from distill.data import load_split
+from distill.data import load_split, prepare_data
 from distill.students import student_class
 from distill.students.encoder import EncoderStudent, word_prefix
 from distill.tasks import build_task
 from distill.tasks.ner import spans
-from distill.data import prepare_data
 
 
 def byte_bpe(texts: list[str]) -> PreTrainedTokenizerFast:

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from conftest import ROOT, SHARED_DATA
-from distill.data import load_split
+from distill.data import load_split, prepare_data
 from distill.students import student_class
 from distill.tasks import build_task
 from distill.tasks.ner import spans
-from distill.data import prepare_data
 
 CONLL = SHARED_DATA / "conll2003"
 

@@ -13,14 +13,13 @@ import torch
 
 from distill import stats
 from distill.card import write_card
-from distill.data import load_split
+from distill.data import load_split, prepare_data
 from distill.errors import ConfigError
 from distill.students import student_class
 from distill.students.base import check_method
 from distill.students.calibration import ece, fit_temperature
 from distill.tasks import build_task
 from distill.tasks.ner import spans
-from distill.data import prepare_data
 
 KINDS = ["tiny_t5", "tiny_causal", "tiny_encoder"]
 

@@ -15,10 +15,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from distill.config import load_config
-from distill.data import load_split, read_jsonl
+from distill.data import load_split, prepare_data, read_jsonl
 from distill.errors import ConfigError, OutputError, TeacherError
 from distill.tasks import build_task
-from distill.data import prepare_data
 from distill.teach import teach
 from distill.teacher import Simulator, Teacher
 from distill.teacher.batch import label_batch

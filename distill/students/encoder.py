@@ -102,31 +102,21 @@ def label_maps(task) -> dict:
 THRESHOLDS = [round(0.05 * k, 2) for k in range(1, 20)]  # candidate per-label thresholds, 0.05 to 0.95
 
 
-def f1_at(probs: np.ndarray, truth: np.ndarray, threshold) -> np.ndarray:
-    """Per-label F1 of `probs >= threshold` against 0/1 `truth` ([n, C] each)."""
-    pred = probs >= threshold
-    tp = (pred & truth).sum(0)
-    return 2 * tp / np.maximum(pred.sum(0) + truth.sum(0), 1)
-
-
 def tune_thresholds(probs: np.ndarray, truth: np.ndarray, min_positives: int = 3) -> list[float]:
     """Per label, the threshold with the best F1 on the dev rows (ties: nearest 0.5). A label
     with fewer than `min_positives` dev rows gets the one threshold best for micro F1 overall."""
-    truth = truth.astype(bool)
+    grid, truth = np.array(THRESHOLDS), truth.astype(bool)
+    pred = probs[None] >= grid[:, None, None]  # [T, n, C]
+    tp, predicted, actual = (pred & truth).sum(1), pred.sum(1), truth.sum(0)  # [T, C], [T, C], [C]
+    per_label = 2 * tp / np.maximum(predicted + actual, 1)
+    micro = 2 * tp.sum(1) / np.maximum(predicted.sum(1) + actual.sum(), 1)
+    near = np.argsort(np.abs(grid - 0.5), kind="stable")  # ties go to the threshold nearest 0.5
 
-    def micro(t):
-        pred = probs >= t
-        return 2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1)
+    def best(score: np.ndarray) -> float:
+        return THRESHOLDS[near[np.argmax(score[near])]]
 
-    shared = max(THRESHOLDS, key=lambda t: (micro(t), -abs(t - 0.5)))
-    scores = np.stack([f1_at(probs, truth, t) for t in THRESHOLDS])  # [T, C]
-    out = []
-    for c in range(probs.shape[1]):
-        if truth[:, c].sum() < min_positives:
-            out.append(shared)
-        else:
-            out.append(max(THRESHOLDS, key=lambda t: (scores[THRESHOLDS.index(t), c], -abs(t - 0.5))))
-    return out
+    shared = best(micro)
+    return [best(per_label[:, c]) if actual[c] >= min_positives else shared for c in range(probs.shape[1])]
 
 
 class EncoderStudent(Student):
@@ -228,11 +218,15 @@ class EncoderStudent(Student):
                        data_collator=collator, processing_class=self.tokenizer)
 
     # -- prediction ---------------------------------------------------------------------------
-    def predict_batch(self, rows: list[dict], temps: torch.Tensor) -> list[dict]:
+    def _forward(self, rows: list[dict]):
+        """The rows' encoding and the head's logits (float), right-padded: word positions are
+        counted from each row's start."""
         enc = self._encode(rows)
-        # right padding: the word positions below are counted from each row's start
         batch = self.tokenizer.pad(enc, return_tensors="pt", padding_side="right").to(self.model.device)
-        logits = self.model(**batch).logits.float()
+        return enc, self.model(**batch).logits.float()
+
+    def predict_batch(self, rows: list[dict], temps: torch.Tensor) -> list[dict]:
+        enc, logits = self._forward(rows)
         if self.task.multi_label:
             return self._multi_label(rows, logits, temps)
         if not self.task.token_level:
@@ -292,12 +286,9 @@ class EncoderStudent(Student):
         if not (self.task.multi_label and dev_rows):
             return super().calibrate(dev_rows, batch_size, target)
         self.model.eval()
-        probs = []
-        for start in range(0, len(dev_rows), batch_size):
-            chunk = dev_rows[start : start + batch_size]
-            batch = self.tokenizer.pad(self._encode(chunk), return_tensors="pt").to(self.model.device)
-            with torch.inference_mode():
-                probs.append(torch.sigmoid(self.model(**batch).logits.float()).cpu().numpy())
+        with torch.inference_mode():
+            probs = [torch.sigmoid(self._forward(dev_rows[start : start + batch_size])[1]).cpu().numpy()
+                     for start in range(0, len(dev_rows), batch_size)]
         truth = np.array([self.task.to_class_ids(r["label"], r) for r in dev_rows], dtype=bool)
         thresholds = tune_thresholds(np.concatenate(probs), truth)
         self.calibration = {"thresholds": thresholds}
