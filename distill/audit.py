@@ -43,6 +43,7 @@ from distill.errors import ConfigError, DataError
 from distill.label import label
 from distill.monitor import monitor
 from distill.report import html_table, png_tag
+from distill.students.base import free_memory
 from distill.tasks import build_task
 from distill.teach import teach
 from distill.train import rows_hash, teacher_labels, train
@@ -180,6 +181,7 @@ def generation(cfg, task, out: Path, key: str, rows: list[dict], trained_on: str
     (gen_dir / "monitor" / "history.sqlite").unlink(missing_ok=True)  # a redone generation is a new audit
     with open(gen_dir / "monitor" / "summary.txt", "w") as f, contextlib.redirect_stdout(f):
         report = monitor(gcfg)  # printed to monitor/summary.txt: the audit prints one line per generation
+    free_memory()  # the generation's models are gone: the next one starts with the device empty
 
     corpus = read_parquet(gen_dir / "labels" / "corpus.parquet")
     conf = [r["student_confidence"] for r in corpus if r["student_confidence"] is not None]

@@ -1,7 +1,10 @@
 """The built-in demo datasets, written by distill itself: short news-like snippets.
 
 `topic` is 4-class classification with a minority class; `people` is NER with PER/ORG/LOC.
-Every text is unique, so seed pool, corpus and gold are disjoint by construction.
+Every text is unique, so seed pool, corpus and gold are disjoint by construction. `topic_bulk`
+writes as many topic rows as asked (10^5 to 10^6 in seconds), each of one to six sentences, for
+benchmarks of bulk labeling: their lengths spread like real news snippets, which is what length
+bucketing and padding costs depend on.
 """
 
 from __future__ import annotations
@@ -122,7 +125,26 @@ def people_row(rng: random.Random) -> dict:
     return {"tokens": tokens, "tags": tags}
 
 
-DEMOS = {"topic": topic_rows, "people": lambda n, rng: _unique(people_row, n, rng)}
+def bulk_topic_rows(n: int, rng: random.Random) -> list[dict]:
+    """n unique rows, each one to six sentences of one topic (about 8 to 90 words), in the
+    topics' shares. One sentence alone repeats after a few thousand rows; several rarely do, and a
+    repeat is drawn again."""
+    labels = list(TOPICS)
+    shares = [TOPICS[lab][0] for lab in labels]
+    seen, rows = set(), []
+    while len(rows) < n:
+        label = rng.choices(labels, shares)[0]
+        templates = TOPICS[label][1]
+        text = " . ".join(_fill(rng.choice(templates), rng, FILL) for _ in range(rng.choice(SENTENCES)))
+        if text not in seen:
+            seen.add(text)
+            rows.append({"text": text, "label": label})
+    return rows
+
+
+SENTENCES = [1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 6]  # sentences per bulk row: mostly short, a long tail
+
+DEMOS = {"topic": topic_rows, "topic_bulk": bulk_topic_rows, "people": lambda n, rng: _unique(people_row, n, rng)}
 
 
 def write_demo(name: str, out_dir: Path, sizes: dict, seed: int = 0) -> None:

@@ -27,6 +27,7 @@ import resource
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def label(cfg) -> dict:
     task = build_task(cfg.task)
     if int(cfg.label.window) < 1 or int(cfg.label.batch_size) < 1:
         raise ConfigError("label.window and label.batch_size must be positive row counts")
+    if cfg.label.batch_tokens is not None and int(cfg.label.batch_tokens) < 1:
+        raise ConfigError(f"label.batch_tokens must be a positive token count or null, not {cfg.label.batch_tokens}")
     threshold = resolve_threshold(cfg)  # a bad threshold stops us before any work
 
     # student: the merged model when exported, calibrated, on this process's device
@@ -108,35 +111,53 @@ def peak_rss_mb() -> float:
 
 def label_shard(student, task: Task, shard, out_dir: Path, prefix: str, identity: str, cfg, desc: str,
                 show: bool) -> dict:
-    """Label this process's rows a window at a time; each window becomes a part file."""
+    """Label this process's rows a window at a time; each window becomes a part file. Two
+    threads keep the device busy: one reads and tokenizes the next window, one writes the last."""
     done = written_ids(out_dir)
     ids = shard["id"]
     skipped = sum(i in done for i in ids) if done else 0
-    labeled, seconds = 0, 0.0
     window = int(cfg.window)
-    with tqdm(total=len(shard), initial=skipped, desc=desc, unit="row", disable=not show, smoothing=0.1) as bar:
-        for start in range(0, len(shard), window):
-            if done and all(i in done for i in ids[start : start + window]):
-                continue
-            block = shard[start : start + window]
-            rows = [r for r in (dict(zip(block, vals)) for vals in zip(*block.values())) if r["id"] not in done]
-            began = time.perf_counter()
-            preds = student.predict(rows, int(cfg.batch_size), progress=False)
-            seconds += time.perf_counter() - began
-            now = datetime.now(timezone.utc)
-            records = [student_record(row, pred, identity, now) for row, pred in zip(rows, preds)]
-            write_table(records, out_dir / "parts" / f"{prefix}-{start:012d}-{uuid.uuid4().hex[:8]}.parquet", task)
+    batch_tokens = int(cfg.batch_tokens) if cfg.batch_tokens is not None else None
+    starts = [s for s in range(0, len(shard), window) if not (done and all(i in done for i in ids[s : s + window]))]
+
+    def read(start: int) -> tuple[int, list[dict], list | None]:
+        block = shard[start : start + window]
+        rows = [r for r in (dict(zip(block, vals)) for vals in zip(*block.values())) if r["id"] not in done]
+        return start, rows, student.input_ids(rows)
+
+    labeled, began = 0, time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer, \
+            tqdm(total=len(shard), initial=skipped, desc=desc, unit="row", disable=not show, smoothing=0.1) as bar:
+        writes, ahead = [], reader.submit(read, starts[0]) if starts else None
+        for k in range(len(starts)):
+            start, rows, row_ids = ahead.result()
+            ahead = reader.submit(read, starts[k + 1]) if k + 1 < len(starts) else None
+            preds = student.predict(rows, int(cfg.batch_size), progress=False, batch_tokens=batch_tokens, ids=row_ids)
+            table = student_table(rows, preds, identity, datetime.now(timezone.utc), task)
+            path = out_dir / "parts" / f"{prefix}-{start:012d}-{uuid.uuid4().hex[:8]}.parquet"
+            writes.append(writer.submit(write_table, table, path, task))
+            for w in [w for w in writes if w.done()]:
+                w.result()  # a failed write stops labeling here, with the rows before it kept
+                writes.remove(w)
             labeled += len(rows)
             bar.update(len(rows))
+        for w in writes:
+            w.result()
+    seconds = time.perf_counter() - began if labeled else 0.0
     return {"rows": len(shard), "skipped": skipped, "labeled": labeled, "seconds": seconds}
 
 
-def student_record(row: dict, pred: dict, identity: str, now: datetime) -> dict:
-    """One output row: the label with its provenance (who, which route, how sure, when)."""
-    return {**row, "label": pred["label"], "confidence": pred["confidence"],
-            "entity_confidence": pred["entity_confidence"], "error": pred["error"], "raw": pred["raw"],
-            "route": "student", "model": identity, "student": identity, "student_label": pred["label"],
-            "student_confidence": pred["confidence"], "cost_usd": 0.0, "time": now}
+def student_table(rows: list[dict], preds: list[dict], identity: str, now: datetime, task: Task) -> pa.Table:
+    """The output rows, column by column: each label with its provenance (who, which route, how
+    sure, when)."""
+    n = len(rows)
+    labels, confidence = [p["label"] for p in preds], [p["confidence"] for p in preds]
+    columns = {name: [r[name] for r in rows] for name in ("id", "text", *task.input_fields())}
+    columns.update(label=labels, confidence=confidence, entity_confidence=[p["entity_confidence"] for p in preds],
+                   error=[p["error"] for p in preds], raw=[p["raw"] for p in preds], route=["student"] * n,
+                   model=[identity] * n, student=[identity] * n, student_label=labels,
+                   student_confidence=confidence, cost_usd=[0.0] * n, time=[now] * n)
+    return pa.Table.from_pydict(columns, schema=schema(task))
 
 
 def schema(task: Task) -> pa.Schema:
@@ -150,11 +171,12 @@ def schema(task: Task) -> pa.Schema:
     ])
 
 
-def write_table(records: list[dict], path: Path, task: Task) -> None:
+def write_table(records: list[dict] | pa.Table, path: Path, task: Task) -> None:
     """Write atomically: a file that exists is complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    pq.write_table(pa.Table.from_pylist(records, schema=schema(task)), tmp)
+    table = records if isinstance(records, pa.Table) else pa.Table.from_pylist(records, schema=schema(task))
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 

@@ -20,6 +20,7 @@ import json
 import random
 import sys
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from distill.data import (
 )
 from distill.errors import ConfigError, DataError
 from distill.students import student_class
-from distill.students.base import check_method, weights_hash
+from distill.students.base import PROCESS_GROUP_TIMEOUT, check_method, free_memory, weights_hash
 from distill.students.calibration import TARGETS
 from distill.students.trainer import (
     checkpoint_step,
@@ -57,7 +58,8 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
     JSONL file: id, text, label and `tokens` for token-level tasks) when set: the collapse audit
     trains later generations on earlier students' labels that way, described by `trained_on` in
     student.json and the model card."""
-    state = PartialState(cpu=not torch.cuda.is_available())
+    # rank 0 exports and calibrates alone at the end while the others wait at a collective
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT))
     run_dir = Path(cfg.run_dir)
     student_dir = run_dir / "student"
     task = build_task(cfg.task)
@@ -106,14 +108,16 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
     n_train = len(train_rows)
     train_rows, balance = balanced(task, train_rows, cfg.train.class_balance, cfg.seed)
 
-    # model: base (hub, local or tiny random), with LoRA / QLoRA unless student.method=full
+    # model: base (hub, local or tiny random), with LoRA / QLoRA unless student.method=full; the
+    # trainer's arguments first, so that DeepSpeed ZeRO-3 shards the weights as they load
     cls = student_class(cfg.student)
+    checkpoints = student_dir / "checkpoints"
+    args = cls.training_args(cfg.student, cfg.train, checkpoints, has_dev=bool(dev_rows))
     student = cls.create(cfg.student, task, cfg.seed, texts=[r["text"] for r in train_rows])
 
     # train, resuming from the last complete checkpoint of this same configuration and data
-    checkpoints = student_dir / "checkpoints"
     resume = resume_point(cfg, checkpoints, data_hashes, state)
-    trainer = student.trainer(train_rows, dev_rows, cfg.train, checkpoints)
+    trainer = student.trainer(train_rows, dev_rows, cfg.train, checkpoints, args=args)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     # save: every process takes part (DeepSpeed ZeRO-3 and FSDP gather the sharded weights)
@@ -121,6 +125,9 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(student.weights_dir(student_dir)))
     seen = gather_object([first_epoch_rows(trainer)])
+    record = {"train_loss": final_loss(trainer) or result.training_loss, "steps": trainer.state.global_step,
+              "best_checkpoint": trainer.state.best_model_checkpoint, "best_dev_loss": trainer.state.best_metric}
+    release(trainer, student)  # calibration loads the saved model: the trained copy must not stay beside it
 
     # export, calibrate and describe on the main process, from the files just saved
     if state.is_main_process:
@@ -132,10 +139,8 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
             "kind": cfg.student.kind, "name": student.name, "base_model": student.name,
             "method": cfg.student.method, "merged": exported["merged"],
             "adapter_hash": weights_hash(student.weights_dir(student_dir)),
-            "train_loss": final_loss(trainer) or result.training_loss, "steps": trainer.state.global_step,
-            "resumed_from": checkpoint_step(resume) if resume else None,
-            "best_checkpoint": trainer.state.best_model_checkpoint,
-            "best_dev_loss": trainer.state.best_metric, "dev_agreement": calibration.get("dev_agreement"),
+            **record, "resumed_from": checkpoint_step(resume) if resume else None,
+            "dev_agreement": calibration.get("dev_agreement"),
             "temperature": calibration["temperature"], "calibration_target": calibration.get("target"),
             "train_rows": n_train, "dev_rows": len(dev_rows), "class_balance": balance,
             "rationale_rows": sum(r["rationale"] is not None for r in train_rows) if task.rationale else None,
@@ -159,6 +164,17 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
               f"{calibration.get('ece_after', float('nan')):.3f})")
     state.wait_for_everyone()
     return read_json(student_dir / "student.json")
+
+
+def release(trainer, student) -> None:
+    """Drop the trainer's model, optimizer state and gradients, and the student's reference to
+    the model, so the memory is free before the saved model is loaded again."""
+    trainer.accelerator.free_memory()
+    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+    handler = trainer.callback_handler
+    handler.model = handler.optimizer = handler.lr_scheduler = None
+    student.model = None
+    free_memory()
 
 
 def cleaned(cfg, task, rows: list[dict], student_dir: Path, state) -> tuple[list[dict], dict | None]:
@@ -224,8 +240,7 @@ def probe_embeddings(cfg, task, rows: list[dict], device) -> np.ndarray:
     probe.model.to(device).eval()
     features = probe.embed([r["text"] for r in rows], batch_size=cfg.label.batch_size, progress=True)
     del probe
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_memory()
     return features
 
 

@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from distill.config import load_config
 
@@ -20,3 +21,8 @@ def make_cfg(tmp_path):
         return load_config([f"recipe={recipe}", f"run_dir={tmp_path / run}", *overrides])
 
     return make
+
+
+def same(before: torch.Tensor, now: torch.Tensor) -> bool:
+    """Equal, compared on the device the weight lives on now (the trainer moves the model)."""
+    return torch.equal(before.to(now.device), now)

@@ -5,6 +5,7 @@ milliseconds. Goes through the same path as `student=smollm2_135m_tagger student
 
 import pytest
 import torch
+from conftest import same
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -77,8 +78,8 @@ def test_llama_token_classifier_trains_lora_and_head_and_tags_every_word(make_cf
 
     model.trainer(rows[:120], [], cfg.train, tmp_path / "ckpt").train()
     after = dict(model.model.named_parameters())
-    assert all(not torch.equal(before[n], after[n]) for n in trained if "lora_B" in n or "score" in n)
-    assert all(torch.equal(before[n], p) for n, p in after.items() if n not in trained), "base weights moved"
+    assert all(not same(before[n], after[n]) for n in trained if "lora_B" in n or "score" in n)
+    assert all(same(before[n], p) for n, p in after.items() if n not in trained), "base weights moved"
 
     gold = list(load_split(cfg, "gold", task))[:40]
     preds = model.predict(gold, batch_size=16, progress=False)
@@ -121,7 +122,7 @@ def test_llama_sequence_classifier_full_fine_tuning(make_cfg, tmp_path):
     before = snapshot(model.model)
     trainer = model.trainer(rows[:160], [], cfg.train, tmp_path / "ckpt")
     trainer.train()
-    changed = [n for n, p in model.model.named_parameters() if not torch.equal(before[n], p)]
+    changed = [n for n, p in model.model.named_parameters() if not same(before[n], p)]
     assert len(changed) > 0.8 * len(before)
 
     preds = model.predict(rows[160:200], batch_size=16, progress=False)

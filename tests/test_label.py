@@ -305,3 +305,9 @@ def test_bad_thresholds_are_refused_clearly(tmp_path, monkeypatch):
         resolve_threshold(cfg_for(tmp_path, "label.threshold=0.5", "label.route=nowhere"))
     with pytest.raises(DataError, match="no labels to merge"):
         merge(cfg_for(tmp_path))
+
+
+def test_a_bad_token_budget_is_refused_before_any_work(make_cfg):
+    cfg = make_cfg("demo", "label.batch_tokens=0")
+    with pytest.raises(ConfigError, match="label.batch_tokens must be a positive token count or null, not 0"):
+        label(cfg)

@@ -153,3 +153,57 @@ def test_push_to_hub_uploads_the_trained_student_with_its_card(make_cfg, tmp_pat
     assert calls == [("create", "demo-student", True),
                      ("upload", "someone/demo-student", None, ["README.md", "adapter_model.safetensors"]),
                      ("upload", "someone/demo-student", "merged", ["README.md", "config.json", "model.safetensors"])]
+
+
+def test_training_frees_the_trained_model_before_calibrating_and_builds_its_arguments_first(
+        taught, tmp_path, monkeypatch):
+    """Calibration loads the saved student: the trained copy, its optimizer and gradients must be
+    gone by then. The trainer's arguments exist before the model (DeepSpeed ZeRO-3 then shards it
+    as it loads), and the process group waits long enough for rank 0's export."""
+    import gc
+    import weakref
+    from datetime import timedelta
+
+    from accelerate import PartialState
+
+    import distill.train as train_module
+    from distill.students.encoder import EncoderStudent
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(taught, run_dir)
+    events, trained = [], []
+    create, load, training_args = EncoderStudent.create.__func__, EncoderStudent.load.__func__, \
+        EncoderStudent.training_args.__func__
+
+    def recording_args(cls, *a, **kw):
+        events.append("args")
+        return training_args(cls, *a, **kw)
+
+    def recording_create(cls, *a, **kw):
+        events.append("model")
+        student = create(cls, *a, **kw)
+        trained.append(weakref.ref(student.model))
+        return student
+
+    def checking_load(cls, *a, **kw):
+        gc.collect()
+        events.append("load: trained model " + ("alive" if trained[0]() is not None else "freed"))
+        return load(cls, *a, **kw)
+
+    monkeypatch.setattr(EncoderStudent, "training_args", classmethod(recording_args))
+    monkeypatch.setattr(EncoderStudent, "create", classmethod(recording_create))
+    monkeypatch.setattr(EncoderStudent, "load", classmethod(checking_load))
+    timeouts = []
+
+    def recording_state(**kw):
+        timeouts.append(kw.get("timeout"))
+        return PartialState(**kw)
+
+    monkeypatch.setattr(train_module, "PartialState", recording_state)
+    meta = train_module.train(load_config(["recipe=demo", f"run_dir={run_dir}", "student=tiny_encoder",
+                                           "train.max_steps=4"]), teach_first=False)
+    assert meta["steps"] == 4
+    assert events[:2] == ["args", "model"]
+    assert events[2] == "load: trained model freed", events
+    assert timeouts and timeouts[0] >= timedelta(hours=1)
+

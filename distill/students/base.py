@@ -4,6 +4,7 @@ exporting, loading, and prediction with calibrated confidence."""
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +29,7 @@ from distill.students.trainer import Collator, SaveEvery
 from distill.tasks import Task
 
 METHODS = ("lora", "qlora", "full")
+PROCESS_GROUP_TIMEOUT = 6 * 3600  # seconds other ranks wait at a collective: rank 0 exports and calibrates alone
 
 
 def device() -> torch.device:
@@ -40,6 +42,20 @@ def bf16_ok() -> bool:
 
 def default_dtype() -> torch.dtype:
     return torch.bfloat16 if bf16_ok() else torch.float32
+
+
+def weights_dtype(method: str) -> torch.dtype:
+    """The dtype the base is loaded in for training. Full fine-tuning keeps fp32 master weights
+    (the trainer computes in bf16 under autocast): in bf16 an update smaller than 1/256 of a
+    weight rounds away. A frozen LoRA base may stay in bf16; peft keeps the adapters in fp32."""
+    return torch.float32 if method == "full" else default_dtype()
+
+
+def free_memory() -> None:
+    """Return what dropped models held: Python's cycles, then the CUDA allocator's cached blocks."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def weights_hash(weights_dir: Path) -> str:
@@ -114,7 +130,7 @@ class Student:
             name = f"tiny-random-{cfg.kind}"
         else:
             tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-            kwargs = {"dtype": default_dtype()}
+            kwargs = {"dtype": weights_dtype(cfg.method)}
             if cfg.method == "qlora":
                 from transformers import BitsAndBytesConfig
 
@@ -164,27 +180,17 @@ class Student:
         """Columns the kind's trainer reads, from prompt and target texts."""
         raise NotImplementedError
 
-    def trainer_args(self) -> dict:
-        """Arguments the kind's `args_class` needs beyond the shared ones."""
+    @classmethod
+    def trainer_args(cls, cfg) -> dict:
+        """Arguments the kind's `args_class` needs beyond the shared ones (cfg: the student's)."""
         return {}
 
-    def make_trainer(self, args, train_data, dev_data, weighted: bool):
-        raise NotImplementedError
-
-    def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir: Path):
-        """The kind's Hugging Face trainer: dev evaluation each epoch, best checkpoint by dev loss,
-        early stopping, a checkpoint every `train.save_steps` steps."""
-        alpha = None
-        if self.task.rationale:
-            if not self.generative:
-                raise ConfigError(f"task.rationale needs a seq2seq or causal student; {self.kind} students "
-                                  "predict classes and cannot learn to write a rationale")
-            alpha = float(train_cfg.rationale_alpha)
-        weighted = alpha is not None or any(r.get("weight", 1.0) != 1.0 for r in train_rows)
-        train_data = self.dataset(train_rows, alpha, weighted=weighted)
-        dev_data = self.dataset(dev_rows, alpha, first=-len(dev_rows), weighted=weighted) if dev_rows else None
-        has_dev = dev_data is not None
-        args = self.args_class(
+    @classmethod
+    def training_args(cls, cfg, train_cfg, output_dir: Path, has_dev: bool) -> TrainingArguments:
+        """The trainer's arguments. Made before the model: with DeepSpeed ZeRO-3 they switch on
+        `zero.Init`, so that `from_pretrained` shards the weights as it loads them instead of
+        building the whole model on every process."""
+        return cls.args_class(
             output_dir=str(output_dir), num_train_epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
             learning_rate=train_cfg.lr, per_device_train_batch_size=train_cfg.batch_size,
             per_device_eval_batch_size=train_cfg.batch_size,
@@ -196,8 +202,28 @@ class Student:
             metric_for_best_model="eval_loss" if has_dev else None, greater_is_better=False if has_dev else None,
             restore_callback_states_from_checkpoint=True, seed=train_cfg.seed,
             use_cpu=not torch.cuda.is_available(), bf16=bf16_ok(), ddp_find_unused_parameters=False,
-            gradient_checkpointing=self.cfg.method == "qlora", remove_unused_columns=False,
-            dataloader_num_workers=0, disable_tqdm=False, **self.trainer_args())
+            ddp_timeout=PROCESS_GROUP_TIMEOUT, gradient_checkpointing=cfg.method == "qlora",
+            remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False, **cls.trainer_args(cfg))
+
+    def make_trainer(self, args, train_data, dev_data, weighted: bool):
+        raise NotImplementedError
+
+    def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir: Path,
+                args: TrainingArguments | None = None):
+        """The kind's Hugging Face trainer: dev evaluation each epoch, best checkpoint by dev loss,
+        early stopping, a checkpoint every `train.save_steps` steps. `args`: from `training_args`,
+        when made before the model."""
+        alpha = None
+        if self.task.rationale:
+            if not self.generative:
+                raise ConfigError(f"task.rationale needs a seq2seq or causal student; {self.kind} students "
+                                  "predict classes and cannot learn to write a rationale")
+            alpha = float(train_cfg.rationale_alpha)
+        weighted = alpha is not None or any(r.get("weight", 1.0) != 1.0 for r in train_rows)
+        train_data = self.dataset(train_rows, alpha, weighted=weighted)
+        dev_data = self.dataset(dev_rows, alpha, first=-len(dev_rows), weighted=weighted) if dev_rows else None
+        has_dev = dev_data is not None
+        args = args or self.training_args(self.cfg, train_cfg, output_dir, has_dev)
         trainer = self.make_trainer(args, train_data, dev_data, weighted=weighted)
         trainer.data_collator = Collator(trainer.data_collator)
         trainer.add_callback(trainer.data_collator)
@@ -267,37 +293,80 @@ class Student:
 
     # -- prediction ---------------------------------------------------------------------------
     def predict(self, rows: list[dict], batch_size: int = 32, progress: bool = True,
-                temps: torch.Tensor | None = None) -> list[dict]:
+                temps: torch.Tensor | None = None, batch_tokens: int | None = None,
+                ids: list[list[int]] | None = None) -> list[dict]:
         """One dict per row: label (None when invalid), confidence at the calibrated temperature
         (a list, one per temperature, when `temps` is given), entity_confidence (NER: one per
-        entity, in order), error type, raw output. Batches are length-sorted: fewer pad tokens."""
+        entity, in order), error type, raw output.
+
+        The rows are tokenized in one call and sorted by length; a batch holds up to `batch_size`
+        rows and, with `batch_tokens`, up to that many tokens of padded input, so short rows go in
+        large batches and long ones in small. Each batch's work is queued on the device before the
+        previous batch's results are read back, so the host turns results into labels while the
+        device computes. `ids`: the rows' `input_ids`, when tokenized ahead (the label stage
+        tokenizes the next window while this one is labeled)."""
         self.model.eval()
         grid = temps if temps is not None else torch.tensor([self.temperature])
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["text"]))
-        results: dict[int, dict] = {}
-        for start in tqdm(range(0, len(order), batch_size), desc="student: labeling", unit="batch",
-                          disable=not progress):
-            idx = order[start : start + batch_size]
-            with torch.inference_mode():
-                preds = self.predict_batch([rows[i] for i in idx], grid)
-            for i, pred in zip(idx, preds):
-                if temps is None:
-                    pred["confidence"] = pred["confidence"][0]
-                results[i] = pred
-        return [results[i] for i in range(len(rows))]
+        ids = ids if ids is not None else self.input_ids(rows)
+        lengths = [len(x) for x in ids] if ids is not None else [len(r["text"]) for r in rows]
+        order = sorted(range(len(rows)), key=lengths.__getitem__)
+        results: list[dict | None] = [None] * len(rows)
+        with tqdm(total=len(rows), desc="student: labeling", unit="row", disable=not progress) as bar:
+            def collect(idx: list[int], finish) -> None:
+                for i, pred in zip(idx, finish()):
+                    if temps is None:
+                        pred["confidence"] = pred["confidence"][0]
+                    results[i] = pred
+                bar.update(len(idx))
 
-    def predict_batch(self, rows: list[dict], temps: torch.Tensor) -> list[dict]:
-        """Predictions for one batch, confidences per temperature. Generative students score each
+            queued = []  # at most two batches: the one the device runs, the one read back meanwhile
+            for idx in token_batches(order, lengths, batch_size, batch_tokens):
+                with torch.inference_mode():
+                    queued.append((idx, self.predict_batch([rows[i] for i in idx], grid,
+                                                           None if ids is None else [ids[i] for i in idx])))
+                if len(queued) == 2:
+                    collect(*queued.pop(0))
+            for batch in queued:
+                collect(*batch)
+        return results
+
+    def input_ids(self, rows: list[dict]) -> list[list[int]] | None:
+        """Each row's input token ids (truncated), from one tokenizer call; None where the kind
+        tokenizes each batch itself (word-split input)."""
+        return self.token_ids([self.task.student_prompt(r) for r in rows])
+
+    def token_ids(self, prompts: list[str]) -> list[list[int]]:
+        return self.tokenizer(prompts, max_length=self.cfg.max_source_length, truncation=True)["input_ids"]
+
+    def padded(self, ids: list[list[int]], left: bool = False) -> dict:
+        """input_ids and attention_mask on the model's device, padded to the longest row (on the
+        left for generation), copied from pinned memory without blocking the host."""
+        width = max(map(len, ids))
+        tokens = np.full((len(ids), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for i, row in enumerate(ids):
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            tokens[i, span], mask[i, span] = row, 1
+        return {name: to_device(torch.from_numpy(a), self.model.device)
+                for name, a in (("input_ids", tokens), ("attention_mask", mask))}
+
+    def predict_batch(self, rows: list[dict], temps: torch.Tensor, ids: list[list[int]] | None = None):
+        """Queue one batch's predictions; returns a function that gives them (one dict per row,
+        confidences per temperature) once the device is done. Generative students score each
         candidate label when the task has a fixed set (a probability for every label, never an
         invalid one), and otherwise generate and parse, flagging output that does not parse."""
-        prompts = [self.task.student_prompt(r) for r in rows]
+        ids = ids if ids is not None else self.input_ids(rows)
         candidates = self.task.candidates()
         if candidates:
-            scores = self.score(prompts, self.candidate_targets)
-            conf = top_confidence(scores, temps).exp().tolist()
-            return [{"label": candidates[b], "confidence": c, "entity_confidence": None, "error": None,
-                     "raw": candidates[b]} for b, c in zip(scores.argmax(-1).tolist(), conf)]
-        texts, step_logits, tokens, mask = self.generate(prompts)
+            scores = self.score_ids(ids, self.candidate_targets)
+            (best, conf), ready = to_host(scores.argmax(-1), top_confidence(scores, temps).exp())
+
+            def finish() -> list[dict]:
+                ready()
+                return [{"label": candidates[b], "confidence": c, "entity_confidence": None, "error": None,
+                         "raw": candidates[b]} for b, c in zip(best.tolist(), conf.tolist())]
+            return finish
+        texts, step_logits, tokens, mask = self.generate_ids(ids)
         logp = torch.stack([top_confidence(s, temps) for s in step_logits], 1)  # [B, steps, G]
         conf = mean_over(logp, mask).tolist()
         tokens, lp0, mask = tokens.cpu(), logp[..., 0].cpu(), mask.cpu()  # one copy per batch
@@ -314,7 +383,7 @@ class Student:
                     text, self.pieces(tokens[b][keep].tolist(), lp0[b][keep].tolist()), label, row)
             out.append({"label": label, "confidence": conf[b], "entity_confidence": units, "error": error,
                         "raw": text})
-        return out
+        return lambda: out
 
     def embed(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """Mean-pooled last hidden states of the student's own encoder (a causal LM: its last
@@ -330,8 +399,7 @@ class Student:
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def _inputs(self, prompts: list[str]) -> dict:
-        return self.tokenizer(prompts, max_length=self.cfg.max_source_length, truncation=True,
-                              padding=True, return_tensors="pt").to(self.model.device)
+        return self.padded(self.token_ids(prompts))
 
     def hidden_states(self, enc) -> torch.Tensor:
         return self.model(**enc, output_hidden_states=True).hidden_states[-1]
@@ -351,9 +419,47 @@ class Student:
 
     def score(self, prompts: list[str], targets: list[str]) -> torch.Tensor:
         """Log-likelihood of each target after each prompt: [len(prompts), len(targets)]."""
+        return self.score_ids(self.token_ids(prompts), targets)
+
+    def score_ids(self, ids: list[list[int]], targets: list[str]) -> torch.Tensor:
         raise NotImplementedError
 
     def generate(self, prompts: list[str]) -> tuple[list[str], list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Greedy output texts, the logits at each step ([B, V] each), the output token ids
         [B, steps] and which of them are output (not padding)."""
+        return self.generate_ids(self.token_ids(prompts))
+
+    def generate_ids(self, ids: list[list[int]]):
         raise NotImplementedError
+
+
+def token_batches(order: list[int], lengths: list[int], batch_size: int, batch_tokens: int | None) -> list[list[int]]:
+    """Consecutive runs of `order` (rows sorted by length) of at most batch_size rows and, with
+    batch_tokens, at most that many padded tokens (rows times the longest row's length)."""
+    batches, current, longest = [], [], 0
+    for i in order:
+        wider = max(longest, lengths[i])
+        if current and (len(current) == batch_size or (batch_tokens and wider * (len(current) + 1) > batch_tokens)):
+            batches.append(current)
+            current, wider = [], lengths[i]
+        current.append(i)
+        longest = wider
+    return batches + ([current] if current else [])
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on the device: through pinned memory and without blocking on CUDA."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def to_host(*tensors: torch.Tensor):
+    """Start copying device tensors to the host. Returns the host tensors and a function that
+    waits until they have arrived (only for them, not for work queued after)."""
+    if not tensors[0].is_cuda:
+        return tensors, lambda: None
+    host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True) for t in tensors)
+    done = torch.cuda.Event()
+    done.record()
+    return host, done.synchronize

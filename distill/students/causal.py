@@ -37,46 +37,55 @@ class CausalStudent(Student):
             model=self.model, args=args, train_dataset=train_data, eval_dataset=dev_data,
             processing_class=self.tokenizer)
 
-    def trainer_args(self) -> dict:
-        return {"completion_only_loss": True, "max_length": self.cfg.max_source_length + self.cfg.max_target_length}
+    @classmethod
+    def trainer_args(cls, cfg) -> dict:
+        return {"completion_only_loss": True, "max_length": cfg.max_source_length + cfg.max_target_length}
 
-    def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
-        ids = self.tokenizer(prompts, max_length=self.cfg.max_source_length, truncation=True)["input_ids"]
+    def token_ids(self, prompts: list[str]) -> list[list[int]]:
+        ids = super().token_ids(prompts)
         eos = self.tokenizer.eos_token_id
         return [p[:-1] if p and p[-1] == eos else p for p in ids]  # byte tokenizers append EOS
 
-    def score(self, prompts: list[str], targets: list[str]) -> torch.Tensor:
-        prompt_ids = self._prompt_ids(prompts)
-        target_ids = [self.tokenizer(" " + t, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
-                      for t in targets]
-        seqs, spans = [], []
-        for p in prompt_ids:
-            for t in target_ids:
-                seqs.append(p + t)
-                spans.append((len(p), len(p) + len(t)))
-        width = max(map(len, seqs))
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.model.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.model.device)
-        logp = self.model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
-        # logits at position i predict token i+1
-        token_lp = logp[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        positions = torch.arange(width - 1, device=ids.device)
-        starts = torch.tensor([s - 1 for s, _ in spans], device=ids.device)[:, None]
-        ends = torch.tensor([e - 1 for _, e in spans], device=ids.device)[:, None]
-        in_target = (positions >= starts) & (positions < ends)
-        return (token_lp * in_target).sum(-1).view(len(prompts), len(targets))
+    def score_ids(self, ids: list[list[int]], targets: list[str]) -> torch.Tensor:
+        n, k = len(ids), len(targets)
+        # the prompts once, left-padded so each ends at the last column; their cache is then
+        # repeated for every candidate, which only runs its own few tokens
+        enc = self.padded(ids, left=True)
+        mask = enc["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        first = self.model(**enc, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(k)
+        target, target_mask = self.target_ids(tuple(targets))
+        tiled, tiled_mask = target.repeat(n, 1), target_mask.repeat(n, 1)  # row i's k candidates adjacent
+        width = target.shape[1]
+        after = positions[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width - 1, device=mask.device)
+        rest = self.model(input_ids=tiled[:, :-1], position_ids=after, past_key_values=cache,
+                          attention_mask=torch.cat([mask.repeat_interleave(k, 0), tiled_mask[:, :-1]], 1)).logits
+        # the last prompt position predicts each candidate's first token
+        logits = torch.cat([first.logits.repeat_interleave(k, 0), rest], 1)  # [n*k, width, V]
+        token_lp = logits.float().log_softmax(-1).gather(-1, tiled.unsqueeze(-1)).squeeze(-1)
+        return (token_lp * tiled_mask).sum(-1).view(n, k)
 
-    def generate(self, prompts: list[str]):
-        prompt_ids = self._prompt_ids(prompts)
-        width = max(map(len, prompt_ids))
+    def target_ids(self, targets: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each candidate as the model writes it after a prompt (' label' and EOS), right-padded,
+        with its mask, on the model's device: tokenized once, not per batch."""
+        key = (targets, self.model.device)
+        if getattr(self, "_targets", (None,))[0] != key:
+            ids = [self.tokenizer(" " + t, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+                   for t in targets]
+            width = max(map(len, ids))
+            tokens = torch.tensor([s + [self.tokenizer.pad_token_id] * (width - len(s)) for s in ids])
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids])
+            self._targets = (key, (tokens.to(self.model.device), mask.to(self.model.device)))
+        return self._targets[1]
+
+    def generate_ids(self, ids: list[list[int]]):
+        enc = self.padded(ids, left=True)  # every prompt ends where generation starts
         pad = self.tokenizer.pad_token_id
-        # left padding so every prompt ends where generation starts
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=self.model.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=self.model.device)
-        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.cfg.max_target_length,
+        out = self.model.generate(**enc, max_new_tokens=self.cfg.max_target_length,
                                   do_sample=False, num_beams=1, output_scores=True, return_dict_in_generate=True,
                                   pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
-        new = out.sequences[:, width:]
+        new = out.sequences[:, enc["input_ids"].shape[1]:]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return texts, list(out.scores), new, new != pad

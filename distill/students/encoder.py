@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from distill.errors import ConfigError
-from distill.students.base import Student
+from distill.students.base import Student, to_host
 from distill.students.calibration import fit_temperature, mean_over, top_confidence
 from distill.students.trainer import TaskWeighted
 
@@ -193,10 +193,10 @@ class EncoderStudent(Student):
             data["task_weight"] = [r.get("weight", 1.0) for r in rows]
         return datasets.Dataset.from_dict(data)
 
-    def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir):
+    def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir, args=None):
         if self.task.multi_label:
             self._prior_bias(train_rows)
-        return super().trainer(train_rows, dev_rows, train_cfg, output_dir)
+        return super().trainer(train_rows, dev_rows, train_cfg, output_dir, args)
 
     def _prior_bias(self, rows: list[dict]) -> None:
         """Start each label's output at the log-odds of its share of the training rows (Lin et al.
@@ -225,15 +225,30 @@ class EncoderStudent(Student):
         batch = self.tokenizer.pad(enc, return_tensors="pt", padding_side="right").to(self.model.device)
         return enc, self.model(**batch).logits.float()
 
-    def predict_batch(self, rows: list[dict], temps: torch.Tensor) -> list[dict]:
+    def input_ids(self, rows: list[dict]) -> list[list[int]] | None:
+        if self.task.token_level:
+            return None  # word-split input is encoded per batch, with its word alignment
+        return self.token_ids([r["text"] for r in rows])
+
+    def predict_batch(self, rows: list[dict], temps: torch.Tensor, ids: list[list[int]] | None = None):
+        if not self.task.token_level and not self.task.multi_label:
+            logits = self.model(**self.padded(ids if ids is not None else self.input_ids(rows))).logits
+            (best, conf), ready = to_host(logits.argmax(-1), top_confidence(logits, temps).exp())
+
+            def finish() -> list[dict]:
+                ready()
+                labels = [self.task.from_class_ids(i, r) for i, r in zip(best.tolist(), rows)]
+                return [{"label": lab, "confidence": c, "entity_confidence": None, "error": None, "raw": lab}
+                        for lab, c in zip(labels, conf.tolist())]
+            return finish
+        out = self._predict_units(rows, temps)
+        return lambda: out
+
+    def _predict_units(self, rows: list[dict], temps: torch.Tensor) -> list[dict]:
+        """Multi-label rows (a decision per label) and NER rows (a tag per word)."""
         enc, logits = self._forward(rows)
         if self.task.multi_label:
             return self._multi_label(rows, logits, temps)
-        if not self.task.token_level:
-            conf = top_confidence(logits, temps).exp().tolist()
-            labels = [self.task.from_class_ids(i, r) for i, r in zip(logits.argmax(-1).tolist(), rows)]
-            return [{"label": lab, "confidence": c, "entity_confidence": None, "error": None, "raw": lab}
-                    for lab, c in zip(labels, conf)]
         # one position per word (its first sub-token); words cut off by truncation get O
         width = max(len(r["tokens"]) for r in rows)
         word_logits = torch.zeros(len(rows), width, logits.shape[-1], device=logits.device)

@@ -49,9 +49,9 @@ class Seq2SeqStudent(Student):
     def hidden_states(self, enc) -> torch.Tensor:
         return self.model.get_encoder()(**enc).last_hidden_state
 
-    def score(self, prompts: list[str], targets: list[str]) -> torch.Tensor:
-        enc = self._inputs(prompts)
-        n, k = len(prompts), len(targets)
+    def score_ids(self, ids: list[list[int]], targets: list[str]) -> torch.Tensor:
+        enc = self.padded(ids)
+        n, k = len(ids), len(targets)
         # one encoder pass, and one decoder step that also fills the cross-attention cache: the
         # encoder states are projected once per row, not once per candidate
         hidden = self.hidden_states(enc)
@@ -60,7 +60,7 @@ class Seq2SeqStudent(Student):
                            use_cache=True)
         cache = first.past_key_values
         cache.batch_repeat_interleave(k)
-        labels = self.tokenizer(text_target=targets, padding=True, return_tensors="pt")["input_ids"].to(self.model.device)
+        labels = self.target_ids(tuple(targets))
         tiled = labels.repeat(n, 1)  # row-major: row i's k candidates are adjacent
         rest = self.model(encoder_outputs=(hidden.repeat_interleave(k, 0),),
                           attention_mask=enc["attention_mask"].repeat_interleave(k, 0),
@@ -69,8 +69,16 @@ class Seq2SeqStudent(Student):
         token_lp = logits.float().log_softmax(-1).gather(-1, tiled.unsqueeze(-1)).squeeze(-1)
         return (token_lp * (tiled != self.tokenizer.pad_token_id)).sum(-1).view(n, k)
 
-    def generate(self, prompts: list[str]):
-        enc = self._inputs(prompts)
+    def target_ids(self, targets: tuple[str, ...]) -> torch.Tensor:
+        """The candidates' token ids, padded, on the model's device: tokenized once, not per batch."""
+        key = (targets, self.model.device)
+        if getattr(self, "_targets", (None,))[0] != key:
+            ids = self.tokenizer(text_target=list(targets), padding=True, return_tensors="pt")["input_ids"]
+            self._targets = (key, ids.to(self.model.device))
+        return self._targets[1]
+
+    def generate_ids(self, ids: list[list[int]]):
+        enc = self.padded(ids)
         out = self.model.generate(**enc, max_new_tokens=self.cfg.max_target_length, do_sample=False,
                                   num_beams=1, output_scores=True, return_dict_in_generate=True)
         tokens = out.sequences[:, 1:]  # after the decoder start token
