@@ -5,24 +5,12 @@ device. It runs on any device and is meant for a CUDA one, where the trainer com
 import pytest
 import torch
 from conftest import same
-from test_students import KINDS, assert_only_adapter_moved, build, pretrained, snapshot
+from test_students import KINDS, assert_only_adapter_moved, build, pretrained, snapshot, topic_rows  # noqa: F401
 
 from distill.students import student_class
 from distill.students.base import bf16_ok, device
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(scope="module")
-def topic_rows(tmp_path_factory):
-    from distill.config import load_config
-    from distill.data import load_split, prepare_data
-    from distill.tasks import build_task
-
-    cfg = load_config(["recipe=demo", f"run_dir={tmp_path_factory.mktemp('g')}"])
-    prepare_data(cfg)
-    task = build_task(cfg.task)
-    return task, list(load_split(cfg, "seed", task))
 
 
 @pytest.mark.parametrize("student", KINDS)
