@@ -119,11 +119,12 @@ def label_shard(student, task: Task, shard, out_dir: Path, prefix: str, identity
     window = int(cfg.window)
     batch_tokens = int(cfg.batch_tokens) if cfg.batch_tokens is not None else None
     starts = [s for s in range(0, len(shard), window) if not (done and all(i in done for i in ids[s : s + window]))]
+    tokenizing = student.tokenizing_copy()  # the reader thread's own tokenizer
 
     def read(start: int) -> tuple[int, list[dict], list | None]:
         block = shard[start : start + window]
         rows = [r for r in (dict(zip(block, vals)) for vals in zip(*block.values())) if r["id"] not in done]
-        return start, rows, student.input_ids(rows)
+        return start, rows, tokenizing.input_ids(rows)
 
     labeled, began = 0, time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer, \

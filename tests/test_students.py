@@ -415,3 +415,18 @@ def test_batching_and_overlap_do_not_change_any_rows_label(make_cfg, student, to
     batched = model.predict(sample, batch_size=16, batch_tokens=300, progress=False)
     assert [p["label"] for p in batched] == [p["label"] for p in alone]
     assert [p["confidence"] for p in batched] == pytest.approx([p["confidence"] for p in alone], abs=1e-4)
+
+
+def test_the_reader_threads_tokenizer_is_its_own(make_cfg, topic_rows):
+    """The label stage tokenizes the next window in a second thread. A fast tokenizer sets
+    padding and truncation on itself for each call, so with one shared tokenizer a padded call in
+    the main thread (candidate labels, a generation batch) can pad that thread's output."""
+    _, rows = topic_rows
+    _, _, student = build(make_cfg, "tiny_encoder", rows)
+    reader = student.tokenizing_copy()
+    assert reader.model is student.model and reader.task is student.task
+    texts = rows[:200]
+    want = [len(x) for x in student.input_ids(texts)]
+    student.tokenizer.backend_tokenizer.enable_padding(length=300)  # what a padded call leaves set meanwhile
+    assert reader.tokenizer.backend_tokenizer.padding is None
+    assert [len(x) for x in reader.input_ids(texts)] == want

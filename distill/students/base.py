@@ -305,6 +305,8 @@ class Student:
         previous batch's results are read back, so the host turns results into labels while the
         device computes. `ids`: the rows' `input_ids`, when tokenized ahead (the label stage
         tokenizes the next window while this one is labeled)."""
+        if not rows:
+            return []
         self.model.eval()
         grid = temps if temps is not None else torch.tensor([self.temperature])
         ids = ids if ids is not None else self.input_ids(rows)
@@ -329,6 +331,14 @@ class Student:
             for batch in queued:
                 collect(*batch)
         return results
+
+    def tokenizing_copy(self) -> "Student":
+        """This student with a tokenizer of its own, for tokenizing in another thread. A fast
+        tokenizer sets truncation and padding on itself for each call, so a padded call in one
+        thread (the candidate labels, a generation batch) can pad another thread's output."""
+        other = copy.copy(self)
+        other.tokenizer = copy.deepcopy(self.tokenizer)
+        return other
 
     def input_ids(self, rows: list[dict]) -> list[list[int]] | None:
         """Each row's input token ids (truncated), from one tokenizer call; None where the kind
