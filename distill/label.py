@@ -43,7 +43,7 @@ from distill.cascade import overlay, resolve_threshold
 from distill.data import file_stamp, load_split, prepare_data, start_afresh_if_changed
 from distill.errors import ConfigError, DataError
 from distill.students import student_class
-from distill.students.base import student_identity
+from distill.students.base import PROCESS_GROUP_TIMEOUT, student_identity
 from distill.tasks import Task, build_task
 
 ABSORBED = b"distill.absorbed_parts"  # shard metadata: the part files it replaced
@@ -51,7 +51,7 @@ ABSORBED = b"distill.absorbed_parts"  # shard metadata: the part files it replac
 
 def label(cfg) -> dict:
     # a generous collective timeout: the other ranks wait while rank 0 converts a large corpus
-    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=6))
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT))
     if state.device.type == "cpu" and state.num_processes > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))  # no oversubscription
     run_dir = Path(cfg.run_dir)
@@ -137,9 +137,8 @@ def label_shard(student, task: Task, shard, out_dir: Path, prefix: str, identity
             table = student_table(rows, preds, identity, datetime.now(timezone.utc), task)
             path = out_dir / "parts" / f"{prefix}-{start:012d}-{uuid.uuid4().hex[:8]}.parquet"
             writes.append(writer.submit(write_table, table, path, task))
-            for w in [w for w in writes if w.done()]:
-                w.result()  # a failed write stops labeling here, with the rows before it kept
-                writes.remove(w)
+            while writes and (writes[0].done() or len(writes) > 2):  # at most two windows wait to be written
+                writes.pop(0).result()  # a failed write stops labeling here, with the rows before it kept
             labeled += len(rows)
             bar.update(len(rows))
         for w in writes:

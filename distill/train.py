@@ -173,6 +173,8 @@ def release(trainer, student) -> None:
     trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
     handler = trainer.callback_handler
     handler.model = handler.optimizer = handler.lr_scheduler = None
+    if hasattr(trainer.data_collator.inner, "model"):
+        trainer.data_collator.inner.model = None  # seq2seq's collator holds the model too
     student.model = None
     free_memory()
 

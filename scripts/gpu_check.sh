@@ -8,8 +8,8 @@
 # With .whl/ present (WHEELS=DIR for another folder), its wheels are installed into /tmp/site
 # first, with no network. ROWS, TRAIN_STEPS, LABEL_ARGS (more bench_label.py options) and the
 # *_LIMIT variables shrink the run, e.g. for a dry run on a CPU machine.
-# Each part has its own time limit, so one that hangs cannot take the others with it; the exit
-# status is non-zero when any part failed.
+# Each part has its own time limit (430 s in all), so one that hangs cannot take the others with
+# it; the exit status is non-zero when any part failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu_check}
@@ -31,7 +31,7 @@ part() {  # part NAME LIMIT COMMAND...: run one part, its log in OUT/NAME.log
   shift 2
   echo "== $name (limit ${limit}s)"
   local t0=$SECONDS
-  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" >"$out/$name.log" 2>&1
   local rc=$?
   tail -n 25 "$out/$name.log"
   echo "== $name: exit $rc after $((SECONDS - t0))s"
@@ -43,13 +43,13 @@ import torch, transformers
 print("torch", torch.__version__, "transformers", transformers.__version__,
       "device", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
 EOF
-part pytest_gpu "${PYTEST_LIMIT:-120}" python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
-part bench_label "${LABEL_LIMIT:-200}" python3 scripts/bench_label.py --out "$out/bench_label.json" \
+part pytest_gpu "${PYTEST_LIMIT:-80}" python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
+part bench_label "${LABEL_LIMIT:-170}" python3 scripts/bench_label.py --out "$out/bench_label.json" \
   --rows "${ROWS:-200000}" --run-dir /tmp/distill_bench_label ${LABEL_ARGS:-}
-part bench_train "${TRAIN_LIMIT:-120}" python3 scripts/bench_train.py --out "$out/bench_train.json" --repeats 1 \
+part bench_train "${TRAIN_LIMIT:-80}" python3 scripts/bench_train.py --out "$out/bench_train.json" --repeats 1 \
   ${TRAIN_STEPS:+--steps $TRAIN_STEPS} --models-dir /tmp/distill_bench_models
-part demo "${DEMO_LIMIT:-60}" python3 -m distill.cli run recipe=demo run_dir=/tmp/distill_demo
-part pytest_students "${STUDENTS_LIMIT:-80}" python3 -m pytest -q -p no:cacheprovider -x tests/test_students.py
+part demo "${DEMO_LIMIT:-40}" python3 -m distill.cli run recipe=demo run_dir=/tmp/distill_demo
+part pytest_students "${STUDENTS_LIMIT:-60}" python3 -m pytest -q -p no:cacheprovider -x tests/test_students.py
 
 echo "gpu_check: $((SECONDS - started))s; failed: ${failed[*]:-none}"
 [ ${#failed[@]} -eq 0 ]

@@ -26,3 +26,15 @@ def make_cfg(tmp_path):
 def same(before: torch.Tensor, now: torch.Tensor) -> bool:
     """Equal, compared on the device the weight lives on now (the trainer moves the model)."""
     return torch.equal(before.to(now.device), now)
+
+
+@pytest.fixture(scope="module")
+def topic_rows(tmp_path_factory):
+    """The demo's task and its seed pool: tiny students train on these rows."""
+    from distill.data import load_split, prepare_data
+    from distill.tasks import build_task
+
+    cfg = load_config(["recipe=demo", f"run_dir={tmp_path_factory.mktemp('s')}"])
+    prepare_data(cfg)
+    task = build_task(cfg.task)
+    return task, list(load_split(cfg, "seed", task))

@@ -5,20 +5,26 @@ device. It runs on any device and is meant for a CUDA one, where the trainer com
 import pytest
 import torch
 from conftest import same
-from test_students import KINDS, assert_only_adapter_moved, build, pretrained, snapshot, topic_rows  # noqa: F401
+from test_students import KINDS, assert_only_adapter_moved, build, pretrained, snapshot
 
 from distill.students import student_class
-from distill.students.base import bf16_ok, device
+from distill.students.base import bf16_ok, default_dtype, device
 
 pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.parametrize("student", KINDS)
 def test_lora_moves_the_adapter_and_not_the_base_on_the_device(make_cfg, tmp_path, student, topic_rows):
+    """A pretrained base loads in bf16 on a GPU and stays frozen; the adapters and an encoder's new
+    head train in fp32 under autocast, and the trained model labels before export."""
     _, rows = topic_rows
-    cfg, task, model = build(make_cfg, student, rows, "train.max_steps=20", "train.batch_size=8",
-                             "train.dev_fraction=0")
+    cfg, task, _ = pretrained(make_cfg, student, rows, tmp_path / "pretrained", "train.max_steps=20",
+                              "train.batch_size=8")
+    model = student_class(cfg.student).create(cfg.student, task, seed=0)
     before, trained = snapshot(model)
+    assert all(p.dtype == torch.float32 for n, p in model.model.named_parameters() if n in trained)
+    assert all(p.dtype == default_dtype() for n, p in model.model.named_parameters()
+               if n not in trained and p.is_floating_point())
     trainer = model.trainer(rows[:120], [], cfg.train, tmp_path / "ckpt")
     assert trainer.args.bf16 == bf16_ok()
     trainer.train()
@@ -31,9 +37,10 @@ def test_lora_moves_the_adapter_and_not_the_base_on_the_device(make_cfg, tmp_pat
 @pytest.mark.parametrize("student", KINDS)
 def test_full_fine_tuning_keeps_fp32_master_weights_and_moves_them_at_a_small_learning_rate(
         make_cfg, tmp_path, student, topic_rows):
-    """A pretrained base for full fine-tuning loads in fp32 and trains under bf16 autocast: at a
-    learning rate of 1e-5 Adam's steps are about 1e-5, under half of bf16's spacing near the
-    typical weight (0.02), so weights kept in bf16 would not move at all."""
+    """A pretrained base for full fine-tuning loads in fp32 and trains under bf16 autocast. At a
+    learning rate of 1e-5 Adam's steps are about 1e-5: in fp32 nearly every element of a weight
+    matrix moves; kept in bf16 (spacing about 1e-4 near a typical weight of 0.02) most would
+    round back to where they were."""
     _, rows = topic_rows
     cfg, task, _ = pretrained(make_cfg, student, rows, tmp_path / "pretrained", "student.method=full",
                               "train.max_steps=5", "train.lr=1e-5", "train.warmup=0", "train.batch_size=8")
@@ -43,9 +50,12 @@ def test_full_fine_tuning_keeps_fp32_master_weights_and_moves_them_at_a_small_le
     model.trainer(rows[:80], [], cfg.train, tmp_path / "ckpt").train()
     after = dict(model.model.named_parameters())
     assert all(p.dtype == torch.float32 for p in after.values())
-    matrices = [n for n, p in after.items() if p.dim() == 2]
-    moved = [n for n in matrices if not same(before[n], after[n])]
-    assert len(moved) > 0.8 * len(matrices), f"{len(moved)} of {len(matrices)} weight matrices moved"
+    # weight matrices every row of which gets a gradient (embedding tables see only the rows used)
+    matrices = [n for n, p in after.items() if p.dim() == 2 and "embed" not in n and "shared" not in n
+                and "relative_attention_bias" not in n]
+    moved = sorted(float((before[n].to(after[n].device) != after[n]).float().mean()) for n in matrices)
+    assert matrices and moved[len(moved) // 2] > 0.9, f"median share of elements moved: {moved[len(moved) // 2]:.2f}"
+    assert not same(before[matrices[0]], after[matrices[0]])
 
 
 def test_qlora_keeps_the_4bit_base_frozen(make_cfg, tmp_path, topic_rows):

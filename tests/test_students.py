@@ -25,16 +25,6 @@ from distill.tasks.ner import spans
 KINDS = ["tiny_t5", "tiny_causal", "tiny_encoder"]
 
 
-@pytest.fixture(scope="module")
-def topic_rows(tmp_path_factory):
-    from distill.config import load_config
-
-    cfg = load_config(["recipe=demo", f"run_dir={tmp_path_factory.mktemp('s')}"])
-    prepare_data(cfg)
-    task = build_task(cfg.task)
-    return task, list(load_split(cfg, "seed", task))
-
-
 def build(make_cfg, student, rows, *overrides, recipe="demo"):
     cfg = make_cfg(recipe, f"student={student}", *overrides)
     task = build_task(cfg.task)

@@ -155,8 +155,9 @@ def test_push_to_hub_uploads_the_trained_student_with_its_card(make_cfg, tmp_pat
                      ("upload", "someone/demo-student", "merged", ["README.md", "config.json", "model.safetensors"])]
 
 
+@pytest.mark.parametrize("student", KINDS)
 def test_training_frees_the_trained_model_before_calibrating_and_builds_its_arguments_first(
-        taught, tmp_path, monkeypatch):
+        taught, tmp_path, monkeypatch, student):
     """Calibration loads the saved student: the trained copy, its optimizer and gradients must be
     gone by then. The trainer's arguments exist before the model (DeepSpeed ZeRO-3 then shards it
     as it loads), and the process group waits long enough for rank 0's export."""
@@ -167,32 +168,33 @@ def test_training_frees_the_trained_model_before_calibrating_and_builds_its_argu
     from accelerate import PartialState
 
     import distill.train as train_module
-    from distill.students.encoder import EncoderStudent
+    from distill.students import student_class
 
     run_dir = tmp_path / "run"
     shutil.copytree(taught, run_dir)
+    cfg = load_config(["recipe=demo", f"run_dir={run_dir}", f"student={student}", "train.max_steps=4"])
+    cls = student_class(cfg.student)
     events, trained = [], []
-    create, load, training_args = EncoderStudent.create.__func__, EncoderStudent.load.__func__, \
-        EncoderStudent.training_args.__func__
+    create, load, training_args = cls.create.__func__, cls.load.__func__, cls.training_args.__func__
 
-    def recording_args(cls, *a, **kw):
+    def recording_args(c, *a, **kw):
         events.append("args")
-        return training_args(cls, *a, **kw)
+        return training_args(c, *a, **kw)
 
-    def recording_create(cls, *a, **kw):
+    def recording_create(c, *a, **kw):
         events.append("model")
-        student = create(cls, *a, **kw)
-        trained.append(weakref.ref(student.model))
-        return student
+        made = create(c, *a, **kw)
+        trained.append(weakref.ref(made.model))
+        return made
 
-    def checking_load(cls, *a, **kw):
+    def checking_load(c, *a, **kw):
         gc.collect()
         events.append("load: trained model " + ("alive" if trained[0]() is not None else "freed"))
-        return load(cls, *a, **kw)
+        return load(c, *a, **kw)
 
-    monkeypatch.setattr(EncoderStudent, "training_args", classmethod(recording_args))
-    monkeypatch.setattr(EncoderStudent, "create", classmethod(recording_create))
-    monkeypatch.setattr(EncoderStudent, "load", classmethod(checking_load))
+    monkeypatch.setattr(cls, "training_args", classmethod(recording_args))
+    monkeypatch.setattr(cls, "create", classmethod(recording_create))
+    monkeypatch.setattr(cls, "load", classmethod(checking_load))
     timeouts = []
 
     def recording_state(**kw):
@@ -200,10 +202,8 @@ def test_training_frees_the_trained_model_before_calibrating_and_builds_its_argu
         return PartialState(**kw)
 
     monkeypatch.setattr(train_module, "PartialState", recording_state)
-    meta = train_module.train(load_config(["recipe=demo", f"run_dir={run_dir}", "student=tiny_encoder",
-                                           "train.max_steps=4"]), teach_first=False)
+    meta = train_module.train(cfg, teach_first=False)
     assert meta["steps"] == 4
     assert events[:2] == ["args", "model"]
     assert events[2] == "load: trained model freed", events
     assert timeouts and timeouts[0] >= timedelta(hours=1)
-

@@ -3,6 +3,7 @@ exporting, loading, and prediction with calibrated confidence."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import hashlib
@@ -47,8 +48,17 @@ def default_dtype() -> torch.dtype:
 def weights_dtype(method: str) -> torch.dtype:
     """The dtype the base is loaded in for training. Full fine-tuning keeps fp32 master weights
     (the trainer computes in bf16 under autocast): in bf16 an update smaller than 1/256 of a
-    weight rounds away. A frozen LoRA base may stay in bf16; peft keeps the adapters in fp32."""
+    weight rounds away. A frozen LoRA base may stay in bf16; its adapters and head train in fp32."""
     return torch.float32 if method == "full" else default_dtype()
+
+
+def mixed_precision(model) -> contextlib.AbstractContextManager:
+    """bf16 autocast for a model with bf16 and fp32 weights (a bf16 base with fp32 adapters and
+    head, before export), so their matrix products meet in one dtype; otherwise nothing."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if {torch.bfloat16, torch.float32} <= dtypes:
+        return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def free_memory() -> None:
@@ -151,6 +161,10 @@ class Student:
             lora = LoraConfig(task_type=cls.lora_task_type(task), r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                               lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules))
             student.model = get_peft_model(base, lora)
+            # peft keeps LoRA's matrices in fp32 but a new head (modules_to_save) in the base's dtype
+            for param in student.model.parameters():
+                if param.requires_grad and param.dtype != torch.float32:
+                    param.data = param.data.float()
         return student
 
     # -- training -----------------------------------------------------------------------------
@@ -310,7 +324,8 @@ class Student:
         self.model.eval()
         grid = temps if temps is not None else torch.tensor([self.temperature])
         ids = ids if ids is not None else self.input_ids(rows)
-        lengths = [len(x) for x in ids] if ids is not None else [len(r["text"]) for r in rows]
+        # word-split input is tokenized per batch: its length in words stands in for tokens
+        lengths = [len(x) for x in ids] if ids is not None else [len(r["text"].split()) + 2 for r in rows]
         order = sorted(range(len(rows)), key=lengths.__getitem__)
         results: list[dict | None] = [None] * len(rows)
         with tqdm(total=len(rows), desc="student: labeling", unit="row", disable=not progress) as bar:
@@ -323,7 +338,7 @@ class Student:
 
             queued = []  # at most two batches: the one the device runs, the one read back meanwhile
             for idx in token_batches(order, lengths, batch_size, batch_tokens):
-                with torch.inference_mode():
+                with torch.inference_mode(), mixed_precision(self.model):
                     queued.append((idx, self.predict_batch([rows[i] for i in idx], grid,
                                                            None if ids is None else [ids[i] for i in idx])))
                 if len(queued) == 2:
@@ -402,7 +417,7 @@ class Student:
         for start in tqdm(range(0, len(texts), batch_size), desc="student: embedding", unit="batch",
                           disable=not progress):
             enc = self._inputs(texts[start : start + batch_size])
-            with torch.inference_mode():
+            with torch.inference_mode(), mixed_precision(self.model):
                 hidden = self.hidden_states(enc).float()
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())
