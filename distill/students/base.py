@@ -337,14 +337,15 @@ class Student:
                 bar.update(len(idx))
 
             queued = []  # at most two batches: the one the device runs, the one read back meanwhile
-            for idx in token_batches(order, lengths, batch_size, batch_tokens):
-                with torch.inference_mode(), mixed_precision(self.model):
-                    queued.append((idx, self.predict_batch([rows[i] for i in idx], grid,
-                                                           None if ids is None else [ids[i] for i in idx])))
-                if len(queued) == 2:
-                    collect(*queued.pop(0))
-            for batch in queued:
-                collect(*batch)
+            with mixed_precision(self.model):
+                for idx in token_batches(order, lengths, batch_size, batch_tokens):
+                    with torch.inference_mode():
+                        queued.append((idx, self.predict_batch([rows[i] for i in idx], grid,
+                                                               None if ids is None else [ids[i] for i in idx])))
+                    if len(queued) == 2:
+                        collect(*queued.pop(0))
+                for batch in queued:
+                    collect(*batch)
         return results
 
     def tokenizing_copy(self) -> "Student":
@@ -413,18 +414,15 @@ class Student:
     def embed(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """Mean-pooled last hidden states of the student's own encoder (a causal LM: its last
         layer), one row per text: the monitor compares corpus and gold inputs with them."""
-        out = []
+        out, precision = [], mixed_precision(self.model)
         for start in tqdm(range(0, len(texts), batch_size), desc="student: embedding", unit="batch",
                           disable=not progress):
-            enc = self._inputs(texts[start : start + batch_size])
-            with torch.inference_mode(), mixed_precision(self.model):
+            enc = self.padded(self.token_ids(texts[start : start + batch_size]))
+            with torch.inference_mode(), precision:
                 hidden = self.hidden_states(enc).float()
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-    def _inputs(self, prompts: list[str]) -> dict:
-        return self.padded(self.token_ids(prompts))
 
     def hidden_states(self, enc) -> torch.Tensor:
         return self.model(**enc, output_hidden_states=True).hidden_states[-1]
@@ -437,6 +435,14 @@ class Student:
             out.append((text[len(before):], lp))
             before = text
         return out
+
+    def once_per_device(self, key, make):
+        """make() the first time for this key on the model's device, then the same value: the
+        candidates' token ids are tokenized once, not per batch."""
+        key = (key, self.model.device)
+        if getattr(self, "_once", (None,))[0] != key:
+            self._once = (key, make())
+        return self._once[1]
 
     @cached_property
     def candidate_targets(self) -> list[str]:

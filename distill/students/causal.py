@@ -70,15 +70,12 @@ class CausalStudent(Student):
     def target_ids(self, targets: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """Each candidate as the model writes it after a prompt (' label' and EOS), right-padded,
         with its mask, on the model's device: tokenized once, not per batch."""
-        key = (targets, self.model.device)
-        if getattr(self, "_targets", (None,))[0] != key:
+        def make():
             ids = [self.tokenizer(" " + t, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
                    for t in targets]
-            width = max(map(len, ids))
-            tokens = torch.tensor([s + [self.tokenizer.pad_token_id] * (width - len(s)) for s in ids])
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids])
-            self._targets = (key, (tokens.to(self.model.device), mask.to(self.model.device)))
-        return self._targets[1]
+            padded = self.padded(ids)
+            return padded["input_ids"], padded["attention_mask"]
+        return self.once_per_device(targets, make)
 
     def generate_ids(self, ids: list[list[int]]):
         enc = self.padded(ids, left=True)  # every prompt ends where generation starts

@@ -231,24 +231,25 @@ class EncoderStudent(Student):
         return self.token_ids([r["text"] for r in rows])
 
     def predict_batch(self, rows: list[dict], temps: torch.Tensor, ids: list[list[int]] | None = None):
-        if not self.task.token_level and not self.task.multi_label:
-            logits = self.model(**self.padded(ids if ids is not None else self.input_ids(rows))).logits
-            (best, conf), ready = to_host(logits.argmax(-1), top_confidence(logits, temps).exp())
-
-            def finish() -> list[dict]:
-                ready()
-                labels = [self.task.from_class_ids(i, r) for i, r in zip(best.tolist(), rows)]
-                return [{"label": lab, "confidence": c, "entity_confidence": None, "error": None, "raw": lab}
-                        for lab, c in zip(labels, conf.tolist())]
-            return finish
-        out = self._predict_units(rows, temps)
-        return lambda: out
-
-    def _predict_units(self, rows: list[dict], temps: torch.Tensor) -> list[dict]:
-        """Multi-label rows (a decision per label) and NER rows (a tag per word)."""
-        enc, logits = self._forward(rows)
+        if self.task.token_level:
+            out = self._tag_words(rows, temps)
+            return lambda: out
+        logits = self.model(**self.padded(ids if ids is not None else self.input_ids(rows))).logits.float()
         if self.task.multi_label:
-            return self._multi_label(rows, logits, temps)
+            out = self._multi_label(rows, logits, temps)
+            return lambda: out
+        (best, conf), ready = to_host(logits.argmax(-1), top_confidence(logits, temps).exp())
+
+        def finish() -> list[dict]:
+            ready()
+            labels = [self.task.from_class_ids(i, r) for i, r in zip(best.tolist(), rows)]
+            return [{"label": lab, "confidence": c, "entity_confidence": None, "error": None, "raw": lab}
+                    for lab, c in zip(labels, conf.tolist())]
+        return finish
+
+    def _tag_words(self, rows: list[dict], temps: torch.Tensor) -> list[dict]:
+        """NER: a tag per word, from its first sub-token."""
+        enc, logits = self._forward(rows)
         # one position per word (its first sub-token); words cut off by truncation get O
         width = max(len(r["tokens"]) for r in rows)
         word_logits = torch.zeros(len(rows), width, logits.shape[-1], device=logits.device)

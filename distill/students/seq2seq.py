@@ -71,11 +71,8 @@ class Seq2SeqStudent(Student):
 
     def target_ids(self, targets: tuple[str, ...]) -> torch.Tensor:
         """The candidates' token ids, padded, on the model's device: tokenized once, not per batch."""
-        key = (targets, self.model.device)
-        if getattr(self, "_targets", (None,))[0] != key:
-            ids = self.tokenizer(text_target=list(targets), padding=True, return_tensors="pt")["input_ids"]
-            self._targets = (key, ids.to(self.model.device))
-        return self._targets[1]
+        return self.once_per_device(targets, lambda: self.tokenizer(
+            text_target=list(targets), padding=True, return_tensors="pt")["input_ids"].to(self.model.device))
 
     def generate_ids(self, ids: list[list[int]]):
         enc = self.padded(ids)
