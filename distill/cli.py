@@ -26,6 +26,10 @@ stages:
   audit     model-collapse audit: students retrained on students' labels for N generations, with
             generations=5 strategies=[replace,accumulate,anchor] anchor_fraction=0.1; writes
             audit/audit.json and audit/audit.html with a verdict per strategy; resumable
+  grow      training data from the taxonomy: the teacher writes texts per label, a student trained
+            on them finds matching corpus rows, the teacher judges them (yes/no), in rounds=N;
+            writes grow/ (ledger, judgments) and the last student to student/; resumable
+  shortlist pick task.shortlist=K (labels offered per row) on gold for task.shortlist_target
   simulate  serve the recipe's simulated teacher over HTTP (teacher.sim.port=8000)
 
 Any key=value overrides the recipe, e.g. train.epochs=3 teacher.model=gpt-4o-mini.
@@ -59,15 +63,18 @@ def main(argv: list[str] | None = None) -> None:
     stage, rest = argv[0], argv[1:]
     from distill.audit import audit
     from distill.cascade import cascade
+    from distill.grow import grow
     from distill.label import label, merge
     from distill.monitor import monitor
     from distill.route import route
+    from distill.shortlist import shortlist
     from distill.teach import teach
     from distill.teacher.simulator import serve
     from distill.train import train
 
     stages = {"teach": teach, "train": train, "label": label, "merge": merge, "cascade": cascade,
-              "route": route, "monitor": monitor, "run": run_all, "audit": audit, "simulate": serve}
+              "route": route, "monitor": monitor, "run": run_all, "audit": audit, "grow": grow,
+              "shortlist": shortlist, "simulate": serve}
     if stage not in stages:
         print(f"distill: error: unknown stage {stage!r}; choose one of: {', '.join(stages)}\n\n{USAGE}",
               file=sys.stderr)

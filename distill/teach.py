@@ -12,6 +12,8 @@ from pathlib import Path
 
 from distill.config import save_config
 from distill.data import check_held_out, load_split, prepare_data, read_jsonl
+from distill.shortlist import check as shortlist_size
+from distill.shortlist import with_shortlists
 from distill.tasks import build_task
 from distill.teacher import Teacher, open_teacher
 from distill.teacher.batch import label_batch
@@ -39,6 +41,11 @@ def teach(cfg) -> dict:
     records = {name: read_jsonl(path) for name, path in paths.items()}
     done = {name: {r["id"] for r in records[name] if finished(r)} for name in jobs}
     pending = {name: [r for r in rows if r["id"] not in done[name]] for name, (rows, _) in jobs.items()}
+    if (k := shortlist_size(cfg, task)) and any(pending.values()):
+        # task.shortlist: each row offers the teacher only its k likeliest labels
+        listed = iter(with_shortlists(cfg, task, [r for rows in pending.values() for r in rows], k,
+                                      run_dir / "teacher" / "shortlists.jsonl"))
+        pending = {name: [next(listed) for _ in rows] for name, rows in pending.items()}
     stats = dict.fromkeys(jobs)
     stopped = None
     if cfg.teacher.dry_run:
@@ -49,7 +56,7 @@ def teach(cfg) -> dict:
         with open_teacher(cfg.teacher, task, sim_rows) as teacher:
             labeler = partial(label_batch, teacher) if cfg.teacher.mode == "batch" else teacher.label
             for name in [n for n in jobs if pending[n]]:
-                stats[name] = labeler(jobs[name][0], paths[name], jobs[name][1])
+                stats[name] = labeler(pending[name], paths[name], jobs[name][1])
                 records[name] = read_jsonl(paths[name])
                 if stats[name]["stopped"]:
                     stopped = stats[name]["stopped"]

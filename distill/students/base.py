@@ -411,6 +411,27 @@ class Student:
                         "raw": text})
         return lambda: out
 
+    def class_scores(self, rows: list[dict], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Log-probability of every label for each row, [rows, labels], at the calibrated
+        temperature (one label per text): the grow loop ranks corpus rows per label by it, and a
+        shortlist ranks labels per row."""
+        self.model.eval()
+        ids = self.input_ids(rows)
+        lengths = [len(x) for x in ids]
+        out = np.zeros((len(rows), len(self.task.labels)), np.float32)
+        with mixed_precision(self.model), tqdm(total=len(rows), desc="student: scoring labels", unit="row",
+                                               disable=not progress) as bar:
+            for idx in token_batches(sorted(range(len(rows)), key=lengths.__getitem__), lengths, batch_size, None):
+                with torch.inference_mode():
+                    logits = self.class_logits([ids[i] for i in idx]).float()
+                out[idx] = torch.log_softmax(logits / self.temperature, -1).cpu().numpy()
+                bar.update(len(idx))
+        return out
+
+    def class_logits(self, ids: list[list[int]]) -> torch.Tensor:
+        """[B, labels] scores of a batch: each label's log-likelihood as the answer."""
+        return self.score_ids(ids, self.candidate_targets)
+
     def embed(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """Mean-pooled last hidden states of the student's own encoder (a causal LM: its last
         layer), one row per text: the monitor compares corpus and gold inputs with them."""

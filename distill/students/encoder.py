@@ -230,6 +230,9 @@ class EncoderStudent(Student):
             return None  # word-split input is encoded per batch, with its word alignment
         return self.token_ids([r["text"] for r in rows])
 
+    def class_logits(self, ids: list[list[int]]) -> torch.Tensor:
+        return self.model(**self.padded(ids)).logits
+
     def predict_batch(self, rows: list[dict], temps: torch.Tensor, ids: list[list[int]] | None = None):
         if self.task.token_level:
             out = self._tag_words(rows, temps)

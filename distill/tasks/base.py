@@ -159,11 +159,26 @@ class Task(ABC):
 
     # -- teacher ------------------------------------------------------------------------------
     choice_answers = False  # can answer with a bare label as plain text (teacher.output=choice)
+    shortlists = False  # a row may offer the teacher only its likeliest labels (task.shortlist)
+    grows = False  # distill grow can build its training data: one label per text, from a taxonomy
+
+    def definitions(self) -> dict[str, str]:
+        """Each label's definition, from the guidelines' `label: definition` lines."""
+        out = {}
+        for line in self.guidelines.splitlines():
+            name, sep, text = line.partition(":")
+            if sep and name.strip() in self.labels and text.strip():
+                out[name.strip()] = text.strip()
+        return out
+
+    def offered_labels(self, system_prompt: str) -> list[str] | None:
+        """The labels a system prompt offers when a shortlist narrowed them; None for all."""
+        return None
 
     def messages(self, row: dict, compact: bool = False, choice: bool = False) -> list[dict]:
         """The teacher's chat. `compact`: a short system prompt for small models (teacher.prompt);
         `choice`: the answer asked for as a bare label, not JSON (teacher.output=choice)."""
-        msgs = [{"role": "system", "content": self.system_prompt(compact, choice)}]
+        msgs = [{"role": "system", "content": self.system_prompt(compact, choice, row.get("shortlist"))}]
         for ex in self.examples:
             msgs.append({"role": "user", "content": self.example_input(ex)})
             msgs.append({"role": "assistant", "content": self.example_choice(ex) if choice
@@ -180,8 +195,9 @@ class Task(ABC):
     def parse_teacher(self, content: str | None, row: dict, choice: bool = False):
         return self.from_answer(extract_json(content), row)
 
-    def system_prompt(self, compact: bool = False, choice: bool = False) -> str:
-        prompt = self.instructions(compact, choice)
+    def system_prompt(self, compact: bool = False, choice: bool = False, shortlist: list[str] | None = None) -> str:
+        # a row's shortlist (task.shortlist): the labels it may take, in kinds that offer one
+        prompt = self.instructions(compact, choice, shortlist) if shortlist else self.instructions(compact, choice)
         if self.rationale:
             prompt += ('\n\nFirst give a one-sentence "rationale" for your answer, naming the words that '
                        'decide it, as the first key of the JSON object.')

@@ -14,6 +14,8 @@ from distill.errors import DataError, OutputError
 from distill.tasks.base import Task, choices_config, choices_result, norm, span_probability, token_offsets
 from distill.tasks.noise import planned_mistakes, weak_model_probabilities
 
+# where the full and the compact prompt list the labels (a shortlist's, or all)
+FROM, LABELS = "from this set: ", "Labels: "
 _LABEL_VALUE = re.compile(r'"label"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
@@ -23,24 +25,39 @@ class Classification(Task):
     main_metric = "accuracy"
     headline = ("accuracy", "macro_f1")
 
-    choice_answers = True
     clean_methods = ("confidence", "cleanlab")
 
     def label_type(self) -> pa.DataType:
         return pa.string()
 
-    def instructions(self, compact: bool = False, choice: bool = False) -> str:
+    choice_answers = True
+    shortlists = True
+    grows = True
+
+    def instructions(self, compact: bool = False, choice: bool = False, shortlist: list[str] | None = None) -> str:
         # a choice prompt never says JSON: the simulator answers it with the label in a sentence
+        labels = shortlist or self.labels
         if compact:  # small models lose the task in long prompts: labels and one instruction
             reply = "Reply with the label only." if choice else 'Reply with JSON only: {"label": "<label>"}.'
-            return f"Classify the text. Labels: {', '.join(self.labels)}.\n{reply}"
+            return f"Classify the text. {LABELS}{', '.join(labels)}.\n{reply}"
         reply = ("Reply with the label only, exactly as written above." if choice else
                  'Reply with a JSON object only: {"label": "<one of the labels>"}.')
-        parts = ["You label texts. Read the text and choose exactly one label from this set: "
-                 + ", ".join(self.labels) + ".", reply]
+        parts = [f"You label texts. Read the text and choose exactly one label {FROM}{', '.join(labels)}.", reply]
         if self.guidelines:
-            parts.insert(1, "Guidelines:\n" + self.guidelines)
+            parts.insert(1, "Guidelines:\n" + (self.guidelines if not shortlist else self._guidelines_for(shortlist)))
         return "\n\n".join(parts)
+
+    def _guidelines_for(self, labels: list[str]) -> str:
+        """The guidelines without the definition lines of labels not offered: a shortlist's savings."""
+        defined = self.definitions()
+        keep = [line for line in self.guidelines.splitlines()
+                if not (line.partition(":")[0].strip() in defined and line.partition(":")[0].strip() not in labels)]
+        return "\n".join(keep).strip()
+
+    def offered_labels(self, system_prompt: str) -> list[str] | None:
+        marker = next((m for m in (FROM, LABELS) if m in system_prompt), None)
+        named = system_prompt.split(marker, 1)[1].splitlines()[0].rstrip(".").split(", ") if marker else []
+        return named if named and len(named) < len(self.labels) and set(named) <= set(self.labels) else None
 
     def answer_schema(self) -> dict:
         return {"type": "object", "properties": {"label": {"type": "string", "enum": self.labels}},

@@ -132,6 +132,8 @@ class Teacher:
         self.mode, self.choice = cfg.output, cfg.output == "choice"
         self.object_schema = False  # json_schema refused: the schema rides in json_object's `schema` field
         self.compact = cfg.get("prompt") == "compact"
+        # what an invalid answer is asked again with: a question kind's own words, or the label's
+        self.reask = getattr(task, "reask", None) or (REASK_CHOICE if self.choice else REASK)
         self.price = prices(cfg.model, cfg.get("price"))
         if cfg.get("budget_usd") is not None and self.price is None:
             raise ConfigError(f"teacher.budget_usd is set but model {cfg.model!r} has no price: add it to "
@@ -331,8 +333,9 @@ class Teacher:
                   "source": "teacher", "model": self.cfg.model, "simulated": self.simulated,
                   "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "requests": 0,
                   "cached": True, "time": None}
-        if "tokens" in row:
-            record["tokens"] = row["tokens"]
+        # what the record must keep from the row: NER's words, the labels offered (task.shortlist),
+        # the label a judge or author question was about, and a caller's own provenance
+        record.update({k: row[k] for k in ("tokens", "shortlist", "asked", "meta") if k in row})
         return record
 
     async def _label_row(self, row: dict) -> dict:
@@ -355,7 +358,7 @@ class Teacher:
                 break
             record["error"] = error.kind
             messages = [*messages, {"role": "assistant", "content": record["raw"] or ""},
-                        {"role": "user", "content": (REASK_CHOICE if self.choice else REASK).format(error=error)}]
+                        {"role": "user", "content": self.reask.format(error=error)}]
         record["cached"] = record["requests"] > 0 and record["cached"]
         record["time"] = round(time.time(), 3)
         return record

@@ -10,6 +10,10 @@ a missed, retyped or mis-bounded entity). `teacher.sim.noise=uniform` spreads mi
 `realistic` puts them on the rows a weak model finds hard and points them where it points, with
 confidences that separate right from wrong only at `teacher.sim.auroc` (see distill/tasks/noise.py).
 Token logprobs come back when asked for (per entity for NER). The same request gets the same answer.
+A shortlisted prompt (task.shortlist) is answered from the labels it offers. The grow loop's
+questions are answered too: a judge's yes/no from the label the teacher believes the text has,
+an author's texts from an author pool of real labeled texts held out from corpus and gold, with
+`teacher.sim.author_off_topic` of them from another label.
 
 Faults, all off by default (`teacher.sim.*`): `latency` seconds per reply; `rate_limit` requests/s
 above which it answers 429 with `Retry-After`; `error_rate` random 500s; `drop_rate` connections
@@ -36,6 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from distill.errors import ConfigError
 from distill.tasks import Task
+from distill.tasks.requests import Author, Judge, fields
 from distill.teacher.cache import request_key
 from distill.teacher.client import prices, usd
 from distill.tasks.noise import confidence
@@ -75,9 +80,16 @@ class Simulator:
         accuracy exactly within each group."""
         self.task, self.model = task, model
         self.sim = dict(sim)
-        groups = {name: [r for r in group if r.get("label") is not None]
-                  for name, group in (rows.items() if isinstance(rows, dict) else [("rows", rows)])}
+        groups, seen = {}, set()
+        for name, group in (rows.items() if isinstance(rows, dict) else [("rows", rows)]):
+            # a text in two groups (a corpus that is also the seed pool) counts in the first only
+            groups[name] = [r for r in group if r.get("label") is not None and task.user_message(r) not in seen]
+            seen.update(map(task.user_message, groups[name]))
         self.rows = {task.user_message(r): r for group in groups.values() for r in group}
+        self.pool: dict[str, list[str]] = {}  # label -> texts the author answers with (distill grow)
+        for r in rows.get("author_pool", []) if isinstance(rows, dict) else []:
+            if r.get("label") is not None:
+                self.pool.setdefault(r["label"], []).append(r["text"])
         noise = self.sim.get("noise") or "uniform"
         if noise not in NOISE:
             raise ConfigError(f"teacher.sim.noise must be one of {list(NOISE)}, not {noise!r}")
@@ -125,17 +137,26 @@ class Simulator:
         text_mode = (body.get("response_format") or {}).get("type") in (None, "text")
         # a system prompt that asks for no JSON (teacher.output=choice) gets the bare label in a sentence
         first = body["messages"][0]
+        system = first["content"] if first["role"] == "system" else ""
         plain = text_mode and first["role"] == "system" and "JSON" not in (first["content"] or "")
         choices, prompt_chars, completion_chars = [], sum(len(m["content"] or "") for m in body["messages"]), 0
         for i in range(n):
             # the same request always gets the same answer; samples differ when temperature > 0
             salt = f"{self.sim.get('seed', 0)}\x00{len(body['messages'])}\x00{user}" + (f"\x00{i}" if sampled else "")
             rng = random.Random(hashlib.sha256(salt.encode()).digest())
-            if row is None:
+            if system in (Judge.system, Author.system):  # the grow loop's questions
+                content, units, whole = (self._judge if system == Judge.system else self._author)(fields(user), rng)
+                plain = system == Judge.system
+            elif row is None:
                 content, units, whole = "{}", [], 0.5  # no gold for this text: a reply without the field
             else:
                 answer, right, unit_right = self.task.simulate(row["label"], row, rng, self.sim, self.plan.get(user),
                                                                resample=sampled and i > 0)
+                offered = self.task.offered_labels(system)
+                if offered is not None and answer["label"] not in offered:
+                    # a shortlist without its planned answer: right when gold was offered, else its first label
+                    right = row["label"] in offered
+                    answer, unit_right = {"label": row["label"] if right else offered[0]}, [right]
                 if self.task.rationale:
                     answer = {"rationale": self.task.simulated_rationale(answer, row), **answer}
                 content = json.dumps(answer)
@@ -164,6 +185,40 @@ class Simulator:
             "usage": {"prompt_tokens": prompt_chars // 4 + 1, "completion_tokens": completion_chars // 4 + 1,
                       "total_tokens": prompt_chars // 4 + completion_chars // 4 + 2},
         }
+
+    def _judge(self, asked: dict, rng: random.Random) -> tuple[str, list, float]:
+        """yes or no: whether the label the teacher believes the text has is the one asked about.
+        Realistic noise: its belief is its planned answer (wrong on the rows it would mislabel);
+        uniform: gold, else another label, at `accuracy`."""
+        row, label = self.rows.get(asked.get("Text", "")), asked.get("Label")
+        if row is None:
+            return "no", [(0, 2, 0.5)], 1.0  # a text it has no gold for
+        plan = self.plan.get(self.task.user_message(row))
+        if plan is not None:
+            belief = plan["answer"] if plan["wrong"] else row["label"]
+        elif rng.random() < self.sim["accuracy"]:
+            belief = row["label"]
+        else:
+            belief = rng.choice([lab for lab in self.task.labels if lab != row["label"]])
+        word = "yes" if belief == label else "no"
+        return word, [(0, len(word), self._confidence(belief == row["label"], rng))], 1.0
+
+    def _author(self, asked: dict, rng: random.Random) -> tuple[str, list, float]:
+        """Real texts of the label from the author pool (held out from corpus and gold), the
+        shorter or the longer half as asked; `author_off_topic` of them belong to another label."""
+        label, n = asked.get("Label"), int(asked.get("Texts") or 1)
+        pool = self.pool.get(label) or []
+        if pool:
+            middle = sorted(len(t.split()) for t in pool)[len(pool) // 2]
+            long = asked.get("Length") == "long"
+            pool = [t for t in pool if (len(t.split()) > middle) == long] or pool
+        texts = rng.sample(pool, min(n, len(pool)))
+        others = [lab for lab in self.pool if lab != label]
+        for k in range(len(texts)):
+            if others and rng.random() < self.sim.get("author_off_topic", 0.0):
+                texts[k] = rng.choice(self.pool[rng.choice(others)])
+        subtopic = f"{label.replace('_', ' ')}, case {rng.randint(1, 99)}"
+        return json.dumps({"subtopic": subtopic, "texts": texts}), [], 1.0
 
     def _confidence(self, right: bool, rng: random.Random) -> float:
         """One answer unit's confidence. Uniform noise: right answers confident, wrong ones less
@@ -377,6 +432,9 @@ def sim_rows(cfg, task: Task) -> dict:
     rows = {"gold": load_split(cfg, "gold", task, labels=True), "seed": load_split(cfg, "seed", task)}
     if cfg.data.corpus.get("label_column"):
         rows["corpus"] = load_split(cfg, "corpus", task)
+    # what the author answers with (distill grow): data.author_pool where the recipe has one, else the seed pool
+    rows["author_pool"] = load_split(cfg, "author_pool", task, labels=True) if cfg.data.get("author_pool") \
+        else rows["seed"]
     return rows  # the simulator keeps those with a label
 
 

@@ -1,0 +1,213 @@
+"""distill grow (author, rounds of train, score and judge) and task.shortlist, on the demo recipe
+with a tiny student and the simulated teacher over HTTP."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from distill.data import load_split, prepare_data, read_json, read_jsonl
+from distill.errors import ConfigError, TeacherError
+from distill.grow import grow
+from distill.shortlist import shortlist
+from distill.tasks import build_task
+from distill.tasks.requests import Judge
+from distill.teach import teach
+from distill.teacher import Simulator, Teacher
+
+GROW = ("rounds=2", "grow.texts=3", "grow.requests=2", "grow.top=12", "grow.explore=3", "grow.min_gain=-1",
+        "student=tiny_encoder", "train.epochs=6", "teacher.sim.author_off_topic=0.3")
+STAGES = ["author.jsonl", "check.jsonl", "round1/judge.jsonl", "round2/judge.jsonl"]  # what the teacher billed, by file
+
+
+def yes_ids(round_dir: Path) -> dict[str, str]:
+    """text id -> label of the pairs the teacher said yes to in one round."""
+    return {v["meta"]["text_id"]: v["asked"] for v in read_jsonl(round_dir / "judge.jsonl") if v["label"] is True}
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory):
+    from distill.config import load_config
+
+    run = tmp_path_factory.mktemp("grow") / "run"
+    cfg = load_config(["recipe=demo", f"run_dir={run}", *GROW])
+    return cfg, grow(cfg)
+
+
+def test_each_round_trains_on_exactly_the_rows_accepted_so_far(grown):
+    cfg, summary = grown
+    out = Path(cfg.run_dir) / "grow"
+    task = build_task(cfg.task)
+    synthetic = read_jsonl(out / "synthetic.jsonl")
+    accepted = {r["id"]: r["asked"] for r in synthetic if r["status"] == "accepted"}
+    assert accepted and len(accepted) < len(synthetic)  # the check dropped some of what was written
+    assert summary["stopped"] == "rounds" and len(summary["rounds"]) == 3
+    corpus_gold = {r["id"]: r["label"] for r in load_split(cfg, "corpus", task)}
+    judged_pairs = set()
+    for k in (1, 2, 3):
+        rd = out / f"round{k}"
+        rows = read_jsonl(rd / "train_rows.jsonl")
+        held = read_json(rd / "round.json")["dev_rows"]
+        # every accepted row, once, with the label it was accepted under; only judged rows go to dev
+        assert len({r["id"] for r in rows}) == len(rows)
+        assert {r["id"]: r["label"] for r in rows if r["source"] == "author"} == {
+            i: lab for i, lab in accepted.items()}
+        judged = {r["id"]: r["label"] for r in rows if r["source"] == "judge"}
+        assert len(judged) + held == len(accepted_before := {
+            i: lab for j in range(1, k) for i, lab in yes_ids(out / f"round{j}").items()})
+        assert all(accepted_before[i] == lab for i, lab in judged.items())
+        assert (k == 1) == (held == 0)
+        meta = read_json(rd / "student" / "student.json")
+        assert meta["train_rows"] + meta["dev_rows"] == len(rows)
+        for v in read_jsonl(rd / "judge.jsonl") if k < 3 else []:  # no pair is asked twice
+            pair = (v["meta"]["text_id"], v["asked"])
+            assert pair not in judged_pairs and v["meta"]["text_id"] in corpus_gold
+            judged_pairs.add(pair)
+    # the judged rows the teacher accepted are mostly right (simulated at 85% with confusions)
+    yes = {i: lab for k in (1, 2) for i, lab in yes_ids(out / f"round{k}").items()}
+    assert sum(corpus_gold[i] == lab for i, lab in yes.items()) / len(yes) > 0.7
+    # the last student is where distill label looks, and the ledger adds up to the files
+    assert (Path(cfg.run_dir) / "student" / "student.json").is_file()
+    ledger = read_json(out / "ledger.json")
+    billed = sum(r["cost_usd"] for f in STAGES for r in read_jsonl(out / f))
+    assert ledger["total"]["usd"] == pytest.approx(billed, abs=1e-6) and billed > 0
+    assert set(ledger) == {"author", "check", "judge round 1", "judge round 2", "total"}
+    # the last round measured its gain on the dev rows judged in round 1, which neither student chose
+    last = summary["rounds"][-1]
+    assert last["gain_rows"] > 0 and last["gain"] == pytest.approx(last["dev_accuracy"] - last["previous_dev_accuracy"])
+
+
+def test_authored_texts_come_from_the_held_out_pool_and_are_checked(grown):
+    cfg, _ = grown
+    task = build_task(cfg.task)
+    pool = {r["text"]: r["label"] for r in load_split(cfg, "seed", task)}  # the demo's author pool
+    others = {r["text"] for split in ("corpus", "gold") for r in load_split(cfg, split, task, labels=False)}
+    synthetic = read_jsonl(Path(cfg.run_dir) / "grow" / "synthetic.jsonl")
+    assert all(r["text"] in pool and r["text"] not in others for r in synthetic)
+    assert {r["length"] for r in synthetic} == {"short", "long"} and all(r["subtopic"] for r in synthetic)
+    accepted = [r for r in synthetic if r["status"] == "accepted"]
+    dropped = [r for r in synthetic if r["status"] == "dropped"]
+    assert all(r["checked_label"] == r["asked"] for r in accepted)
+    assert all(r["checked_label"] != r["asked"] and r["label"] is None for r in dropped)
+    # a third of what the author wrote is of another label: the check keeps fewer of those
+    assert any(pool[r["text"]] != r["asked"] for r in synthetic)
+    assert sum(pool[r["text"]] == r["asked"] for r in accepted) / len(accepted) > \
+        sum(pool[r["text"]] == r["asked"] for r in dropped) / max(1, len(dropped))
+
+
+def test_a_killed_grow_resumes_at_the_next_unfinished_round_and_repeats_no_request(grown, make_cfg, monkeypatch):
+    import distill.grow
+
+    billed = []
+    stop = Simulator.stop
+    monkeypatch.setattr(Simulator, "stop", lambda self: (billed.append(self.billed), stop(self)))
+    real_train, trained = distill.grow.train, []
+    monkeypatch.setattr(distill.grow, "train", lambda cfg, **kw: (trained.append(Path(cfg.run_dir).name),
+                                                                 real_train(cfg, **kw))[1])
+
+    class KilledWhileJudgingRound2(Teacher):
+        def label(self, rows, out_path, desc="teacher"):
+            if "round2" not in str(out_path):
+                return super().label(rows, out_path, desc)
+            super().label(rows[: len(rows) // 2], out_path, desc)
+            raise KeyboardInterrupt  # as if the process were stopped halfway through round 2's questions
+
+    cfg = make_cfg("demo", *GROW)
+    monkeypatch.setattr(distill.grow, "Teacher", KilledWhileJudgingRound2)
+    with pytest.raises(KeyboardInterrupt):
+        grow(cfg)
+    out = Path(cfg.run_dir) / "grow"
+    first = (out / "round1" / "round.json").read_text()
+    half = len(read_jsonl(out / "round2" / "judge.jsonl"))
+    assert trained == ["round1", "round2"] and half > 0 and not (out / "round2" / "round.json").exists()
+    monkeypatch.setattr(distill.grow, "Teacher", Teacher)
+    summary = grow(cfg)
+    # round 1 is kept as it was, round 2 is not trained again: its questions go on where they stopped
+    assert trained == ["round1", "round2", "round3"] and len(summary["rounds"]) == 3
+    assert (out / "round1" / "round.json").read_text() == first
+    assert len(read_jsonl(out / "round2" / "judge.jsonl")) > half
+    # the teacher billed each request once across both runs, as many as one uninterrupted run did
+    reference = Path(grown[0].run_dir) / "grow"
+    assert sum(billed) == sum(r["requests"] for f in STAGES for r in read_jsonl(reference / f))
+    assert sorted(r["id"] for r in read_jsonl(out / "judgments.jsonl")) == \
+        sorted(r["id"] for r in read_jsonl(reference / "judgments.jsonl"))
+
+
+def test_grow_stops_at_the_teacher_budget_and_goes_on_when_it_is_raised(grown, make_cfg):
+    cfg = make_cfg("demo", *GROW, "teacher.budget_usd=0.02")
+    summary = grow(cfg)
+    assert summary["stopped"] == "budget" and len(summary["rounds"]) == 2
+    assert 0.01 < summary["ledger"]["total"]["usd"] <= 0.02
+    assert summary["rounds"][0]["budget_spent"] and summary["rounds"][-1]["stop"] == "budget"
+    assert (Path(cfg.run_dir) / "student" / "student.json").is_file()  # trained on what was accepted
+    # a higher budget finishes the run: round 1's questions go on, and the result is one full run's
+    summary = grow(make_cfg("demo", *GROW, "teacher.budget_usd=1"))
+    assert summary["stopped"] == "rounds" and len(summary["rounds"]) == 3
+    assert summary["ledger"]["total"]["usd"] == pytest.approx(grown[1]["ledger"]["total"]["usd"], abs=1e-6)
+
+
+def test_the_judge_asks_one_yes_or_no_question_per_pair_and_reads_its_confidence(make_cfg, tmp_path):
+    cfg = make_cfg("demo", "teacher.sim.accuracy=1.0")
+    task = build_task(cfg.task)
+    prepare_data(cfg)
+    gold = list(load_split(cfg, "gold", task, labels=True))[:20]
+    judge = Judge(task)
+    pairs = [{"id": f"{r['id']}-{label}", "text": r["text"], "asked": label, "meta": {"text_id": r["id"]}}
+             for r in gold for label in (r["label"], next(x for x in task.labels if x != r["label"]))]
+    messages = judge.messages(pairs[0])
+    assert [m["role"] for m in messages] == ["system", "user"]
+    question = messages[1]["content"]
+    assert question.count(pairs[0]["text"]) == 1 and question.count("?") == 1 and "yes or no" in question
+    assert task.definitions()[pairs[0]["asked"]] in question
+    settings = {**dict(cfg.teacher), "output": "choice", "sim": dict(cfg.teacher.sim)}
+    with Simulator(task, {"gold": gold}, cfg.teacher.sim) as sim:
+        teacher = Teacher(settings, judge, base_url=sim.base_url, simulated=True, cache_path=tmp_path / "c.sqlite")
+        assert teacher.body(messages)["max_tokens"] == 2 and "response_format" not in teacher.body(messages)
+        teacher.label(pairs, tmp_path / "judge.jsonl")
+    records = {r["id"]: r for r in read_jsonl(tmp_path / "judge.jsonl")}
+    assert [records[p["id"]]["label"] for p in pairs] == [True, False] * len(gold)
+    assert all(0 < r["confidence"] <= 1 and r["confidence_source"] == "logprobs" and r["completion_tokens"] <= 2
+               for r in records.values())
+
+
+def wilson_low(p: float, n: int, z: float = 2.58) -> float:
+    """The lower end of the 99% Wilson interval of a share p of n."""
+    return (p + z * z / (2 * n) - z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+
+
+def test_the_shortlist_holds_the_gold_label_at_the_rate_it_promised(make_cfg):
+    # a byte-level tiny student: its random embeddings rank the labels of a text the same way in every call
+    cfg = make_cfg("demo", "task.shortlist_target=0.7")
+    chosen = shortlist(cfg)
+    k = chosen["k"]
+    assert 1 <= k < 4 and chosen["promised"] >= 0.7
+    assert (Path(cfg.run_dir) / "shortlist" / "shortlist.png").stat().st_size > 0
+    # the seed rows (not those K was chosen on) get shortlists of K labels from the same ranking
+    cfg = make_cfg("demo", f"task.shortlist={k}", "monitor.score_teacher=false")
+    teach(cfg)
+    task = build_task(cfg.task)
+    gold = {r["id"]: r["label"] for r in load_split(cfg, "seed", task)}
+    records = read_jsonl(Path(cfg.run_dir) / "teacher" / "seed.jsonl")
+    assert all(len(r["shortlist"]) == k for r in records)
+    held = sum(gold[r["id"]] in r["shortlist"] for r in records) / len(records)
+    assert held >= wilson_low(chosen["promised"], chosen["dev_rows"]) - 2.58 * math.sqrt(0.25 / len(records))
+    # the teacher answers from what it was offered: a row without its gold label cannot be right
+    assert all(r["label"] in r["shortlist"] for r in records if r["label"])
+    assert not any(r["label"] == gold[r["id"]] for r in records if gold[r["id"]] not in r["shortlist"])
+
+
+def test_grow_and_shortlist_refuse_what_they_cannot_do(make_cfg):
+    with pytest.raises(ConfigError, match="one label per text"):
+        grow(make_cfg("demo_ner"))
+    with pytest.raises(ConfigError, match="grow.top=0"):
+        grow(make_cfg("demo", "grow.top=0"))
+    with pytest.raises(TeacherError, match="budget .* ran out while it wrote"):
+        grow(make_cfg("demo", "teacher.budget_usd=0.001", run="poor"))
+    dry = make_cfg("demo", "teacher.dry_run=true", run="dry")  # an estimate, and nothing sent
+    estimate = grow(dry)
+    assert estimate["dry_run"] and estimate["total"]["cost_usd"] > estimate["author"]["cost_usd"] > 0
+    assert not (Path(dry.run_dir) / "grow" / "author.jsonl").exists()
+    with pytest.raises(ConfigError, match="task.shortlist must be"):
+        teach(make_cfg("demo", "task.shortlist=0"))
+    messages = build_task(make_cfg("demo").task).messages({"text": "x", "shortlist": ["science", "weather"]})
+    assert "science, weather." in messages[0]["content"] and "sports" not in messages[0]["content"]
