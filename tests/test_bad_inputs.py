@@ -144,7 +144,7 @@ def test_bad_input_gives_one_clear_message_and_keeps_what_was_written(case, run,
 
 def test_a_recipe_that_does_not_exist_and_no_recipe(capsys):
     assert cli(capsys, "teach", "recipe=nope") == (2, "distill: error: unknown recipe 'nope'; available recipes: "
-                                                      "demo, demo_ner, intents, ner, spam, topic\n")
+                                                      "banking, demo, demo_ner, intents, ner, spam, topic\n")
     assert cli(capsys, "teach")[1].startswith("distill: error: missing recipe=NAME")
 
 

@@ -133,6 +133,7 @@ def test_a_killed_grow_resumes_at_the_next_unfinished_round_and_repeats_no_reque
         sorted(r["id"] for r in read_jsonl(reference / "judgments.jsonl"))
 
 
+@pytest.mark.extended
 def test_grow_stops_at_the_teacher_budget_and_goes_on_when_it_is_raised(grown, make_cfg):
     cfg = make_cfg("demo", *GROW, "teacher.budget_usd=0.02")
     summary = grow(cfg)

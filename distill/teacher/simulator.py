@@ -88,7 +88,7 @@ class Simulator:
         self.rows = {task.user_message(r): r for group in groups.values() for r in group}
         self.pool: dict[str, list[str]] = {}  # label -> texts the author answers with (distill grow)
         for r in rows.get("author_pool", []) if isinstance(rows, dict) else []:
-            if r.get("label") is not None:
+            if isinstance(r.get("label"), str):  # one label per text: the tasks distill grow serves
                 self.pool.setdefault(r["label"], []).append(r["text"])
         noise = self.sim.get("noise") or "uniform"
         if noise not in NOISE:
