@@ -22,9 +22,11 @@ _FIELD = re.compile(r"^(Label|Definition|Text|Texts|Length|Style): ?(.*)$", re.M
 
 def fields(user_message: str) -> dict[str, str]:
     """The `Name: value` lines of a judge or author question (the text runs to the question)."""
-    out = {m.group(1): m.group(2) for m in _FIELD.finditer(user_message)}
-    if "Text" in out:  # a text may hold line breaks: everything between its field and the question
-        start = user_message.index("\nText: ") + len("\nText: ") if "\nText: " in user_message else 6
+    out: dict[str, str] = {}
+    for m in _FIELD.finditer(user_message):  # the first of each: a text may hold such lines too
+        out.setdefault(m.group(1), m.group(2))
+    if "Text" in out and "\nDoes the text" in user_message:  # a text may hold line breaks: up to the question
+        start = user_message.index("\nText: ") + len("\nText: ")
         out["Text"] = user_message[start : user_message.rindex("\nDoes the text")]
     return out
 
@@ -39,6 +41,9 @@ class Request:
     def __init__(self, task: Task):
         self.task, self.labels = task, task.labels
         self.definitions = task.definitions()
+
+    def messages(self, row: dict, compact: bool = False, choice: bool = False) -> list[dict]:
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.question(row)}]
 
     def label_line(self, label: str) -> str:
         definition = self.definitions.get(label)
@@ -64,10 +69,9 @@ class Judge(Request):
     system = ("You check labels. Read the label's definition and the text, then answer with one word: "
               "yes if the text belongs to the label, no if it does not.")
 
-    def messages(self, row: dict, compact: bool = False, choice: bool = True) -> list[dict]:
-        question = (f"{self.label_line(row['asked'])}\nText: {row['text']}\n"
-                    f"Does the text belong to the label {row['asked']}? Answer yes or no.")
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": question}]
+    def question(self, row: dict) -> str:
+        return (f"{self.label_line(row['asked'])}\nText: {row['text']}\n"
+                f"Does the text belong to the label {row['asked']}? Answer yes or no.")
 
     def choice_tokens(self) -> int:
         return 2
@@ -102,11 +106,10 @@ class Author(Request):
     system = ('You write realistic example texts for a labeling taxonomy. Reply with a JSON object only: '
               '{"subtopic": "<the sub-topic you chose>", "texts": ["<text>", ...]}.')
 
-    def messages(self, row: dict, compact: bool = False, choice: bool = False) -> list[dict]:
-        ask = (f"{self.label_line(row['asked'])}\nTexts: {row['n']}\nLength: {row['length']}\nStyle: {row['style']}\n"
-               f"Choose one sub-topic of this label, not its most common case, and write {row['n']} different "
-               f"texts about it that belong to the label, as people would write them.")
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": ask}]
+    def question(self, row: dict) -> str:
+        return (f"{self.label_line(row['asked'])}\nTexts: {row['n']}\nLength: {row['length']}\nStyle: {row['style']}\n"
+                f"Choose one sub-topic of this label, not its most common case, and write {row['n']} different "
+                f"texts about it that belong to the label, as people would write them.")
 
     def estimate_answer_tokens(self, row: dict) -> int:
         return 12 + row["n"] * (40 if row["length"] == "long" else 16)
