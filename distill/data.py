@@ -133,7 +133,7 @@ def _bounds(value, name: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _text_key(text) -> str:
+def text_key(text) -> str:
     """A text (or a token list) up to whitespace: how splits are compared."""
     return " ".join(text if isinstance(text, list) else str(text).split())
 
@@ -141,8 +141,8 @@ def _text_key(text) -> str:
 def _without_gold(cfg, task: Task, raw: datasets.Dataset, name: str, text_col: str, path: Path) -> datasets.Dataset:
     """`data.drop_gold_overlap`: leave out the rows whose text is also a gold text. Public datasets
     repeat short lines across their splits (CoNLL-2003's "Scorers :", AG News's duplicates)."""
-    gold = {_text_key(t) for t in load_split(cfg, "gold", task, labels=False)["text"]}
-    kept = raw.filter(lambda texts: [_text_key(t) not in gold for t in texts], input_columns=text_col,
+    gold = {text_key(t) for t in load_split(cfg, "gold", task, labels=False)["text"]}
+    kept = raw.filter(lambda texts: [text_key(t) not in gold for t in texts], input_columns=text_col,
                       batched=True, batch_size=10_000)
     if len(kept) < len(raw):
         print(f"{name} data: {len(raw) - len(kept)} rows of {path} also in gold left out (data.drop_gold_overlap)")
@@ -153,7 +153,7 @@ def _in_slice(texts: list, bounds: tuple[float, float]) -> list[bool]:
     """Whether each text's hash falls in [lo, hi): one file cut into disjoint splits, with every
     copy of a repeated text (up to whitespace) on the same side."""
     lo, hi = bounds
-    keys = map(_text_key, texts)
+    keys = map(text_key, texts)
     return [lo <= int(content_id(k), 16) / 16**16 < hi for k in keys]
 
 
@@ -291,8 +291,8 @@ def _encoding_error(path: Path, files: list[Path]) -> DataError:
 
 def check_held_out(gold_texts, other_texts, other_name: str) -> None:
     """Gold must be held out: no gold text may appear in the seed pool or the training data."""
-    others = set(map(_text_key, other_texts))
-    overlap = [t for t in gold_texts if _text_key(t) in others]
+    others = set(map(text_key, other_texts))
+    overlap = [t for t in gold_texts if text_key(t) in others]
     if overlap:
         shown = "; ".join(repr(t[:60]) for t in overlap[:3])
         raise DataError(f"{len(overlap)} gold rows also appear in the {other_name} (first: {shown}). "

@@ -43,7 +43,16 @@ import pyarrow.parquet as pq
 from omegaconf import OmegaConf, open_dict
 
 from distill.config import save_config
-from distill.data import check_held_out, content_id, load_split, prepare_data, read_json, read_jsonl, write_atomic
+from distill.data import (
+    check_held_out,
+    content_id,
+    load_split,
+    prepare_data,
+    read_json,
+    read_jsonl,
+    text_key,
+    write_atomic,
+)
 from distill.errors import ConfigError, DataError, TeacherError
 from distill.shortlist import check as shortlist_size
 from distill.shortlist import with_shortlists
@@ -78,7 +87,7 @@ def grow(cfg) -> dict:
         return dry_run(cfg, task, corpus)
     with endpoint(cfg, task) as ask:
         # round 0: the teacher writes texts for every label and labels what it wrote
-        accepted, spent = author(cfg, task, ask, out, set(" ".join(t.split()) for t in gold_texts))
+        accepted, spent = author(cfg, task, ask, out, set(map(text_key, gold_texts)))
 
         # rounds: train on what is accepted, score the corpus, ask the teacher about the best matches
         k = 0
@@ -177,7 +186,7 @@ def author(cfg, task, ask, out: Path, gold_texts: set[str]) -> tuple[list[dict],
     records = {r["id"]: r for r in read_jsonl(out / "author.jsonl")}
     for req, rec in ((req, records[i]) for i, req in asked.items() if i in records):
         for text in (rec["label"] or {}).get("texts", []):
-            if text in gold_texts:
+            if text_key(text) in gold_texts:
                 in_gold += 1
                 continue
             written.setdefault(content_id(text), {

@@ -26,7 +26,7 @@ from distill.config import save_config
 from distill.data import content_id, load_split, prepare_data
 from distill.errors import ConfigError
 from distill.students import student_class
-from distill.students.base import device, free_memory
+from distill.students.base import free_memory
 from distill.tasks import build_task
 
 SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500)
@@ -50,20 +50,16 @@ def label_scores(cfg, task, rows: list[dict]) -> tuple[np.ndarray, str]:
     if (student_dir / "student.json").is_file():
         student = cls.load(cfg.student, task, student_dir)
         scores = student.class_scores(rows, cfg.label.batch_size, progress=True)
-        source = "student"
-    else:
-        base = cls.create(cfg.student, task, cfg.seed, texts=[r["text"] for r in rows])
-        base.model.to(device()).eval()
-        definitions = task.definitions()
-        described = [f"{label.replace('_', ' ')}: {definitions.get(label, '')}".strip(": ") for label in task.labels]
-        texts, labels = (base.embed(x, cfg.label.batch_size, progress=len(x) > 1000)
-                         for x in ([r["text"] for r in rows], described))
-        texts /= np.linalg.norm(texts, axis=1, keepdims=True).clip(1e-9)
-        labels /= np.linalg.norm(labels, axis=1, keepdims=True).clip(1e-9)
-        scores, source, student = texts @ labels.T, "embeddings", base
-    del student
-    free_memory()
-    return scores, source
+        del student
+        free_memory()
+        return scores, "student"
+    definitions = task.definitions()
+    described = [f"{label.replace('_', ' ')}: {definitions.get(label, '')}".strip(": ") for label in task.labels]
+    texts, labels = cls.base_embeddings(cfg.student, task, cfg.seed, [r["text"] for r in rows], described,
+                                        batch_size=cfg.label.batch_size)
+    texts /= np.linalg.norm(texts, axis=1, keepdims=True).clip(1e-9)
+    labels /= np.linalg.norm(labels, axis=1, keepdims=True).clip(1e-9)
+    return texts @ labels.T, "embeddings"
 
 
 def with_shortlists(cfg, task, rows: list[dict], k: int, path: Path) -> list[dict]:

@@ -23,7 +23,6 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
@@ -190,7 +189,10 @@ def cleaned(cfg, task, rows: list[dict], student_dir: Path, state) -> tuple[list
         return rows, None
     rows = sorted(rows, key=lambda r: r["id"])  # the teacher writes rows as replies arrive: fix the order
     if state.is_main_process:
-        features = probe_embeddings(cfg, task, rows, state.device) if method == "cleanlab" else None
+        # the untrained student's embeddings, for the cleaning probe
+        features = student_class(cfg.student).base_embeddings(
+            cfg.student, task, cfg.seed, [r["text"] for r in rows], batch_size=cfg.label.batch_size,
+            on=state.device)[0] if method == "cleanlab" else None
         write_record(record, method, rows, noisy_rows(cfg, task, rows, features))
     state.wait_for_everyone()
     summary = read_json(record)
@@ -234,16 +236,6 @@ def balanced(task, rows: list[dict], method: str, seed: int) -> tuple[list[dict]
             f = factors.get(c, 1.0)
             out += [r] * (int(f) + (rng.random() < f - int(f)))
     return out, {"method": method, "class_rows": dict(sizes), "factors": factors, "examples": len(out)}
-
-
-def probe_embeddings(cfg, task, rows: list[dict], device) -> np.ndarray:
-    """The untrained student's embeddings of the rows, for the cleaning probe; the model is freed after."""
-    probe = student_class(cfg.student).create(cfg.student, task, cfg.seed, texts=[r["text"] for r in rows])
-    probe.model.to(device).eval()
-    features = probe.embed([r["text"] for r in rows], batch_size=cfg.label.batch_size, progress=True)
-    del probe
-    free_memory()
-    return features
 
 
 def teacher_labels(run_dir: Path, task) -> list[dict]:

@@ -432,6 +432,18 @@ class Student:
         """[B, labels] scores of a batch: each label's log-likelihood as the answer."""
         return self.score_ids(ids, self.candidate_targets)
 
+    @classmethod
+    def base_embeddings(cls, cfg, task: Task, seed: int, *texts: list[str], batch_size: int = 32,
+                        on: torch.device | None = None) -> list[np.ndarray]:
+        """Each list of texts embedded by the untrained base model (a tiny model's tokenizer is
+        built from the first list), which is freed after: the cleaning probe and shortlists."""
+        probe = cls.create(cfg, task, seed, texts=list(texts[0]))
+        probe.model.to(on or device()).eval()
+        out = [probe.embed(list(t), batch_size=batch_size, progress=len(t) > 1000) for t in texts]
+        del probe
+        free_memory()
+        return out
+
     def embed(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """Mean-pooled last hidden states of the student's own encoder (a causal LM: its last
         layer), one row per text: the monitor compares corpus and gold inputs with them."""

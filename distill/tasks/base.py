@@ -163,13 +163,14 @@ class Task(ABC):
     grows = False  # distill grow can build its training data: one label per text, from a taxonomy
 
     def definitions(self) -> dict[str, str]:
-        """Each label's definition, from the guidelines' `label: definition` lines."""
-        out = {}
-        for line in self.guidelines.splitlines():
-            name, sep, text = line.partition(":")
-            if sep and name.strip() in self.labels and text.strip():
-                out[name.strip()] = text.strip()
-        return out
+        """Each label's definition, from the guidelines' `label: definition` lines (read once)."""
+        if not hasattr(self, "_definitions"):
+            self._definitions = {}
+            for line in self.guidelines.splitlines():
+                name, sep, text = line.partition(":")
+                if sep and name.strip() in self.labels and text.strip():
+                    self._definitions[name.strip()] = text.strip()
+        return self._definitions
 
     def offered_labels(self, system_prompt: str) -> list[str] | None:
         """The labels a system prompt offers when a shortlist narrowed them; None for all."""

@@ -49,10 +49,9 @@ class Classification(Task):
 
     def _guidelines_for(self, labels: list[str]) -> str:
         """The guidelines without the definition lines of labels not offered: a shortlist's savings."""
-        defined = self.definitions()
-        keep = [line for line in self.guidelines.splitlines()
-                if not (line.partition(":")[0].strip() in defined and line.partition(":")[0].strip() not in labels)]
-        return "\n".join(keep).strip()
+        left_out = set(self.definitions()) - set(labels)
+        return "\n".join(line for line in self.guidelines.splitlines()
+                         if line.partition(":")[0].strip() not in left_out).strip()
 
     def offered_labels(self, system_prompt: str) -> list[str] | None:
         marker = next((m for m in (FROM, LABELS) if m in system_prompt), None)

@@ -9,10 +9,8 @@ cache, retries, budget and resumable JSONL files as labeling.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections import Counter
 
 from distill.errors import OutputError
 from distill.tasks.base import Task, extract_json, token_offsets
@@ -49,15 +47,8 @@ class Request:
         definition = self.definitions.get(label)
         return f"Label: {label}" + (f"\nDefinition: {definition}" if definition else "")
 
-    def vote(self, answers: list, n: int, row: dict):
-        top, count = Counter(json.dumps(a) for a in answers).most_common(1)[0]
-        return json.loads(top), count / n, None
-
-    def schema(self) -> dict:
-        return self.answer_schema()
-
-    def response_format(self) -> dict:
-        return {"type": "json_schema", "json_schema": {"name": self.kind, "strict": True, "schema": self.schema()}}
+    # as a task does: the schema (no rationale here), its response format, a vote over samples
+    schema, response_format, vote = Task.schema, Task.response_format, Task.vote
 
 
 class Judge(Request):

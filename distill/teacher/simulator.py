@@ -139,6 +139,7 @@ class Simulator:
         first = body["messages"][0]
         system = first["content"] if first["role"] == "system" else ""
         plain = text_mode and first["role"] == "system" and "JSON" not in (first["content"] or "")
+        offered = self.task.offered_labels(system) if row is not None else None
         choices, prompt_chars, completion_chars = [], sum(len(m["content"] or "") for m in body["messages"]), 0
         for i in range(n):
             # the same request always gets the same answer; samples differ when temperature > 0
@@ -152,7 +153,6 @@ class Simulator:
             else:
                 answer, right, unit_right = self.task.simulate(row["label"], row, rng, self.sim, self.plan.get(user),
                                                                resample=sampled and i > 0)
-                offered = self.task.offered_labels(system)
                 if offered is not None and answer["label"] not in offered:
                     # a shortlist without its planned answer: right when gold was offered, else its first label
                     right = row["label"] in offered
