@@ -11,10 +11,10 @@
    accepted so far, less a dev share of the judged ones, and scores the corpus. For each label
    its top `grow.top` corpus rows not judged yet, and `grow.explore` random ones, go to the
    teacher as yes/no questions; yes answers join the accepted rows.
-3. It stops after `rounds` judging rounds, when the teacher's budget is spent (a last student
-   trains on what was accepted), or when a round's student gains less than `grow.min_gain`
-   accuracy over the previous one on the judged dev rows neither chose. The last student is
-   copied to {run_dir}/student, where distill label finds it.
+3. It stops after `rounds` judging rounds, when the teacher's budget is spent, or when a round's
+   student gains less than `grow.min_gain` accuracy over the previous one on the judged dev rows
+   neither chose. A last round then trains a student on every accepted row, dev rows included,
+   and judges nothing; it is copied to {run_dir}/student, where distill label finds it.
 
 A round is finished once its round.json is written: a killed grow resumes at the next unfinished
 round (within one, at its judging, from the candidates it wrote), and any question asked before is
@@ -89,15 +89,17 @@ def grow(cfg) -> dict:
         # round 0: the teacher writes texts for every label and labels what it wrote
         accepted, spent = author(cfg, task, ask, out, set(map(text_key, gold_texts)))
 
-        # rounds: train on what is accepted, score the corpus, ask the teacher about the best matches
-        k = 0
+        # rounds: train on what is accepted, score the corpus, ask the teacher about the best matches;
+        # once the stop is known before a round trains, that round's student is the last
+        k, last = 0, None
         while True:
             k += 1
-            record = one_round(cfg, task, ask, out, k, corpus, accepted, spent)
-            accepted += read_jsonl(out / f"round{k}" / "accepted.jsonl")
-            spent = spent or record["budget_spent"]
-            if record["stop"]:
+            last = last or ("budget" if spent else "rounds" if k > cfg.rounds else None)
+            record = one_round(cfg, task, ask, out, k, corpus, accepted, last)
+            if last:
                 break
+            accepted += read_jsonl(out / f"round{k}" / "accepted.jsonl")
+            spent, last = record["budget_spent"], record["stop"]  # "gain": the next round is the last
 
     # the last student is the one distill label uses; the ledger and every verdict beside it
     final = out / f"round{k}" / "student"
@@ -238,13 +240,14 @@ def in_dev(row: dict, fraction: float) -> bool:
     return row["source"] == "judge" and int(content_id(f"dev\x00{row['id']}"), 16) / 16**16 < fraction
 
 
-def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: list[dict], spent: bool) -> dict:
+def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: list[dict], last: str | None) -> dict:
     """Round k: train on `accepted` less the dev rows, score the corpus, judge the candidates; its
-    round.json is the record. A round that judged is reused while its rows and settings hold; one
-    that stopped (rounds, gain, budget) is looked at again, since those settings may have changed."""
+    round.json is the record. The last round (`last`: why grow stops) trains on every accepted row
+    and judges nothing. A round that judged is reused while its rows and settings hold; one that
+    stopped (rounds, gain, budget) is looked at again, since those settings may have changed."""
     g, rd = cfg.grow, out / f"round{k}"
-    train_rows = [r for r in accepted if not in_dev(r, g.dev_fraction)]
-    dev_rows = [r for r in accepted if in_dev(r, g.dev_fraction)]
+    train_rows = [r for r in accepted if last or not in_dev(r, g.dev_fraction)]
+    dev_rows = [r for r in accepted if not last and in_dev(r, g.dev_fraction)]
     # what decides the round's student and its candidates
     fingerprint = {"rows": rows_hash(train_rows), "top": g.top, "explore": g.explore, "dev_fraction": g.dev_fraction,
                    **{key: OmegaConf.to_container(cfg[key]) for key in ("student", "train", "task")}}
@@ -273,8 +276,7 @@ def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: l
     gain = None if before is None or dev_accuracy is None else dev_accuracy - before
 
     # stop, or ask the teacher about this round's candidates
-    stop = ("budget" if spent else "rounds" if k > cfg.rounds else
-            "gain" if gain is not None and gain < float(g.min_gain) else None)
+    stop = last or ("gain" if gain is not None and gain < float(g.min_gain) else None)
     stats = {"stopped": None}
     if stop is None:
         asked = read_jsonl(rd / "candidates.jsonl")
@@ -374,7 +376,7 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
     for c, label in enumerate(task.labels):
         top = [int(i) for i, s in zip(top_index[c], top_score[c]) if i >= 0 and np.isfinite(s)]
         explore, seen = [], set(top)
-        for i in rng.permutation(len(corpus))[: 20 * g.explore + 20] if g.explore else []:
+        for i in rng.integers(len(corpus), size=20 * g.explore + 20) if g.explore else []:  # O(1) in the corpus
             r = corpus[int(i)]
             if int(i) not in seen and r["id"] not in taken and (r["id"], label) not in judged:
                 explore.append(int(i))

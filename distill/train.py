@@ -17,6 +17,7 @@ if __name__ == "__main__" and not __package__:
 
 import hashlib
 import json
+import math
 import random
 import sys
 from collections import Counter
@@ -111,12 +112,13 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
     # trainer's arguments first, so that DeepSpeed ZeRO-3 shards the weights as they load
     cls = student_class(cfg.student)
     checkpoints = student_dir / "checkpoints"
-    args = cls.training_args(cfg.student, cfg.train, checkpoints, has_dev=bool(dev_rows))
+    train_cfg = with_min_steps(cfg.train, len(train_rows), state.num_processes)
+    args = cls.training_args(cfg.student, train_cfg, checkpoints, has_dev=bool(dev_rows))
     student = cls.create(cfg.student, task, cfg.seed, texts=[r["text"] for r in train_rows])
 
     # train, resuming from the last complete checkpoint of this same configuration and data
     resume = resume_point(cfg, checkpoints, data_hashes, state)
-    trainer = student.trainer(train_rows, dev_rows, cfg.train, checkpoints, args=args)
+    trainer = student.trainer(train_rows, dev_rows, train_cfg, checkpoints, args=args)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     # save: every process takes part (DeepSpeed ZeRO-3 and FSDP gather the sharded weights)
@@ -141,7 +143,7 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
             **record, "resumed_from": checkpoint_step(resume) if resume else None,
             "dev_agreement": calibration.get("dev_agreement"),
             "temperature": calibration["temperature"], "calibration_target": calibration.get("target"),
-            "train_rows": n_train, "dev_rows": len(dev_rows), "class_balance": balance,
+            "train_rows": n_train, "dev_rows": len(dev_rows), "epochs": train_cfg.epochs, "class_balance": balance,
             "rationale_rows": sum(r["rationale"] is not None for r in train_rows) if task.rationale else None,
             "teacher": cfg.teacher.model, "simulated_teacher": bool(cfg.teacher.simulated), "trained_on": trained_on,
             "cleaning": cleaning,
@@ -236,6 +238,15 @@ def balanced(task, rows: list[dict], method: str, seed: int) -> tuple[list[dict]
             f = factors.get(c, 1.0)
             out += [r] * (int(f) + (rng.random() < f - int(f)))
     return out, {"method": method, "class_rows": dict(sizes), "factors": factors, "examples": len(out)}
+
+
+def with_min_steps(train_cfg, n_rows: int, world_size: int):
+    """`train`, its epochs raised so that `n_rows` give at least `train.min_steps` optimizer steps
+    (a few dozen rows at 3 epochs leave a fresh head almost untrained)."""
+    if train_cfg.min_steps <= 0 or train_cfg.max_steps > 0:
+        return train_cfg
+    per_epoch = max(1, math.ceil(n_rows / (train_cfg.batch_size * train_cfg.grad_accum * world_size)))
+    return OmegaConf.merge(train_cfg, {"epochs": max(train_cfg.epochs, math.ceil(train_cfg.min_steps / per_epoch))})
 
 
 def teacher_labels(run_dir: Path, task) -> list[dict]:

@@ -207,3 +207,27 @@ def test_training_frees_the_trained_model_before_calibrating_and_builds_its_argu
     assert events[:2] == ["args", "model"]
     assert events[2] == "load: trained model freed", events
     assert timeouts and timeouts[0] >= timedelta(hours=1)
+
+
+def test_a_small_set_trains_for_at_least_min_steps_before_the_dev_loss_counts(taught, tmp_path):
+    from distill.data import read_jsonl
+    from distill.students.trainer import checkpoint_step
+    from distill.train import train
+
+    labeled = [r for r in read_jsonl(taught / "teacher" / "seed.jsonl") if r["label"] is not None][:12]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"id": r["id"], "text": r["text"], "label": r["label"]}) + "\n" for r in labeled))
+    runs = {}
+    for name, settings in {"fixed": ["train.epochs=2"], "stopping": ["train.epochs=8", "train.early_stopping_patience=1"],
+                           "min_steps": ["train.epochs=2", "train.early_stopping_patience=1", "train.min_steps=15"]}.items():
+        cfg = load_config(["recipe=demo", f"run_dir={tmp_path / name}", "student=tiny_encoder", f"train.rows={rows}",
+                           "train.batch_size=8", "train.dev_fraction=0.2", "train.lr=1e-3",
+                           "train.early_stopping_patience=null", *settings])
+        meta = train(cfg, teach_first=False)
+        runs[name] = (meta["steps"], meta["epochs"], checkpoint_step(meta["best_checkpoint"]))
+    # 10 training rows at batch 8: 2 steps an epoch. On 2 dev rows the dev loss soon stops falling,
+    # and early stopping ends an 8-epoch run early; min_steps raises 2 epochs to 8 and runs them all,
+    # choosing the best checkpoint from step 15 on
+    assert runs["fixed"][:2] == (4, 2)
+    assert runs["stopping"][0] < 16
+    assert runs["min_steps"] == (16, 8, 16)

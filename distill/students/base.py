@@ -26,7 +26,7 @@ from transformers import (
 from distill.data import read_json
 from distill.errors import ConfigError, OutputError
 from distill.students.calibration import fit_temperature, mean_over, top_confidence
-from distill.students.trainer import Collator, SaveEvery
+from distill.students.trainer import Collator, MinSteps, SaveEvery
 from distill.tasks import Task
 
 METHODS = ("lora", "qlora", "full")
@@ -242,6 +242,8 @@ class Student:
         trainer.data_collator = Collator(trainer.data_collator)
         trainer.add_callback(trainer.data_collator)
         trainer.add_callback(SaveEvery(train_cfg.save_steps))
+        if has_dev and train_cfg.min_steps > 0 and train_cfg.max_steps <= 0:  # before early stopping reads the best
+            trainer.add_callback(MinSteps(train_cfg.min_steps))
         if has_dev and train_cfg.early_stopping_patience:
             trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=train_cfg.early_stopping_patience))
         return trainer

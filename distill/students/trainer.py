@@ -73,6 +73,20 @@ class SaveEvery(TrainerCallback):
         return control
 
 
+class MinSteps(TrainerCallback):
+    """`train.min_steps`: neither early stopping nor the best-checkpoint choice looks at the dev
+    loss before that step (on a few dev rows, an untrained model's can look best)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        # before the trainer records this evaluation: forget a best from before min_steps
+        if state.best_global_step is not None and state.best_global_step < self.steps:
+            state.best_metric, state.best_global_step, state.best_model_checkpoint = None, 0, None
+        return control
+
+
 def first_epoch_rows(trainer) -> list[int]:
     collator = trainer.data_collator
     return sorted(set(collator.seen[: collator.epoch_ends[0]] if collator.epoch_ends else collator.seen))

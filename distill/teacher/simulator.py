@@ -86,6 +86,8 @@ class Simulator:
             groups[name] = [r for r in group if r.get("label") is not None and task.user_message(r) not in seen]
             seen.update(map(task.user_message, groups[name]))
         self.rows = {task.user_message(r): r for group in groups.values() for r in group}
+        # texts that come back with their spacing collapsed (the author's, once parsed) still find their row
+        self.spaced = {" ".join(k.split()): k for k in self.rows}
         self.pool: dict[str, list[str]] = {}  # label -> texts the author answers with (distill grow)
         for r in rows.get("author_pool", []) if isinstance(rows, dict) else []:
             if isinstance(r.get("label"), str):  # one label per text: the tasks distill grow serves
@@ -130,7 +132,7 @@ class Simulator:
     def answer(self, body: dict) -> dict:
         # the text to label: the latest user turn it has a row for (a re-ask comes after it)
         users = [m["content"] for m in body["messages"] if m["role"] == "user"]
-        user = next((u for u in reversed(users) if u in self.rows), users[-1] if users else "")
+        user = next((self._key(u) for u in reversed(users) if self._key(u)), users[-1] if users else "")
         row = self.rows.get(user)
         n = int(body.get("n") or 1)
         sampled = n > 1 and (body.get("temperature") or 0) > 0
@@ -186,11 +188,15 @@ class Simulator:
                       "total_tokens": prompt_chars // 4 + completion_chars // 4 + 2},
         }
 
+    def _key(self, message: str) -> str | None:
+        """The row key a user message or text stands for, whatever its spacing."""
+        return message if message in self.rows else self.spaced.get(" ".join(message.split()))
+
     def _judge(self, asked: dict, rng: random.Random) -> tuple[str, list, float]:
         """yes or no: whether the label the teacher believes the text has is the one asked about.
         Realistic noise: its belief is its planned answer (wrong on the rows it would mislabel);
         uniform: gold, else another label, at `accuracy`."""
-        row, label = self.rows.get(asked.get("Text", "")), asked.get("Label")
+        row, label = self.rows.get(self._key(asked.get("Text", ""))), asked.get("Label")
         if row is None:
             return "no", [(0, 2, 0.5)], 1.0  # a text it has no gold for
         plan = self.plan.get(self.task.user_message(row))
