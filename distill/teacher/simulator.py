@@ -38,6 +38,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from distill.data import text_key
 from distill.errors import ConfigError
 from distill.tasks import Task
 from distill.tasks.requests import Author, Judge, fields
@@ -87,7 +88,7 @@ class Simulator:
             seen.update(map(task.user_message, groups[name]))
         self.rows = {task.user_message(r): r for group in groups.values() for r in group}
         # texts that come back with their spacing collapsed (the author's, once parsed) still find their row
-        self.spaced = {" ".join(k.split()): k for k in self.rows}
+        self.spaced = {text_key(k): k for k in self.rows}
         self.pool: dict[str, list[str]] = {}  # label -> texts the author answers with (distill grow)
         for r in rows.get("author_pool", []) if isinstance(rows, dict) else []:
             if isinstance(r.get("label"), str):  # one label per text: the tasks distill grow serves
@@ -132,7 +133,7 @@ class Simulator:
     def answer(self, body: dict) -> dict:
         # the text to label: the latest user turn it has a row for (a re-ask comes after it)
         users = [m["content"] for m in body["messages"] if m["role"] == "user"]
-        user = next((self._key(u) for u in reversed(users) if self._key(u)), users[-1] if users else "")
+        user = next(filter(None, map(self._key, reversed(users))), users[-1] if users else "")
         row = self.rows.get(user)
         n = int(body.get("n") or 1)
         sampled = n > 1 and (body.get("temperature") or 0) > 0
@@ -190,7 +191,7 @@ class Simulator:
 
     def _key(self, message: str) -> str | None:
         """The row key a user message or text stands for, whatever its spacing."""
-        return message if message in self.rows else self.spaced.get(" ".join(message.split()))
+        return message if message in self.rows else self.spaced.get(text_key(message))
 
     def _judge(self, asked: dict, rng: random.Random) -> tuple[str, list, float]:
         """yes or no: whether the label the teacher believes the text has is the one asked about.
