@@ -9,8 +9,9 @@
    label they were written for). -> grow/synthetic.jsonl
 2. Round k = 1, 2, ...: a student trains (the train stage, in grow/round{k}) on every row
    accepted so far, less a dev share of the judged ones, and scores the corpus. For each label
-   its top `grow.top` corpus rows not judged yet, and `grow.explore` random ones, go to the
-   teacher as yes/no questions; yes answers join the accepted rows.
+   `grow.top` of its `grow.depth` x `grow.top` likeliest corpus rows not judged yet (all of the
+   top ones at depth 1), and `grow.explore` random ones, go to the teacher as yes/no questions;
+   yes answers join the accepted rows.
 3. It stops after `rounds` judging rounds, when the teacher's budget is spent, or when a round's
    student gains less than `grow.min_gain` accuracy over the previous one on the judged dev rows
    neither chose. A last round then trains a student on every accepted row, dev rows included,
@@ -126,7 +127,7 @@ def check(cfg, task) -> None:
         raise ConfigError(f"distill grow builds data for tasks with one label per text, not {task.kind}")
     g = cfg.grow
     whole = {"rounds": cfg.rounds, "grow.texts": g.texts, "grow.requests": g.requests, "grow.top": g.top,
-             "grow.explore": g.explore}
+             "grow.depth": g.depth, "grow.explore": g.explore}
     for key, value in whole.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key != "grow.explore" else 0):
             raise ConfigError(f"{key}={value!r} must be a whole number of at least {1 if key != 'grow.explore' else 0}")
@@ -249,7 +250,8 @@ def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: l
     train_rows = [r for r in accepted if last or not in_dev(r, g.dev_fraction)]
     dev_rows = [r for r in accepted if not last and in_dev(r, g.dev_fraction)]
     # what decides the round's student and its candidates
-    fingerprint = {"rows": rows_hash(train_rows), "top": g.top, "explore": g.explore, "dev_fraction": g.dev_fraction,
+    fingerprint = {"rows": rows_hash(train_rows), "top": g.top, "depth": g.depth, "explore": g.explore,
+                   "dev_fraction": g.dev_fraction,
                    **{key: OmegaConf.to_container(cfg[key]) for key in ("student", "train", "task")}}
     done = read_json(rd / "round.json")
     if done.get("fingerprint") == fingerprint and done["stop"] is None and not done["budget_spent"]:
@@ -269,6 +271,7 @@ def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: l
         train(round_config(cfg, rd), teach_first=False,
               trained_on=f"grow round {k}: {sources['author']} authored and {sources['judge']} judged rows")
         candidates(cfg, task, rd, k, corpus, accepted)
+        shutil.rmtree(rd / "student" / "checkpoints", ignore_errors=True)  # scored: no training resumes from them
     # the gain, on dev rows judged before round k-1: neither this student nor the previous one chose them
     fair = [r for r in dev_rows if r["round"] <= k - 2]
     dev_accuracy = accuracy(rd, fair)
@@ -339,16 +342,18 @@ def accuracy(rd: Path, rows: list[dict]) -> float | None:
 
 def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[dict]) -> None:
     """The round's student scores the corpus: its label for every row (predictions.parquet) and,
-    per label, the likeliest rows not yet accepted or judged for that label plus a random
-    exploration sample (candidates.jsonl, written last: its presence marks the scoring done)."""
+    per label, `top` of its `depth` x `top` likeliest rows not yet accepted or judged for that
+    label plus a random exploration sample (candidates.jsonl, written last: its presence marks
+    the scoring done)."""
     g = cfg.grow
+    deep = g.top * g.depth
     student = student_class(cfg.student).load(cfg.student, task, rd / "student")
     judged = {(v["meta"]["text_id"], v["asked"]) for j in range(1, k)
               for v in read_jsonl(rd.parent / f"round{j}" / "judge.jsonl")}
     taken = {r["id"] for r in accepted}
     n_labels, window = len(task.labels), int(cfg.label.window)
-    top_score = np.full((n_labels, g.top), -np.inf, np.float32)
-    top_index = np.full((n_labels, g.top), -1, np.int64)
+    top_score = np.full((n_labels, deep), -np.inf, np.float32)
+    top_index = np.full((n_labels, deep), -1, np.int64)
     labels, confidence = [], []
     for start in range(0, len(corpus), window):
         rows = corpus[start : start + window]
@@ -365,7 +370,7 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
             column = scores[:, c]
             both_score = np.concatenate([top_score[c], column])
             both_index = np.concatenate([top_index[c], np.arange(start, start + len(rows))])
-            keep = np.argsort(-both_score, kind="stable")[: g.top]
+            keep = np.argsort(-both_score, kind="stable")[:deep]
             top_score[c], top_index[c] = both_score[keep], both_index[keep]
     del student
     free_memory()
@@ -374,8 +379,11 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
     rng = np.random.default_rng([int(cfg.seed), k])
     asked = []
     for c, label in enumerate(task.labels):
-        top = [int(i) for i, s in zip(top_index[c], top_score[c]) if i >= 0 and np.isfinite(s)]
-        explore, seen = [], set(top)
+        likely = [int(i) for i, s in zip(top_index[c], top_score[c]) if i >= 0 and np.isfinite(s)]
+        # depth > 1: a sample of the likely rows, less alike than the surest ones
+        picked = sorted(rng.choice(len(likely), g.top, replace=False)) if len(likely) > g.top else range(len(likely))
+        top = [likely[j] for j in picked]
+        explore, seen = [], set(likely)
         for i in rng.integers(len(corpus), size=20 * g.explore + 20) if g.explore else []:  # O(1) in the corpus
             r = corpus[int(i)]
             if int(i) not in seen and r["id"] not in taken and (r["id"], label) not in judged:

@@ -1,9 +1,11 @@
 """distill grow (author, rounds of train, score and judge) and task.shortlist, on the demo recipe
 with a tiny student and the simulated teacher over HTTP."""
 
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from distill.data import load_split, prepare_data, read_json, read_jsonl
@@ -59,6 +61,7 @@ def test_each_round_trains_on_exactly_the_rows_accepted_so_far(grown):
         assert (k in (1, 4)) == (held == 0)  # round 1 has judged nothing yet; the last learns from every row
         meta = read_json(rd / "student" / "student.json")
         assert meta["train_rows"] + meta["dev_rows"] == len(rows)
+        assert not (rd / "student" / "checkpoints").exists()  # the round scored the corpus: they are spent
         for v in read_jsonl(rd / "judge.jsonl") if k < 4 else []:  # no pair is asked twice
             pair = (v["meta"]["text_id"], v["asked"])
             assert pair not in judged_pairs and v["meta"]["text_id"] in corpus_gold
@@ -215,11 +218,52 @@ def test_the_shortlist_holds_the_gold_label_at_the_rate_it_promised(make_cfg):
     assert not any(r["label"] == gold[r["id"]] for r in records if gold[r["id"]] not in r["shortlist"])
 
 
+def test_candidates_are_drawn_from_depth_times_top_likeliest_rows_never_those_taken_or_judged(
+        make_cfg, tmp_path, monkeypatch):
+    import distill.grow as grow_module
+
+    class Ranked:  # a student whose score for label c falls with the row's index, shifted by c
+        @classmethod
+        def load(cls, *args):
+            return cls()
+
+        def class_scores(self, rows, batch_size, progress=False):
+            index = np.array([int(r["id"][1:]) for r in rows], np.float32)[:, None]
+            return np.log(np.full((len(rows), 4), 0.25, np.float32)) - (index + np.arange(4)) / 1000
+
+    monkeypatch.setattr(grow_module, "student_class", lambda spec: Ranked)
+    corpus = [{"id": f"r{i}", "text": f"row {i}"} for i in range(60)]
+    accepted = [{"id": "r0", "label": "science", "source": "judge"}]
+    task = build_task(make_cfg("demo").task)
+    judged_before = tmp_path / "grow" / "round1"
+    judged_before.mkdir(parents=True)
+    (judged_before / "judge.jsonl").write_text(json.dumps({"meta": {"text_id": "r1"}, "asked": task.labels[0]}) + "\n")
+
+    def picked(depth: int) -> dict[str, list[int]]:
+        cfg = make_cfg("demo", "grow.top=4", f"grow.depth={depth}", "grow.explore=0", "label.window=25")
+        rd = tmp_path / "grow" / f"round2-depth{depth}"
+        rd.mkdir()
+        grow_module.candidates(cfg, task, rd, 2, corpus, accepted)
+        out: dict[str, list[int]] = {}
+        for r in read_jsonl(rd / "candidates.jsonl"):
+            out.setdefault(r["asked"], []).append(int(r["meta"]["text_id"][1:]))
+        return out
+
+    # depth 1: each label's four likeliest rows, less r0 (accepted) and r1 for the label it was judged for
+    assert picked(1) == {label: ([2, 3, 4, 5] if c == 0 else [1, 2, 3, 4]) for c, label in enumerate(task.labels)}
+    # depth 3: four of the twelve likeliest, not all of them the very top
+    for c, (label, rows) in enumerate(picked(3).items()):
+        likeliest = [i for i in range(1, 60) if not (c == 0 and i == 1)][:12]
+        assert len(set(rows)) == 4 and set(rows) <= set(likeliest) and set(rows) != set(likeliest[:4])
+
+
 def test_grow_and_shortlist_refuse_what_they_cannot_do(make_cfg):
     with pytest.raises(ConfigError, match="one label per text"):
         grow(make_cfg("demo_ner"))
     with pytest.raises(ConfigError, match="grow.top=0"):
         grow(make_cfg("demo", "grow.top=0"))
+    with pytest.raises(ConfigError, match="grow.depth=0 must be a whole number of at least 1"):
+        grow(make_cfg("demo", "grow.depth=0"))
     with pytest.raises(TeacherError, match="budget .* ran out while it wrote"):
         grow(make_cfg("demo", "teacher.budget_usd=0.001", run="poor"))
     dry = make_cfg("demo", "teacher.dry_run=true", run="dry")  # an estimate, and nothing sent
