@@ -61,7 +61,7 @@ DATASETS = {
                  1200: ["grow.texts=4", "grow.requests=2", "grow.top=60", "grow.depth=5", "grow.explore=5"]}),
 }
 # --validate: gold replaced by human-labeled train rows that neither the corpus, the seed pool nor the author's pool holds
-VALIDATE = {"ag_news": ["data.corpus.slice=[0.7,0.9]", "data.gold.path={data}/ag_news/alps_agnews/dev.tsv",
+VALIDATE = {"ag_news": ["data.corpus.slice=[0.7,0.9]", "data.gold.path=${data.dir}/alps_agnews/dev.tsv",
                         "data.gold.format=tsv", "data.gold.column_names=[text,label]", "data.gold.slice=[0.9,1.0]",
                         "data.gold.limit=1000"]}
 COMMON = ["teacher=simulated", "teacher.sim.noise=realistic", "student=minilm", "student.model={model}",
@@ -95,16 +95,15 @@ def main() -> None:
     chosen = json.loads(lists.read_text()) if lists.exists() else {}
     for name in args.datasets:
         recipe, folder, extra, budgets = DATASETS[name]
+        if args.validate and name not in VALIDATE:
+            print(f"skipping {name}: no validation split is set for it")
+            continue
         if not (Path(args.data) / folder).is_dir():
             print(f"skipping {name}: {args.data}/{folder} is absent")
             continue
         base = [f"recipe={recipe}", *(o.format(data=args.data, model=model) for o in [*extra, *COMMON])]
         chosen[name] = shortlist_k(base, work / name / "shortlist")  # on gold: the same for every seed
-        if args.validate:
-            if name not in VALIDATE:
-                print(f"skipping {name}: no validation split is set for it")
-                continue
-            base += [o.format(data=args.data) for o in VALIDATE[name]]
+        base += VALIDATE[name] if args.validate else []
         if args.seed != 42:
             base += [f"seed={args.seed}", f"train.seed={args.seed}", f"teacher.sim.seed={args.seed}"]
         lists.write_text(json.dumps(chosen, indent=2))
