@@ -11,7 +11,8 @@
    accepted so far, less a dev share of the judged ones, and scores the corpus. For each label
    `grow.top` of its `grow.depth` x `grow.top` likeliest corpus rows not judged yet (all of the
    top ones at depth 1), and `grow.explore` random ones, go to the teacher as yes/no questions;
-   yes answers join the accepted rows.
+   yes answers join the accepted rows. With `grow.next_labels=R`, a text judged no is asked about
+   again under the student's next likeliest label, up to R more times: the rows it gets wrong.
 3. It stops after `rounds` judging rounds, when the teacher's budget is spent, or when a round's
    student gains less than `grow.min_gain` accuracy over the previous one on the judged dev rows
    neither chose. A last round then trains a student on every accepted row, dev rows included,
@@ -127,10 +128,11 @@ def check(cfg, task) -> None:
         raise ConfigError(f"distill grow builds data for tasks with one label per text, not {task.kind}")
     g = cfg.grow
     whole = {"rounds": cfg.rounds, "grow.texts": g.texts, "grow.requests": g.requests, "grow.top": g.top,
-             "grow.depth": g.depth, "grow.explore": g.explore}
+             "grow.depth": g.depth, "grow.explore": g.explore, "grow.next_labels": g.next_labels}
     for key, value in whole.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key != "grow.explore" else 0):
-            raise ConfigError(f"{key}={value!r} must be a whole number of at least {1 if key != 'grow.explore' else 0}")
+        least = 0 if key in ("grow.explore", "grow.next_labels") else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{key}={value!r} must be a whole number of at least {least}")
     if g.disagreements not in DISAGREEMENTS:
         raise ConfigError(f"grow.disagreements={g.disagreements!r}: choose one of {', '.join(DISAGREEMENTS)}")
     if not 0 <= float(g.dev_fraction) < 1:
@@ -251,6 +253,7 @@ def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: l
     dev_rows = [r for r in accepted if not last and in_dev(r, g.dev_fraction)]
     # what decides the round's student and its candidates
     fingerprint = {"rows": rows_hash(train_rows), "top": g.top, "depth": g.depth, "explore": g.explore,
+                   "next_labels": g.next_labels,
                    "dev_fraction": g.dev_fraction,
                    **{key: OmegaConf.to_container(cfg[key]) for key in ("student", "train", "task")}}
     done = read_json(rd / "round.json")
@@ -284,6 +287,13 @@ def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: l
     if stop is None:
         asked = read_jsonl(rd / "candidates.jsonl")
         stats = ask(Judge(task), asked, rd / "judge.jsonl", f"teacher: judging, round {k}", output="choice")
+        # after a no, the text's next likeliest label: the rows the student gets wrong teach it most
+        for step in range(1, g.next_labels + 1):
+            again = next_labels(asked, read_jsonl(rd / "judge.jsonl"), step)
+            if stats["stopped"] == "budget" or not again:
+                break
+            stats = ask(Judge(task), again, rd / "judge.jsonl", f"teacher: judging, round {k}, next labels",
+                        output="choice")
     verdicts = read_jsonl(rd / "judge.jsonl") if stop is None else []
     # a text judged yes for several labels keeps its surest
     best: dict[str, dict] = {}
@@ -297,16 +307,37 @@ def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: l
               "sources": {s: sum(r["source"] == s for r in train_rows) for s in ("author", "judge")},
               "dev_rows": len(dev_rows), "gain_rows": len(fair), "dev_accuracy": dev_accuracy,
               "previous_dev_accuracy": before, "gain": gain,
-              "judged": len(verdicts), "yes": sum(v["label"] is True for v in verdicts),
+              "judged": len(verdicts), "asked_again": sum(v["meta"].get("why") == "next" for v in verdicts),
+              "yes": sum(v["label"] is True for v in verdicts),
               "no": sum(v["label"] is False for v in verdicts), "invalid": sum(v["label"] is None for v in verdicts),
               "accepted": len(new), "budget_spent": stats["stopped"] == "budget", "stop": stop,
               "student": str(rd / "student")}
     write_atomic(rd / "round.json", json.dumps(record, indent=2))  # the round is done once this file is whole
     if stop is None:
-        print(f"grow: round {k}: {record['yes']} of {record['judged']} candidates judged yes, "
+        again = f" ({record['asked_again']} asked again under another label)" if record["asked_again"] else ""
+        print(f"grow: round {k}: {record['yes']} of {record['judged']} candidates judged yes{again}, "
               f"{len(new)} rows accepted" + (f"; dev accuracy {dev_accuracy:.3f}" if dev_accuracy is not None else "")
               + (f" ({gain:+.3f})" if gain is not None else ""))
     return record
+
+
+def next_labels(asked: list[dict], verdicts: list[dict], step: int) -> list[dict]:
+    """The questions of grow.next_labels at `step`: for each text the teacher said no to at the step
+    before (0: the candidates) and yes to nothing, the first of the student's likeliest labels for it
+    (its candidate's `ranked`) that it was not asked about in this round."""
+    before = [v for v in verdicts if v["meta"].get("step", 0) < step]
+    pairs = {(r["meta"]["text_id"], r["asked"]) for r in [*asked, *before]}
+    said_yes = {v["meta"]["text_id"] for v in before if v["label"] is True}
+    again = {}
+    for v in before:
+        text_id = v["meta"]["text_id"]
+        latest_no = v["label"] is False and v["meta"].get("step", 0) == step - 1
+        if latest_no and text_id not in said_yes and text_id not in again:
+            label = next((c for c in v["meta"]["ranked"] if (text_id, c) not in pairs), None)
+            if label is not None:
+                again[text_id] = {"id": content_id(f"{text_id}\x00{label}"), "text": v["text"], "asked": label,
+                                  "meta": {**v["meta"], "why": "next", "step": step}}
+    return list(again.values())
 
 
 def supersede(rd: Path) -> None:
@@ -354,7 +385,7 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
     n_labels, window = len(task.labels), int(cfg.label.window)
     top_score = np.full((n_labels, deep), -np.inf, np.float32)
     top_index = np.full((n_labels, deep), -1, np.int64)
-    labels, confidence = [], []
+    labels, confidence, ranks = [], [], []
     for start in range(0, len(corpus), window):
         rows = corpus[start : start + window]
         scores = student.class_scores(rows, cfg.label.batch_size, progress=True)
@@ -366,6 +397,10 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
         for text_id, label in judged:
             if text_id in at:
                 scores[at[text_id], task.labels.index(label)] = -np.inf
+        # each row's likeliest labels not judged for it yet, for grow.next_labels (-1: none left)
+        order = np.argsort(-scores, 1, kind="stable")[:, : min(n_labels, g.next_labels + 1)]
+        order[~np.isfinite(np.take_along_axis(scores, order, 1))] = -1
+        ranks.append(order)
         for c in range(n_labels):
             column = scores[:, c]
             both_score = np.concatenate([top_score[c], column])
@@ -374,6 +409,7 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
             top_score[c], top_index[c] = both_score[keep], both_index[keep]
     del student
     free_memory()
+    ranks = np.concatenate(ranks) if ranks else np.zeros((0, 1), np.int64)
 
     # exploration: random rows per label, neither taken, judged for it, nor among its top rows
     rng = np.random.default_rng([int(cfg.seed), k])
@@ -395,7 +431,8 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
             for i in picked:
                 r = corpus[i]
                 asked.append({"id": content_id(f"{r['id']}\x00{label}"), "text": r["text"], "asked": label,
-                              "meta": {"text_id": r["id"], "round": k, "why": why}})
+                              "meta": {"text_id": r["id"], "round": k, "why": why,
+                                       "ranked": [task.labels[j] for j in ranks[i] if j >= 0]}})
     pq.write_table(pa.table({"id": [r["id"] for r in corpus], "label": labels, "confidence": confidence}),
                    rd / "predictions.parquet")
     write_atomic(rd / "candidates.jsonl", "".join(json.dumps(r) + "\n" for r in asked))
@@ -427,7 +464,9 @@ def dry_run(cfg, task, corpus: list[dict]) -> dict:
         usd_text = f"{e['cost_usd']:>9.4f}" if estimates["author"]["cost_usd"] is not None else f"{'no price':>9}"
         lines.append(f"{name:<16} {e['rows']:>9} {e['prompt_tokens']:>11} {e['completion_tokens']:>11} {usd_text}")
     lines.append("(tokens estimated at 4 characters each; the texts to check and judge are not known yet, so "
-                 "random corpus texts stand in for them)")
+                 "random corpus texts stand in for them" + (f"; grow.next_labels={g.next_labels} adds up to "
+                                                            f"{g.next_labels} questions for each no, not counted"
+                                                            if g.next_labels else "") + ")")
     print("\n".join(lines))
     return {"dry_run": True, **estimates, "total": total}
 

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from distill.data import load_split, prepare_data, read_json, read_jsonl
@@ -17,8 +18,9 @@ from distill.tasks.requests import Judge
 from distill.teach import teach
 from distill.teacher import Simulator, Teacher
 
-GROW = ("rounds=3", "grow.texts=3", "grow.requests=2", "grow.top=12", "grow.explore=3", "grow.min_gain=-1",
-        "student=tiny_encoder", "train.epochs=6", "teacher.sim.author_off_topic=0.3")
+GROW = ("rounds=3", "grow.texts=3", "grow.requests=2", "grow.top=12", "grow.explore=3",
+        "grow.next_labels=1", "grow.min_gain=-1", "student=tiny_encoder", "train.epochs=6",
+        "teacher.sim.author_off_topic=0.3")
 STAGES = ["author.jsonl", "check.jsonl", *(f"round{k}/judge.jsonl" for k in (1, 2, 3))]  # what the teacher billed, by file
 
 
@@ -45,8 +47,9 @@ def test_each_round_trains_on_exactly_the_rows_accepted_so_far(grown):
     assert accepted and len(accepted) < len(synthetic)  # the check dropped some of what was written
     assert summary["stopped"] == "rounds" and len(summary["rounds"]) == 4
     corpus_gold = {r["id"]: r["label"] for r in load_split(cfg, "corpus", task)}
-    judged_pairs = set()
+    judged_pairs, judged_before = set(), {}
     for k in (1, 2, 3, 4):
+        judged_before[k] = set(judged_pairs)
         rd = out / f"round{k}"
         rows = read_jsonl(rd / "train_rows.jsonl")
         held = read_json(rd / "round.json")["dev_rows"]
@@ -66,6 +69,29 @@ def test_each_round_trains_on_exactly_the_rows_accepted_so_far(grown):
             pair = (v["meta"]["text_id"], v["asked"])
             assert pair not in judged_pairs and v["meta"]["text_id"] in corpus_gold
             judged_pairs.add(pair)
+    # grow.next_labels=1: a text the teacher said no to (and yes to nothing) is asked once more, under the
+    # round student's likeliest label for it when that was not the one asked
+    retried = 0
+    for k in (1, 2, 3):
+        verdicts = read_jsonl(out / f"round{k}" / "judge.jsonl")
+        student = dict(zip(*pq.read_table(out / f"round{k}" / "predictions.parquet", columns=["id", "label"])
+                           .to_pydict().values()))
+        first = {}
+        for v in verdicts:
+            if v["meta"]["why"] != "next":
+                first.setdefault(v["meta"]["text_id"], []).append(v)
+        again = [v for v in verdicts if v["meta"]["why"] == "next"]
+        assert len({v["meta"]["text_id"] for v in again}) == len(again)
+        for v in again:
+            said = first[v["meta"]["text_id"]]
+            assert not any(f["label"] for f in said) and v["asked"] not in {f["asked"] for f in said}
+            text_id, likeliest = v["meta"]["text_id"], student[v["meta"]["text_id"]]
+            if likeliest not in {f["asked"] for f in said} and (text_id, likeliest) not in judged_before[k]:
+                assert v["asked"] == likeliest
+                retried += 1
+        no_only = [t for t, said in first.items() if not any(f["label"] is not False for f in said)]
+        assert len(again) >= 0.8 * len(no_only)  # short only where the student's two likeliest were both asked
+    assert retried > 10
     # the judged rows the teacher accepted are mostly right (simulated at 85% with confusions)
     yes = {i: lab for k in (1, 2, 3) for i, lab in yes_ids(out / f"round{k}").items()}
     assert sum(corpus_gold[i] == lab for i, lab in yes.items()) / len(yes) > 0.7
@@ -264,6 +290,8 @@ def test_grow_and_shortlist_refuse_what_they_cannot_do(make_cfg):
         grow(make_cfg("demo", "grow.top=0"))
     with pytest.raises(ConfigError, match="grow.depth=0 must be a whole number of at least 1"):
         grow(make_cfg("demo", "grow.depth=0"))
+    with pytest.raises(ConfigError, match="grow.next_labels=-1 must be a whole number of at least 0"):
+        grow(make_cfg("demo", "grow.next_labels=-1"))
     with pytest.raises(TeacherError, match="budget .* ran out while it wrote"):
         grow(make_cfg("demo", "teacher.budget_usd=0.001", run="poor"))
     dry = make_cfg("demo", "teacher.dry_run=true", run="dry")  # an estimate, and nothing sent
