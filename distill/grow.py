@@ -253,8 +253,7 @@ def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: l
     dev_rows = [r for r in accepted if not last and in_dev(r, g.dev_fraction)]
     # what decides the round's student and its candidates
     fingerprint = {"rows": rows_hash(train_rows), "top": g.top, "depth": g.depth, "explore": g.explore,
-                   "next_labels": g.next_labels,
-                   "dev_fraction": g.dev_fraction,
+                   "next_labels": g.next_labels, "dev_fraction": g.dev_fraction,
                    **{key: OmegaConf.to_container(cfg[key]) for key in ("student", "train", "task")}}
     done = read_json(rd / "round.json")
     if done.get("fingerprint") == fingerprint and done["stop"] is None and not done["budget_spent"]:
@@ -283,18 +282,19 @@ def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: l
 
     # stop, or ask the teacher about this round's candidates
     stop = last or ("gain" if gain is not None and gain < float(g.min_gain) else None)
-    stats = {"stopped": None}
+    stats, verdicts = {"stopped": None}, []
     if stop is None:
         asked = read_jsonl(rd / "candidates.jsonl")
         stats = ask(Judge(task), asked, rd / "judge.jsonl", f"teacher: judging, round {k}", output="choice")
+        verdicts = read_jsonl(rd / "judge.jsonl")
         # after a no, the text's next likeliest label: the rows the student gets wrong teach it most
         for step in range(1, g.next_labels + 1):
-            again = next_labels(asked, read_jsonl(rd / "judge.jsonl"), step)
-            if stats["stopped"] == "budget" or not again:
+            again = [] if stats["stopped"] == "budget" else next_labels(asked, verdicts, step)
+            if not again:
                 break
             stats = ask(Judge(task), again, rd / "judge.jsonl", f"teacher: judging, round {k}, next labels",
                         output="choice")
-    verdicts = read_jsonl(rd / "judge.jsonl") if stop is None else []
+            verdicts = read_jsonl(rd / "judge.jsonl")
     # a text judged yes for several labels keeps its surest
     best: dict[str, dict] = {}
     for v in sorted(verdicts, key=lambda v: -(v["confidence"] or 0)):
@@ -397,10 +397,10 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
         for text_id, label in judged:
             if text_id in at:
                 scores[at[text_id], task.labels.index(label)] = -np.inf
-        # each row's likeliest labels not judged for it yet, for grow.next_labels (-1: none left)
-        order = np.argsort(-scores, 1, kind="stable")[:, : min(n_labels, g.next_labels + 1)]
-        order[~np.isfinite(np.take_along_axis(scores, order, 1))] = -1
-        ranks.append(order)
+        if g.next_labels:  # each row's likeliest labels not judged for it yet (-1: none left)
+            order = np.argsort(-scores, 1, kind="stable")[:, : min(n_labels, g.next_labels + 1)]
+            order[~np.isfinite(np.take_along_axis(scores, order, 1))] = -1
+            ranks.append(order.astype(np.int32))
         for c in range(n_labels):
             column = scores[:, c]
             both_score = np.concatenate([top_score[c], column])
@@ -409,7 +409,7 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
             top_score[c], top_index[c] = both_score[keep], both_index[keep]
     del student
     free_memory()
-    ranks = np.concatenate(ranks) if ranks else np.zeros((0, 1), np.int64)
+    ranks = np.concatenate(ranks) if ranks else None
 
     # exploration: random rows per label, neither taken, judged for it, nor among its top rows
     rng = np.random.default_rng([int(cfg.seed), k])
@@ -430,9 +430,11 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
         for why, picked in (("top", top), ("explore", explore)):
             for i in picked:
                 r = corpus[i]
+                meta = {"text_id": r["id"], "round": k, "why": why}
+                if ranks is not None:  # what grow.next_labels asks about after a no
+                    meta["ranked"] = [task.labels[j] for j in ranks[i] if j >= 0]
                 asked.append({"id": content_id(f"{r['id']}\x00{label}"), "text": r["text"], "asked": label,
-                              "meta": {"text_id": r["id"], "round": k, "why": why,
-                                       "ranked": [task.labels[j] for j in ranks[i] if j >= 0]}})
+                              "meta": meta})
     pq.write_table(pa.table({"id": [r["id"] for r in corpus], "label": labels, "confidence": confidence}),
                    rd / "predictions.parquet")
     write_atomic(rd / "candidates.jsonl", "".join(json.dumps(r) + "\n" for r in asked))
@@ -463,10 +465,10 @@ def dry_run(cfg, task, corpus: list[dict]) -> dict:
     for name, e in {**estimates, f"total, {cfg.rounds} rounds": total}.items():
         usd_text = f"{e['cost_usd']:>9.4f}" if estimates["author"]["cost_usd"] is not None else f"{'no price':>9}"
         lines.append(f"{name:<16} {e['rows']:>9} {e['prompt_tokens']:>11} {e['completion_tokens']:>11} {usd_text}")
+    uncounted = f"; with grow.next_labels={g.next_labels} each no may add as many questions, not counted" if \
+        g.next_labels else ""
     lines.append("(tokens estimated at 4 characters each; the texts to check and judge are not known yet, so "
-                 "random corpus texts stand in for them" + (f"; grow.next_labels={g.next_labels} adds up to "
-                                                            f"{g.next_labels} questions for each no, not counted"
-                                                            if g.next_labels else "") + ")")
+                 f"random corpus texts stand in for them{uncounted})")
     print("\n".join(lines))
     return {"dry_run": True, **estimates, "total": total}
 
