@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import sys
+from itertools import zip_longest
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -413,7 +414,7 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
 
     # exploration: random rows per label, neither taken, judged for it, nor among its top rows
     rng = np.random.default_rng([int(cfg.seed), k])
-    asked = []
+    per_label = []
     for c, label in enumerate(task.labels):
         likely = [int(i) for i, s in zip(top_index[c], top_score[c]) if i >= 0 and np.isfinite(s)]
         # depth > 1: a sample of the likely rows, less alike than the surest ones
@@ -427,14 +428,17 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
                 seen.add(int(i))
             if len(explore) == g.explore:
                 break
+        per_label.append([])
         for why, picked in (("top", top), ("explore", explore)):
             for i in picked:
                 r = corpus[i]
                 meta = {"text_id": r["id"], "round": k, "why": why}
                 if ranks is not None:  # what grow.next_labels asks about after a no
                     meta["ranked"] = [task.labels[j] for j in ranks[i] if j >= 0]
-                asked.append({"id": content_id(f"{r['id']}\x00{label}"), "text": r["text"], "asked": label,
-                              "meta": meta})
+                per_label[-1].append({"id": content_id(f"{r['id']}\x00{label}"), "text": r["text"], "asked": label,
+                                      "meta": meta})
+    # one label after another, so that a budget running out mid-round leaves every label as many questions
+    asked = [q for turn in zip_longest(*per_label) for q in turn if q is not None]
     pq.write_table(pa.table({"id": [r["id"] for r in corpus], "label": labels, "confidence": confidence}),
                    rd / "predictions.parquet")
     write_atomic(rd / "candidates.jsonl", "".join(json.dumps(r) + "\n" for r in asked))

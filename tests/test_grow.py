@@ -3,6 +3,7 @@ with a tiny student and the simulated teacher over HTTP."""
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,9 @@ def test_grow_stops_at_the_teacher_budget_and_goes_on_when_it_is_raised(grown, m
     assert summary["stopped"] == "budget" and len(summary["rounds"]) == 2
     assert 0.01 < summary["ledger"]["total"]["usd"] <= 0.02
     assert summary["rounds"][0]["budget_spent"] and summary["rounds"][-1]["stop"] == "budget"
+    asked = Counter(v["asked"] for v in read_jsonl(Path(cfg.run_dir) / "grow" / "round1" / "judge.jsonl")
+                    if "step" not in v["meta"])  # cut short: every label was asked about about as often
+    assert len(asked) == 4 and max(asked.values()) - min(asked.values()) <= 2, asked
     assert (Path(cfg.run_dir) / "student" / "student.json").is_file()  # trained on what was accepted
     # a higher budget finishes the run: round 1's questions go on, and the result is one full run's
     summary = grow(make_cfg("demo", *GROW, "teacher.budget_usd=1"))
@@ -190,6 +194,9 @@ def test_the_judge_asks_one_yes_or_no_question_per_pair_and_reads_its_confidence
     question = messages[1]["content"]
     assert question.count(pairs[0]["text"]) == 1 and question.count("?") == 1 and "yes or no" in question
     assert task.definitions()[pairs[0]["asked"]] in question
+    # besides the text and the definition, a few dozen tokens: the judge is paid for per pair
+    words = len(messages[0]["content"]) + len(question) - len(pairs[0]["text"]) - len(task.definitions()[pairs[0]["asked"]])
+    assert words < 150, messages
     settings = {**dict(cfg.teacher), "output": "choice", "sim": dict(cfg.teacher.sim)}
     with Simulator(task, {"gold": gold}, cfg.teacher.sim) as sim:
         teacher = Teacher(settings, judge, base_url=sim.base_url, simulated=True, cache_path=tmp_path / "c.sqlite")
@@ -270,8 +277,11 @@ def test_candidates_are_drawn_from_depth_times_top_likeliest_rows_never_those_ta
         rd = tmp_path / "grow" / f"round2-depth{depth}"
         rd.mkdir()
         grow_module.candidates(cfg, task, rd, 2, corpus, accepted)
+        asked = read_jsonl(rd / "candidates.jsonl")
+        # labels take turns: a budget that runs out mid-round has asked about each as often
+        assert [r["asked"] for r in asked] == [task.labels[j % len(task.labels)] for j in range(len(asked))]
         out: dict[str, list[int]] = {}
-        for r in read_jsonl(rd / "candidates.jsonl"):
+        for r in asked:
             out.setdefault(r["asked"], []).append(int(r["meta"]["text_id"][1:]))
         return out
 

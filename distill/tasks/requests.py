@@ -57,8 +57,8 @@ class Judge(Request):
     kind = "judge"
     choice_answers = True
     reask = "Your reply is not valid: {error}. Answer again with one word: yes or no."
-    system = ("You check labels. Read the label's definition and the text, then answer with one word: "
-              "yes if the text belongs to the label, no if it does not.")
+    # short: asked once per pair, so every word here is paid for on each question
+    system = "You check labels. Answer yes or no."
 
     def question(self, row: dict) -> str:
         return (f"{self.label_line(row['asked'])}\nText: {row['text']}\n"
