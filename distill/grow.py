@@ -36,8 +36,8 @@ import json
 import os
 import shutil
 import sys
-from itertools import zip_longest
 from contextlib import contextmanager
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -428,15 +428,16 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
                 seen.add(int(i))
             if len(explore) == g.explore:
                 break
-        per_label.append([])
+        questions = []
         for why, picked in (("top", top), ("explore", explore)):
             for i in picked:
                 r = corpus[i]
                 meta = {"text_id": r["id"], "round": k, "why": why}
                 if ranks is not None:  # what grow.next_labels asks about after a no
                     meta["ranked"] = [task.labels[j] for j in ranks[i] if j >= 0]
-                per_label[-1].append({"id": content_id(f"{r['id']}\x00{label}"), "text": r["text"], "asked": label,
-                                      "meta": meta})
+                questions.append({"id": content_id(f"{r['id']}\x00{label}"), "text": r["text"], "asked": label,
+                                  "meta": meta})
+        per_label.append(questions)
     # one label after another, so that a budget running out mid-round leaves every label as many questions
     asked = [q for turn in zip_longest(*per_label) for q in turn if q is not None]
     pq.write_table(pa.table({"id": [r["id"] for r in corpus], "label": labels, "confidence": confidence}),
@@ -469,8 +470,8 @@ def dry_run(cfg, task, corpus: list[dict]) -> dict:
     for name, e in {**estimates, f"total, {cfg.rounds} rounds": total}.items():
         usd_text = f"{e['cost_usd']:>9.4f}" if estimates["author"]["cost_usd"] is not None else f"{'no price':>9}"
         lines.append(f"{name:<16} {e['rows']:>9} {e['prompt_tokens']:>11} {e['completion_tokens']:>11} {usd_text}")
-    uncounted = f"; with grow.next_labels={g.next_labels} each no may add as many questions, not counted" if \
-        g.next_labels else ""
+    uncounted = (f"; with grow.next_labels={g.next_labels} each no may add as many questions, not counted"
+                 if g.next_labels else "")
     lines.append("(tokens estimated at 4 characters each; the texts to check and judge are not known yet, so "
                  f"random corpus texts stand in for them{uncounted})")
     print("\n".join(lines))
