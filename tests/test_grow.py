@@ -193,9 +193,9 @@ def test_the_judge_asks_one_yes_or_no_question_per_pair_and_reads_its_confidence
     assert [m["role"] for m in messages] == ["system", "user"]
     question = messages[1]["content"]
     assert question.count(pairs[0]["text"]) == 1 and question.count("?") == 1 and "yes or no" in question
-    assert task.definitions()[pairs[0]["asked"]] in question
-    # besides the text and the definition, a few dozen tokens: the judge is paid for per pair
     definition = task.definitions()[pairs[0]["asked"]]
+    assert definition in question
+    # besides the text and the definition, a few dozen tokens: the judge is paid for per pair
     words = len(messages[0]["content"]) + len(question) - len(pairs[0]["text"]) - len(definition)
     assert words < 150, messages
     settings = {**dict(cfg.teacher), "output": "choice", "sim": dict(cfg.teacher.sim)}
