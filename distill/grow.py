@@ -325,8 +325,13 @@ def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: l
 def next_labels(asked: list[dict], verdicts: list[dict], step: int) -> list[dict]:
     """The questions of grow.next_labels at `step`: for each text the teacher said no to at the step
     before (0: the candidates) and yes to nothing, the first of the student's likeliest labels for it
-    (its candidate's `ranked`) that it was not asked about in this round."""
-    before = [v for v in verdicts if v["meta"].get("step", 0) < step]
+    (its candidate's `ranked`) that it was not asked about in this round. In candidate order, not the
+    order the replies arrived in: a budget that runs out among them stops at the same questions."""
+    first = {}
+    for i, r in enumerate(asked):
+        first.setdefault(r["meta"]["text_id"], i)
+    before = sorted((v for v in verdicts if v["meta"].get("step", 0) < step),
+                    key=lambda v: first.get(v["meta"]["text_id"], len(asked)))
     pairs = {(r["meta"]["text_id"], r["asked"]) for r in [*asked, *before]}
     said_yes = {v["meta"]["text_id"] for v in before if v["label"] is True}
     again = {}

@@ -294,6 +294,29 @@ def test_candidates_are_drawn_from_depth_times_top_likeliest_rows_never_those_ta
         assert len(set(rows)) == 4 and set(rows) <= set(likeliest) and set(rows) != set(likeliest[:4])
 
 
+def test_follow_up_questions_come_in_candidate_order_whatever_order_the_replies_came_in():
+    from distill.grow import next_labels
+
+    labels = ["a", "b", "c", "d"]
+    asked = [{"id": f"q{i}", "text": f"text {i}", "asked": labels[i % 4],
+              "meta": {"text_id": f"t{i}", "why": "top", "ranked": [labels[(i + j) % 4] for j in range(3)]}}
+             for i in range(12)]
+    yes = {"t4", "t9"}  # yes to these: never asked again
+
+    def replies(questions, order):
+        return [{**questions[i], "label": questions[i]["meta"]["text_id"] in yes} for i in order]
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # replies arrive in any order under concurrency
+        first = next_labels(asked, replies(asked, rng.permutation(12)), 1)
+        assert [q["meta"]["text_id"] for q in first] == [f"t{i}" for i in range(12) if f"t{i}" not in yes]
+        assert all(q["asked"] == q["meta"]["ranked"][1] and q["meta"]["step"] == 1 for q in first)
+        verdicts = replies(asked, range(12)) + replies(first, rng.permutation(len(first)))
+        second = next_labels(asked, verdicts, 2)
+        assert [q["meta"]["text_id"] for q in second] == [q["meta"]["text_id"] for q in first]
+        assert all(q["asked"] == q["meta"]["ranked"][2] for q in second)
+
+
 def test_grow_and_shortlist_refuse_what_they_cannot_do(make_cfg):
     with pytest.raises(ConfigError, match="one label per text"):
         grow(make_cfg("demo_ner"))
