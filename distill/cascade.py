@@ -1,25 +1,27 @@
 """The cascade: corpus rows the student is unsure of go to the teacher, or to people for review.
 
-    distill cascade recipe=NAME [label.target=0.95]     # pick the threshold on gold, plot the curve
+    distill cascade recipe=NAME [label.target=0.95] [label.target_metric=main|macro_f1|worst_recall]
     distill route recipe=NAME label.threshold=auto      # send the unsure corpus rows (distill/route.py)
+    distill route recipe=NAME label.route_fraction=0.1  # or the batch's least sure 10%, no gold needed
 
 `distill cascade` replays the choice on gold: for each threshold, rows under it take the teacher's
 gold-text label and the rest keep the student's. It picks the threshold that reaches
-`label.target` (the task's main metric: accuracy, entity F1 for NER, micro F1 for multi-label) with the fewest teacher
-calls, writes cascade/threshold.json (read by `label.threshold=auto`) and cascade/curve.json, and
+`label.target` on `label.target_metric` (the task's main metric: accuracy, entity F1 for NER,
+micro F1 for multi-label; or macro-F1, or the worst class's recall) with the fewest teacher calls,
+checks that choice on the half of gold it was not picked on, writes cascade/threshold.json (read
+by `label.threshold=auto`) and cascade/curve.json with all three metrics at every threshold, and
 plots coverage, quality and teacher cost in cascade/curve.png.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distill.data import load_split, read_json, read_jsonl, read_parquet
@@ -32,13 +34,52 @@ from distill.teacher.client import prices, usd
 ROUTES = ("teacher", "review")
 
 
-def resolve_threshold(cfg) -> float | None:
-    """`label.threshold`: null (no cascade), a confidence in [0, 1], or auto (cascade/threshold.json)."""
+def check_routing(cfg) -> None:
+    """What picks the routed rows: at most one of label.threshold, label.route_fraction and
+    label.route_budget_usd, each in range, before any row is labeled."""
+    if cfg.label.route not in ROUTES:
+        raise ConfigError(f"label.route must be one of {list(ROUTES)}, not {cfg.label.route!r}")
+    given = [k for k in ("threshold", "route_fraction", "route_budget_usd") if cfg.label.get(k) is not None]
+    if len(given) > 1:
+        raise ConfigError(f"give one of label.threshold, label.route_fraction and label.route_budget_usd, "
+                          f"not {' and '.join('label.' + k for k in given)}")
+    fraction, budget = cfg.label.get("route_fraction"), cfg.label.get("route_budget_usd")
+    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
+        raise ConfigError(f"label.route_fraction must be a share of the corpus rows in [0, 1], not {fraction!r}")
+    if budget is not None and not (isinstance(budget, (int, float)) and budget >= 0):
+        raise ConfigError(f"label.route_budget_usd must be a USD amount >= 0, not {budget!r}")
+    if given and given[0] == "threshold":
+        resolve_threshold(cfg)
+
+
+def routes_any(cfg) -> bool:
+    """Whether corpus rows leave the student at all (a threshold, a fraction or a budget is set)."""
+    return any(cfg.label.get(k) is not None for k in ("threshold", "route_fraction", "route_budget_usd"))
+
+
+def resolve_threshold(cfg, files: list[Path] | None = None) -> float | None:
+    """The confidence under which corpus rows leave the student: `label.threshold` (a number, or
+    auto for cascade/threshold.json), or one set from the batch's own confidences, without gold:
+    `label.route_fraction` (that share of the rows, least sure first) or `label.route_budget_usd`
+    (as many as that buys at the teacher's cost per seed row). None: no routing."""
+    if cfg.label.route not in ROUTES:
+        raise ConfigError(f"label.route must be one of {list(ROUTES)}, not {cfg.label.route!r}")
+    fraction, budget = cfg.label.get("route_fraction"), cfg.label.get("route_budget_usd")
+    if fraction is not None or budget is not None:
+        if files is None:
+            return None  # known once the corpus is labeled
+        conf = student_confidences(files)
+        if budget is not None:
+            per_row = seed_cost_per_row(cfg)
+            if per_row is None:
+                raise ConfigError(f"label.route_budget_usd needs the teacher's cost per row, measured on the billed "
+                                  f"rows of {Path(cfg.run_dir) / 'teacher' / 'seed.jsonl'}; it has none: give "
+                                  "label.route_fraction instead")
+            fraction = min(1.0, math.floor(float(budget) / per_row) / max(1, len(conf)))
+        return fraction_threshold(conf, float(fraction))
     value = cfg.label.threshold
     if value is None:
         return None
-    if cfg.label.route not in ROUTES:
-        raise ConfigError(f"label.route must be one of {list(ROUTES)}, not {cfg.label.route!r}")
     if value == "auto":
         path = Path(cfg.run_dir) / "cascade" / "threshold.json"
         if not path.exists():
@@ -59,91 +100,64 @@ def resolve_threshold(cfg) -> float | None:
     return value
 
 
-# -- routing corpus rows (the merge overlays what `distill route` fetched) -------------------------
-
-def unsure_rows(task: Task, files: list[Path], threshold: float) -> list[dict]:
-    """Corpus rows labeled under the threshold (or invalid), each id once, from the label files."""
-    columns = ["id", "text", *task.input_fields(), "label", "confidence", "entity_confidence", "student"]
-    low, seen = [], set()
+def student_confidences(files: list[Path]) -> np.ndarray:
+    """Each corpus row's confidence as the student labeled it (-1 for an invalid label: routed first)."""
+    conf, seen = [], set()
     for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=columns):
-            unsure = pc.or_kleene(pc.is_null(batch["label"]), pc.less(batch["confidence"], threshold))
-            for row in batch.filter(unsure).to_pylist():  # only the few unsure rows become Python dicts
-                if row["id"] not in seen:
-                    seen.add(row["id"])
-                    low.append(row)
-    return low
+        table = pq.read_table(f, columns=["id", "student_label", "student_confidence"]).to_pydict()
+        for i, lab, c in zip(table["id"], table["student_label"], table["student_confidence"]):
+            if i not in seen:
+                seen.add(i)
+                conf.append(-1.0 if lab is None or c is None else float(c))
+    return np.array(conf)
 
 
-def teacher_answers_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "labels" / "teacher" / "corpus.jsonl"
+def fraction_threshold(conf: np.ndarray, fraction: float) -> float:
+    """The threshold that sends the `fraction` least sure rows (ties at the boundary stay)."""
+    k = round(fraction * len(conf))
+    if k <= 0:
+        return 0.0
+    if k >= len(conf):
+        return math.nextafter(1.0, 2.0)
+    return float(max(np.partition(conf, k)[k], 0.0))
 
 
-def overlay(cfg, task: Task, files: list[Path], threshold: float, run_dir: Path,
-            asked: list[dict] | None = None) -> tuple[dict, dict]:
-    """Rows under the threshold: {id: fields to overwrite}, and counts. The teacher's answers are
-    those `distill route` already wrote; nothing here asks (or pays) the teacher. `asked`: the
-    unsure rows `distill route` just sent, so one without an answer (the budget ran out) goes to
-    review (and the label files need no second scan)."""
-    low = asked if asked is not None else unsure_rows(task, files, threshold)
-    asked = {r["id"] for r in asked or []}
-    out, review, stats = {}, [], {"rows_under_threshold": len(low)}
-    if cfg.label.route == "teacher" and low:
-        answers = {r["id"]: r for r in read_jsonl(teacher_answers_path(run_dir))}
-        stats["not_asked"] = sum(r["id"] not in answers and r["id"] not in asked for r in low)
-        for row in low:
-            answer = answers.get(row["id"])
-            if answer is None and row["id"] not in asked:  # keeps the student's label until `distill route` asks
-                continue
-            if answer is None or answer["label"] is None:  # failed, invalid or over budget: a person decides
-                out[row["id"]] = {"route": "review"}
-                review.append(row)
-                continue
-            out[row["id"]] = {
-                "label": answer["label"], "confidence": answer["confidence"], "error": None,
-                "entity_confidence": answer["entity_confidence"], "raw": answer["raw"], "route": "teacher",
-                "model": answer["model"] + (" (simulated)" if answer.get("simulated") else ""),
-                "cost_usd": answer["cost_usd"], "time": _time(answer["time"])}
-    else:
-        out = {row["id"]: {"route": "review"} for row in low}
-        review = low
-    if review:
-        stats["review_files"] = write_review(run_dir / "labels" / "review", "corpus", review, task)
-    stats["review_rows"] = len(review)
-    return out, stats
-
-
-def _time(epoch: float | None):
-    return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None
-
-
-# -- review files -----------------------------------------------------------------------------
-
-def write_review(out_dir: Path, split: str, rows: list[dict], task: Task) -> list[str]:
-    """Rows for people to check, with the student's answer as a pre-annotation: a Label Studio
-    task file with its labeling config, and an Argilla record file with its dataset settings."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tasks, records = [], []
-    for row in rows:
-        result, suggestion = task.review_prediction(row)
-        tasks.append({"data": {"text": row["text"], "distill_id": row["id"]},
-                      "predictions": [{"model_version": row["student"], "score": row["confidence"], "result": result}]})
-        records.append({"id": row["id"], "text": row["text"], "label": suggestion, "score": row["confidence"]})
-    files = {"ls": out_dir / f"{split}.label_studio.json", "ar": out_dir / f"{split}.argilla.jsonl",
-             "xml": out_dir / "label_config.xml", "settings": out_dir / "argilla_settings.json"}
-    files["ls"].write_text(json.dumps(tasks, indent=1))
-    files["ar"].write_text("".join(json.dumps(r) + "\n" for r in records))
-    files["xml"].write_text(task.label_studio_config())
-    files["settings"].write_text(json.dumps({"fields": [{"name": "text", "type": "text"}],
-                                             "questions": [task.argilla_question()]}, indent=1))
-    return [str(f) for f in files.values()]
+def seed_cost_per_row(cfg) -> float | None:
+    """The teacher's mean billed USD per seed row at the configured price."""
+    price = prices(cfg.teacher.model, cfg.teacher.get("price"))
+    billed = [r for r in read_jsonl(Path(cfg.run_dir) / "teacher" / "seed.jsonl") if r.get("prompt_tokens")]
+    if not price or not billed:
+        return None
+    return sum(usd(price, r["prompt_tokens"], r["completion_tokens"]) for r in billed) / len(billed)
 
 
 # -- picking the threshold on gold ------------------------------------------------------------
 
+TARGET_METRICS = ("main", "macro_f1", "worst_recall")
+
+
+def target_metric(cfg, task: Task) -> str:
+    """`label.target_metric`: main (the task's main metric), macro_f1 or worst_recall (the lowest
+    per-class recall among the classes gold holds)."""
+    name = cfg.label.get("target_metric", "main")
+    if name not in TARGET_METRICS:
+        raise ConfigError(f"label.target_metric must be one of {list(TARGET_METRICS)}, not {name!r}")
+    return task.main_metric if name == "main" else name
+
+
+def quality(task: Task, counts: np.ndarray, right: np.ndarray) -> dict:
+    """The main metric, macro-F1 and the worst per-class recall of one set of labels."""
+    s = scores(counts, right, task.labels)
+    recalls = [c["recall"] for c in s["per_class"].values() if c["support"] > 0]
+    return {task.main_metric: s[task.main_metric], "macro_f1": s["macro_f1"],
+            "worst_recall": min(recalls) if recalls else 0.0}
+
+
 def curve(task: Task, truth: list, student: list, confidence: list, teacher: list,
-          cost_per_row: float | None, points: int = 201) -> list[dict]:
-    """Quality, coverage and teacher cost of the cascade at each threshold, replayed on gold."""
+          cost_per_row: float | None, points: int = 201, metric: str | None = None) -> list[dict]:
+    """Quality (main metric, macro-F1, worst-class recall), coverage and teacher cost of the cascade
+    at each threshold, replayed on gold; `quality` is `metric`'s value (default: the main metric)."""
+    metric = metric or task.main_metric
     n = len(truth)
     conf = np.array([c if lab is not None else -1.0 for lab, c in zip(student, confidence)])  # invalid: always sent
     values = sorted({float(c) for c in conf if c >= 0})
@@ -156,9 +170,8 @@ def curve(task: Task, truth: list, student: list, confidence: list, teacher: lis
     for t in [0.0, *values, math.nextafter(1.0, 2.0)]:
         sent = conf < t
         share = int(sent.sum()) / n
-        quality = scores(np.where(sent[:, None, None], counts_t, counts_s), np.where(sent, right_t, right_s),
-                         task.labels)[task.main_metric]
-        out.append({"threshold": t, "coverage": 1 - share, "teacher_share": share, "quality": quality,
+        q = quality(task, np.where(sent[:, None, None], counts_t, counts_s), np.where(sent, right_t, right_s))
+        out.append({"threshold": t, "coverage": 1 - share, "teacher_share": share, "quality": q[metric], **q,
                     "teacher_cost_per_1k_rows": cost_per_row * 1000 * share if cost_per_row is not None else None})
     return out
 
@@ -171,9 +184,35 @@ def pick(points: list[dict], target: float) -> tuple[dict, bool]:
     return max(points, key=lambda p: (p["quality"], -p["teacher_share"])), False
 
 
+def in_first_half(row_id: str) -> bool:
+    return int(hashlib.sha256(f"cascade-half:{row_id}".encode()).hexdigest()[:8], 16) % 2 == 0
+
+
+def held_out_check(task: Task, ids: list[str], truth: list, student: list, confidence: list, teacher: list,
+                   target: float, metric: str) -> dict:
+    """Pick the threshold on one half of gold (by a hash of each id) and score it on the other:
+    what the target promises on rows the choice never saw."""
+    half = np.array([in_first_half(i) for i in ids])
+    take = lambda xs, m: [x for x, keep in zip(xs, m) if keep]  # noqa: E731
+    points = curve(task, take(truth, half), take(student, half), take(confidence, half), take(teacher, half),
+                   None, metric=metric)
+    chosen, reached = pick(points, target)
+    rest = ~half
+    conf = np.array([c if lab is not None else -1.0 for lab, c in zip(take(student, rest), take(confidence, rest))])
+    sent = conf < chosen["threshold"]
+    t_truth = take(truth, rest)
+    counts = np.where(sent[:, None, None], task.counts(t_truth, take(teacher, rest)),
+                      task.counts(t_truth, take(student, rest)))
+    right = np.where(sent, task.correct(t_truth, take(teacher, rest)), task.correct(t_truth, take(student, rest)))
+    check = quality(task, counts, right)
+    return {"threshold": chosen["threshold"], "reached_on_first_half": reached, "rows": [int(half.sum()), int(rest.sum())],
+            "teacher_share": float(sent.mean()) if len(sent) else 0.0, **check, "met": check[metric] >= target}
+
+
 def cascade(cfg) -> dict:
     run_dir = Path(cfg.run_dir)
     task = build_task(cfg.task)
+    metric = target_metric(cfg, task)
     gold = load_split(cfg, "gold", task, labels=True)
     student = {r["id"]: r for r in read_parquet(run_dir / "labels" / "gold.parquet")}
     teacher_path = run_dir / "teacher" / "gold.jsonl"
@@ -190,40 +229,52 @@ def cascade(cfg) -> dict:
     billed = [r for r in teacher.values() if r["prompt_tokens"]]
     cost_per_row = (sum(usd(price, r["prompt_tokens"], r["completion_tokens"]) for r in billed) / len(billed)
                     if price and billed else None)
-    points = curve(task, truth, [student[i]["label"] for i in ids], [student[i]["confidence"] for i in ids],
-                   [teacher.get(i, {}).get("label") for i in ids], cost_per_row)
+    labels = [student[i]["label"] for i in ids]
+    confidence = [student[i]["confidence"] for i in ids]
+    answers = [teacher.get(i, {}).get("label") for i in ids]
+    points = curve(task, truth, labels, confidence, answers, cost_per_row, metric=metric)
     target = float(cfg.label.target)
     chosen, reached = pick(points, target)
-    result = {"threshold": chosen["threshold"], "target": target, "student": next(iter(student.values()))["student"], "metric": task.main_metric, "reached": reached,
+    result = {"threshold": chosen["threshold"], "target": target, "student": next(iter(student.values()))["student"],
+              "metric": metric, "main_metric": task.main_metric, "reached": reached,
               "gold_rows": len(ids), "expected": chosen, "student_only": points[0], "teacher_only": points[-1],
+              "held_out": held_out_check(task, ids, truth, labels, confidence, answers, target, metric),
               "teacher_cost_per_row_usd": cost_per_row, "teacher_model": cfg.teacher.model}
     out = run_dir / "cascade"
     out.mkdir(parents=True, exist_ok=True)
     (out / "curve.json").write_text(json.dumps(points, indent=1))
     (out / "threshold.json").write_text(json.dumps(result, indent=2))
-    plot(points, chosen, target, task.main_metric, out / "curve.png")
+    plot(points, chosen, target, metric, out / "curve.png")
     print(format_result(result, points, out))
     return result
 
 
 def format_result(result: dict, points: list[dict], out: Path) -> str:
-    metric = result["metric"]
+    metric, main = result["metric"], result["main_metric"]
+    columns = [main, *(m for m in ("macro_f1", "worst_recall") if m != main)]
     priced = result["teacher_cost_per_row_usd"] is not None
-    lines = [f"cascade on {result['gold_rows']} gold rows: rows under the threshold take the teacher's label",
-             f"{'threshold':>10} {'coverage':>9} {'teacher':>8} {metric:>9}" + (f" {'$ / 1k rows':>12}" if priced else "")]
+    lines = [f"cascade on {result['gold_rows']} gold rows: rows under the threshold take the teacher's label "
+             f"(target: {metric} >= {result['target']})",
+             f"{'threshold':>10} {'coverage':>9} {'teacher':>8}" + "".join(f" {c:>12}" for c in columns)
+             + (f" {'$ / 1k rows':>12}" if priced else "")]
     shown = {0, len(points) - 1, points.index(result["expected"])}
     shown |= {min(range(len(points)), key=lambda i: abs(points[i]["teacher_share"] - s)) for s in (0.1, 0.2, 0.3, 0.5)}
     for i in sorted(shown):
         p = points[i]
         mark = "  <- chosen" if p is result["expected"] else ""
-        lines.append(f"{min(p['threshold'], 1.0):>10.4f} {p['coverage']:>9.1%} {p['teacher_share']:>8.1%} "
-                     f"{p['quality']:>9.3f}" + (f" {p['teacher_cost_per_1k_rows']:>12.4f}" if priced else "") + mark)
+        lines.append(f"{min(p['threshold'], 1.0):>10.4f} {p['coverage']:>9.1%} {p['teacher_share']:>8.1%}"
+                     + "".join(f" {p[c]:>12.3f}" for c in columns)
+                     + (f" {p['teacher_cost_per_1k_rows']:>12.4f}" if priced else "") + mark)
     if result["reached"]:
         lines.append(f"label.threshold={result['threshold']:.4f} reaches {metric} >= {result['target']} with the "
                      f"teacher on {result['expected']['teacher_share']:.1%} of rows")
     else:
         lines.append(f"no threshold reaches {metric} {result['target']} on gold (best {result['expected']['quality']:.3f}, "
                      f"teacher alone {result['teacher_only']['quality']:.3f}); saved the best threshold instead")
+    h = result["held_out"]
+    lines.append(f"picked on half of gold ({h['rows'][0]} rows) and scored on the other ({h['rows'][1]}): {metric} "
+                 f"{h[metric]:.3f} with the teacher on {h['teacher_share']:.1%} ({'meets' if h['met'] else 'misses'} "
+                 "the target)")
     lines.append(f"label with it: distill label recipe=... label.threshold=auto   (curve: {out / 'curve.png'})")
     return "\n".join(lines)
 

@@ -17,11 +17,12 @@ stages:
   merge     join the label shards into labels/{corpus,gold}.parquet (label does it at the end);
             never asks the teacher
   cascade   pick label.threshold on gold for label.target at the least teacher cost, plot it
-  route     after label: corpus rows under label.threshold=X (or auto) go to the teacher
-            (label.route=teacher) or to review files (label.route=review); rewrites the labels
+  route     after label: corpus rows under label.threshold=X (or auto), or the least sure
+            label.route_fraction=F of them, go to the teacher (label.route=teacher) or to review
+            files (label.route=review); a random label.audit_fraction goes to the teacher too
   monitor   score student and teacher against human gold with CIs, test for drift against a
             baseline, record the run, write monitor/report.html; exits 1 on an alert
-  run       teach, train, label, route (when label.threshold is set) and monitor, in order
+  run       teach, train, label, route (when routing or an audit slice is set) and monitor
             (exits 0 on alerts: gate on distill monitor)
   audit     model-collapse audit: students retrained on students' labels for N generations, with
             generations=5 strategies=[replace,accumulate,anchor] anchor_fraction=0.1; writes
@@ -29,6 +30,9 @@ stages:
   grow      training data from the taxonomy: the teacher writes texts per label, a student trained
             on them finds matching corpus rows, the teacher judges them (yes/no), in rounds=N;
             writes grow/ (ledger, judgments) and the last student to student/; resumable
+  refine    rounds that send the least sure corpus rows (and a random slice) to the teacher and
+            retrain the student on every answer so far: refine.rounds=2 refine.fraction=0.2;
+            writes refine/corpus.parquet, refine/ledger.json and the last student to student/
   shortlist pick task.shortlist=K (labels offered per row) on gold for task.shortlist_target
   simulate  serve the recipe's simulated teacher over HTTP (teacher.sim.port=8000)
 
@@ -38,6 +42,7 @@ Multi-process labeling: accelerate launch --num_processes N distill/label.py rec
 
 
 def run_all(cfg) -> dict:
+    from distill.cascade import routes_any
     from distill.label import label
     from distill.monitor import monitor
     from distill.route import route
@@ -49,7 +54,7 @@ def run_all(cfg) -> dict:
         return summary  # an estimate only, or the budget ran out: nothing more to do
     train(cfg, teach_first=False)
     label(cfg)
-    if cfg.label.threshold is not None:
+    if routes_any(cfg) or float(cfg.label.audit_fraction):
         route(cfg)
     # the run itself succeeded: alerts are printed and recorded; gate cron and CI on `distill monitor`
     return {**monitor(cfg), "exit_status": 0}
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     from distill.grow import grow
     from distill.label import label, merge
     from distill.monitor import monitor
+    from distill.refine import refine
     from distill.route import route
     from distill.shortlist import shortlist
     from distill.teach import teach
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
     stages = {"teach": teach, "train": train, "label": label, "merge": merge, "cascade": cascade,
               "route": route, "monitor": monitor, "run": run_all, "audit": audit, "grow": grow,
-              "shortlist": shortlist, "simulate": serve}
+              "refine": refine, "shortlist": shortlist, "simulate": serve}
     if stage not in stages:
         print(f"distill: error: unknown stage {stage!r}; choose one of: {', '.join(stages)}\n\n{USAGE}",
               file=sys.stderr)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from distill.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ("teacher", "student", "train", "monitor", "label", "audit", "grow")
+GROUPS = ("teacher", "student", "train", "monitor", "label", "audit", "grow", "refine")
 SPLITS = ("seed", "corpus", "gold", "author_pool")  # author_pool: the simulated author's texts (distill grow)
 OPEN = ("teacher.sim.confusions", "teacher.sim.key_faults")  # label or key names: any may be added
 # every key a data split takes, whichever of them its recipe lists (docs/recipes.md, "Your data")

@@ -9,9 +9,9 @@ the window is length-sorted into batches, labeled, and written as one part file.
 process joins its parts into one shard, labels/{split}/shard-R-of-W.parquet, and rank 0 writes a
 manifest and merges the shards. Killed and rerun, labeling skips every row already written.
 
-Labeling never calls the teacher. With `label.threshold` set, the merge overlays the teacher's
-answers that `distill route` fetched for the corpus rows under it, or writes those rows to review
-files (`label.route=review`). Gold is always labeled by the student alone: it is what the monitor scores.
+Labeling never calls the teacher. With routing set (`label.threshold`, `label.route_fraction` or
+`label.route_budget_usd`), the teacher's answers that `distill route` fetched for the corpus rows
+it sent are written over the student's (distill/route.py owns that step and the review files). Gold is always labeled by the student alone: it is what the monitor scores.
 """
 
 if __name__ == "__main__" and not __package__:
@@ -21,7 +21,6 @@ if __name__ == "__main__" and not __package__:
 
     sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
-import json
 import os
 import resource
 import sys
@@ -32,21 +31,22 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from distill.cascade import overlay, resolve_threshold
+from distill.cascade import check_routing
 from distill.data import file_stamp, load_split, prepare_data, start_afresh_if_changed
-from distill.errors import ConfigError, DataError
+from distill.errors import ConfigError
 from distill.students import student_class
 from distill.students.base import PROCESS_GROUP_TIMEOUT, student_identity
+from distill.route import apply_routes
+from distill.shards import join, join_parts, label_files, report, schema, write_table, written_ids
 from distill.tasks import Task, build_task
 
-ABSORBED = b"distill.absorbed_parts"  # shard metadata: the part files it replaced
+__all__ = ["join_parts", "label", "label_files", "merge", "write_table"]  # the shards' helpers, for callers of label
 
 
 def label(cfg) -> dict:
@@ -60,7 +60,7 @@ def label(cfg) -> dict:
         raise ConfigError("label.window and label.batch_size must be positive row counts")
     if cfg.label.batch_tokens is not None and int(cfg.label.batch_tokens) < 1:
         raise ConfigError(f"label.batch_tokens must be a positive token count or null, not {cfg.label.batch_tokens}")
-    threshold = resolve_threshold(cfg)  # a bad threshold stops us before any work
+    check_routing(cfg)  # a bad threshold stops us before any work
 
     # student: the merged model when exported, calibrated, on this process's device
     student = student_class(cfg.student).load(cfg.student, task, run_dir / "student", on=state.device)
@@ -91,7 +91,7 @@ def label(cfg) -> dict:
 
     # merge: rank 0 once every shard is complete; the others are done
     per_rank = gather_object([stats])
-    result = merge(cfg, per_rank, threshold) if state.is_main_process else {}
+    result = merge(cfg, per_rank) if state.is_main_process else {}
     if state.num_processes > 1:
         state.destroy_process_group()  # left to interpreter exit, gloo can abort a finished rank
     return result
@@ -160,70 +160,6 @@ def student_table(rows: list[dict], preds: list[dict], identity: str, now: datet
     return pa.Table.from_pydict(columns, schema=schema(task))
 
 
-def schema(task: Task) -> pa.Schema:
-    label = task.label_type()
-    return pa.schema([
-        ("id", pa.string()), ("text", pa.string()), *task.input_fields().items(),
-        ("label", label), ("confidence", pa.float64()), ("entity_confidence", pa.list_(pa.float64())),
-        ("error", pa.string()), ("raw", pa.string()), ("route", pa.string()), ("model", pa.string()),
-        ("student", pa.string()), ("student_label", label), ("student_confidence", pa.float64()),
-        ("cost_usd", pa.float64()), ("time", pa.timestamp("ms", tz="UTC")),
-    ])
-
-
-def write_table(records: list[dict] | pa.Table, path: Path, task: Task) -> None:
-    """Write atomically: a file that exists is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    table = records if isinstance(records, pa.Table) else pa.Table.from_pylist(records, schema=schema(task))
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-# -- files of a split: parts, shards, manifest ------------------------------------------------
-
-def absorbed_by(shard: Path) -> set[str]:
-    """Names of the part files a shard replaced (none when it does not exist yet)."""
-    if not shard.exists():
-        return set()
-    return set(json.loads((pq.read_schema(shard).metadata or {}).get(ABSORBED, b"[]")))
-
-
-def label_files(out_dir: Path) -> list[Path]:
-    """The split's shards, and its parts not yet joined into one."""
-    shards = sorted(out_dir.glob("shard-*.parquet"))
-    absorbed = set().union(*map(absorbed_by, shards))
-    parts = [p for p in sorted((out_dir / "parts").glob("*.parquet")) if p.name not in absorbed]
-    return shards + parts
-
-
-def written_ids(out_dir: Path) -> set[str]:
-    ids: set[str] = set()
-    for path in label_files(out_dir):
-        ids.update(pq.read_table(path, columns=["id"]).column("id").to_pylist())
-    return ids
-
-
-def join_parts(out_dir: Path, prefix: str, task: Task) -> None:
-    """This process's parts (and any earlier shard of the same name) become one shard file.
-    The shard names the parts it absorbed, so a kill before they are deleted repeats nothing."""
-    shard = out_dir / f"{prefix}.parquet"
-    absorbed = absorbed_by(shard)
-    parts = [p for p in sorted((out_dir / "parts").glob(f"{prefix}-*.parquet")) if p.name not in absorbed]
-    if not parts:
-        return
-    sources = ([shard] if shard.exists() else []) + parts
-    names = sorted(absorbed | {p.name for p in parts})
-    tmp = shard.with_suffix(".tmp")
-    with pq.ParquetWriter(tmp, schema(task).with_metadata({ABSORBED: json.dumps(names).encode()})) as writer:
-        for path in sources:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
-                writer.write_batch(batch)
-    os.replace(tmp, shard)
-    for p in parts:
-        p.unlink()
-
-
 def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
     """What the labels of a split depend on; a change means they are stale."""
     spec = cfg.data[split]
@@ -238,83 +174,12 @@ def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
 
 # -- merging ----------------------------------------------------------------------------------
 
-def merge(cfg, per_rank: list[dict] | None = None, threshold: float | None = None,
-          asked: list[dict] | None = None) -> dict:
-    """Shards of each split -> manifest.json and labels/{split}.parquet. Corpus rows under the
-    threshold take the teacher's answer `distill route` fetched (`asked`: the rows it just sent),
-    or go to review; the merge never asks (or pays) the teacher."""
-    run_dir = Path(cfg.run_dir)
-    task = build_task(cfg.task)
-    table_schema = schema(task)
-    if threshold is None:  # distill merge on its own; label passes the one it checked
-        threshold = resolve_threshold(cfg)
-    summary = {"model": None, "world_size": len(per_rank) if per_rank else None, "threshold": threshold,
-               "route": cfg.label.route if threshold is not None else None}
-    for split in cfg.label.splits:
-        out_dir = run_dir / "labels" / split
-        files = label_files(out_dir)
-        if not files:
-            raise DataError(f"{out_dir} has no labels to merge: run distill label recipe={cfg.recipe} first")
-        manifest = {"split": split, "files": [{"file": str(p.relative_to(out_dir)), "rows": pq.read_metadata(p).num_rows}
-                                              for p in files]}
-        manifest["rows"] = sum(f["rows"] for f in manifest["files"])
-        (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-        # the cascade: low-confidence corpus rows to the teacher or to review
-        routed, cascade = {}, None
-        if split == "corpus" and threshold is not None:
-            routed, cascade = overlay(cfg, task, files, threshold, run_dir, asked)
-
-        # one file, rows in shard order, each id once
-        path = run_dir / "labels" / f"{split}.parquet"
-        seen, routes, invalid, cost, repeats = set(), {}, 0, 0.0, 0
-        with pq.ParquetWriter(path.with_suffix(".tmp"), table_schema) as writer:
-            for f in files:
-                for batch in pq.ParquetFile(f).iter_batches(batch_size=8192):
-                    out = []
-                    for row in batch.to_pylist():
-                        if row["id"] in seen:
-                            repeats += 1
-                            continue
-                        seen.add(row["id"])
-                        row.update(routed.get(row["id"], {}))
-                        routes[row["route"]] = routes.get(row["route"], 0) + 1
-                        invalid += row["label"] is None
-                        cost += row["cost_usd"] or 0.0
-                        out.append(row)
-                    writer.write_table(pa.Table.from_pylist(out, schema=table_schema))
-                    summary["model"] = summary["model"] or (out[0]["student"] if out else None)
-        os.replace(path.with_suffix(".tmp"), path)
-        summary[split] = {"rows": len(seen), "invalid": invalid, "routes": routes, "teacher_cost_usd": round(cost, 6),
-                          "repeated_rows_dropped": repeats, "shards": len(files), "cascade": cascade}
-        if per_rank:
-            ranks = [r[split] for r in per_rank]
-            seconds = max(r["seconds"] for r in ranks)
-            summary[split].update(labeled_this_run=sum(r["labeled"] for r in ranks),
-                                  skipped_already_written=sum(r["skipped"] for r in ranks),
-                                  rows_per_s=round(sum(r["labeled"] for r in ranks) / seconds, 1) if seconds else None)
-        print(format_line(split, summary[split], path))
-    if per_rank:
-        summary["peak_rss_mb"] = round(max(r["peak_rss_mb"] for r in per_rank), 1)
-    (run_dir / "labels" / "summary.json").write_text(json.dumps(summary, indent=2))
+def merge(cfg, per_rank: list[dict] | None = None) -> dict:
+    """Shards of each split -> labels/{split}.parquet (`distill merge`; label ends with it), then the
+    corpus rows `distill route` already sent take the teacher's answers; never asks (or pays) the teacher."""
+    summary = apply_routes(cfg, join(cfg, per_rank))
+    report(summary, Path(cfg.run_dir), cfg.label.splits)
     return summary
-
-
-def format_line(split: str, s: dict, path: Path) -> str:
-    routes = ", ".join(f"{n} {k}" for k, n in sorted(s["routes"].items()))
-    line = f"labels: {s['rows']} {split} rows ({routes}; {s['invalid']} invalid) -> {path}"
-    if "labeled_this_run" in s:
-        speed = f" at {s['rows_per_s']:.0f} rows/s" if s["rows_per_s"] else ""
-        line += f"\n  this run: {s['labeled_this_run']} labeled{speed}, {s['skipped_already_written']} already written"
-    if s["repeated_rows_dropped"]:
-        line += f"\n  warning: {s['repeated_rows_dropped']} rows repeat an id already labeled and were dropped; " \
-                "ids must be unique (check the split's id_column)"
-    if s["teacher_cost_usd"]:
-        line += f"\n  teacher cost ${s['teacher_cost_usd']:.4f}"
-    if (s["cascade"] or {}).get("not_asked"):
-        line += (f"\n  {s['cascade']['not_asked']} rows under the threshold keep the student's label until "
-                 "distill route sends them to the teacher")
-    return line
 
 
 def main(argv: list[str] | None = None) -> None:

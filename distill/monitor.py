@@ -82,6 +82,7 @@ def monitor(cfg) -> dict:
     alerts = drift.alerts(tests, mcfg, baseline)
     label_free = {**stats.label_free_accuracy(corpus_conf), "gold_accuracy": systems["student"]["accuracy"],
                   "caveat": CBPE_CAVEAT}
+    audit = _audit(task, run_dir, mcfg, truth, pred, teacher[0] if teacher else None)
 
     # -- history and the CUSUM over gold audits -----------------------------------------------------
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -89,9 +90,12 @@ def monitor(cfg) -> dict:
     run = {"time": now, "recipe": cfg.recipe, "student": student_name, "baseline": baseline,
            "corpus_batch": corpus_key, "gold": gold_key, "gold_rows": len(ids),
            "metrics": {**systems["student"], "mean_confidence": float(conf.mean()), "label_free": label_free,
-                       "label_mix": task.summarize(corpus_labels)},
+                       "label_mix": task.summarize(corpus_labels),
+                       "audit": {k: audit[k] for k in ("agreement", "rows", "estimate")} if audit else None},
            "tests": tests, "alerts": alerts,
            "predictions": {i: [p, c] for i, p, c in zip(ids, pred, conf.tolist())}}
+    if audit and (fell := _audit_fell(audit, past, corpus_key, float(mcfg.alpha))):
+        alerts.append(fell)
     run_id = history.record(history_path, run)
     past = history.runs(history_path, cfg.recipe)
     key = task.main_metric
@@ -117,7 +121,7 @@ def monitor(cfg) -> dict:
         "corpus_rows": len(corpus), "corpus_invalid": sum(lab is None for lab in corpus_labels),
         "corpus_routes": dict(Counter(r["route"] for r in corpus)),
         "teacher_usage": teacher_summary.get("seed"),
-        "label_free": label_free, "reliability": stats.reliability(conf, ev.correct),
+        "label_free": label_free, "audit": audit, "reliability": stats.reliability(conf, ev.correct),
         "tests": tests, "alerts": alerts, "cusum": {**trend, "metric": key},
         "power": _power(task, truth, ev, tests, mcfg) if mcfg.power else None,
         "history": {"path": str(history_path), "run_id": run_id, "runs": len(past)},
@@ -132,6 +136,63 @@ def monitor(cfg) -> dict:
         write_card(cfg, run_dir)
     print(format_report(report))
     return report
+
+
+AUDIT_MITIGATION = ("the student agrees less with the teacher on this batch's random audit slice than on the last: "
+                    "check the corpus for new kinds of input, route more rows (label.route_fraction) and retrain "
+                    "on the teacher's answers (distill refine)")
+
+
+def _audit(task, run_dir: Path, mcfg, truth: list, pred: list, teacher_gold: list | None) -> dict | None:
+    """The student against the teacher on the batch's audit slice (labels/teacher/audit.jsonl, a random
+    sample whatever the confidence): agreement with a CI, per class, and the batch's accuracy estimated
+    from it, weighting how often the student is right on gold when it agrees with the teacher and when not."""
+    from distill.route import audit_path
+
+    answers = {r["id"]: r["label"] for r in read_jsonl(audit_path(run_dir)) if r.get("label") is not None}
+    if not answers:
+        return None
+    corpus = read_parquet(run_dir / "labels" / "corpus.parquet", columns=["id", "student_label"])
+    pairs = [(answers[r["id"]], r["student_label"]) for r in corpus if r["id"] in answers]
+    if not pairs:
+        return None
+    ref, got = (list(x) for x in zip(*pairs))
+    m, _, agree = _scored(task, ref, got, mcfg, 0)  # the teacher's answers as the reference
+    out = {"rows": len(pairs), "agreement": m["accuracy"], "ci": m["ci"]["accuracy"],
+           "per_class": {c: {"recall": v["recall"], "recall_ci": v["recall_ci"], "support": v["support"]}
+                         for c, v in m["per_class"].items()},
+           "estimate": None, "estimate_ci": None, "gold_accuracy": float(task.correct(truth, pred).mean())}
+    answered = [k for k, t in enumerate(teacher_gold or []) if t is not None]
+    if answered:
+        keep = lambda xs: [xs[k] for k in answered]  # noqa: E731
+        agrees, right = task.correct(keep(teacher_gold), keep(pred)), task.correct(keep(truth), keep(pred))
+        if agrees.any() and (~agrees).any():
+            p_agree, p_disagree = float(right[agrees].mean()), float(right[~agrees].mean())
+            mapped = lambda a: a * p_agree + (1 - a) * p_disagree  # noqa: E731
+            out.update(estimate=mapped(out["agreement"]), estimate_ci=sorted(map(mapped, out["ci"])),
+                       right_when_agreeing=p_agree, right_when_disagreeing=p_disagree)
+    return out
+
+
+def _audit_fell(audit: dict, past: list[dict], corpus_key: str, alpha: float) -> dict | None:
+    """An alert when agreement on this batch's audit slice is below the last earlier batch's
+    (one-sided two-proportion z-test)."""
+    from scipy.stats import norm
+
+    earlier = [r for r in past if r["corpus_batch"] != corpus_key and (r["metrics"] or {}).get("audit")]
+    if not earlier:
+        return None
+    prev = earlier[-1]["metrics"]["audit"]
+    a, b, n, m = audit["agreement"], prev["agreement"], audit["rows"], prev["rows"]
+    pooled = (a * n + b * m) / (n + m)
+    se = (pooled * (1 - pooled) * (1 / n + 1 / m)) ** 0.5
+    p = float(norm.cdf((a - b) / se)) if se > 0 else (0.0 if a < b else 1.0)
+    audit["previous"] = {"agreement": b, "rows": m, "p": p}
+    if p >= alpha:
+        return None
+    return {"test": "audit_agreement", "severity": "warning", "p": p, "p_holm": None,
+            "reason": f"agreement with the teacher on the audit slice fell from {b:.3f} ({m} rows, run "
+                      f"{earlier[-1]['id']}) to {a:.3f} ({n} rows), p={fmt_p(p)}", "mitigation": AUDIT_MITIGATION}
 
 
 def _digest(text: str) -> str:
@@ -260,6 +321,12 @@ def format_report(report: dict) -> str:
     if lf["estimate"] is not None:
         lines += ["", f"label-free accuracy estimate on {lf['rows']} bulk labels: {lf['estimate']:.3f} "
                       f"[{lf['ci'][0]:.3f}, {lf['ci'][1]:.3f}] (gold: {lf['gold_accuracy']:.3f}); {lf['caveat']}"]
+    if a := report.get("audit"):
+        est = (f"; estimated accuracy {a['estimate']:.3f} [{a['estimate_ci'][0]:.3f}, {a['estimate_ci'][1]:.3f}]"
+               if a["estimate"] is not None else "")
+        lines += ["", f"audit slice: the student agrees with the teacher on {a['agreement']:.3f} "
+                      f"[{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] of {a['rows']} random corpus rows{est} (gold: "
+                      f"{a['gold_accuracy']:.3f})"]
     if report["power"]:
         p = report["power"]
         acc = f"{p['accuracy_drop']:.3f}" if p["accuracy_drop"] is not None else "none detectable"

@@ -2,13 +2,17 @@
 
     distill route recipe=NAME label.threshold=0.8 [label.route=teacher|review]
     distill route recipe=NAME label.threshold=auto    # the threshold `distill cascade` picked on gold
+    distill route recipe=NAME label.route_fraction=0.1   # the batch's least sure 10%, no gold needed
 
 Runs after `distill label`. Corpus rows labeled under the threshold, and invalid ones, are sent to
 the teacher (cached, within `teacher.budget_usd`, resumable: a rerun asks only what is still
 unanswered); its answers go to labels/teacher/corpus.jsonl and the merge writes them into
 labels/corpus.parquet. Rows the teacher fails on, and every unsure row under `label.route=review`,
-go to review files for Label Studio and Argilla. After `teach`, this is the only stage that calls
-(and pays) the teacher.
+go to review files for Label Studio and Argilla. A random slice of the corpus
+(`label.audit_fraction`, at most `label.audit_max_rows`), drawn whatever the student's confidence,
+goes to the teacher too: its answers (labels/teacher/audit.jsonl) let the monitor measure the
+student against the teacher on this batch. With `teach` and `grow`, this is the only stage that
+calls (and pays) the teacher.
 """
 
 if __name__ == "__main__" and not __package__:
@@ -18,51 +22,200 @@ if __name__ == "__main__" and not __package__:
 
     sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
+import hashlib
 import json
+import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
-from distill.cascade import resolve_threshold, teacher_answers_path, unsure_rows
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from distill.cascade import check_routing, resolve_threshold, routes_any
+from distill.data import read_jsonl
 from distill.errors import ConfigError, DataError
-from distill.label import label_files, merge
+from distill.shards import join, label_files, report, schema, tally
 from distill.tasks import build_task
 from distill.teacher import Teacher, open_teacher
 from distill.teacher.simulator import sim_rows
 
 
-def check_route(cfg, task) -> float:
-    """The threshold, and for a real teacher its API key, before anything is read or sent."""
-    threshold = resolve_threshold(cfg)
+def unsure_rows(task, files: list[Path], threshold: float) -> list[dict]:
+    """Corpus rows labeled under the threshold (or invalid), each id once, from the label files."""
+    columns = ["id", "text", *task.input_fields(), "label", "confidence", "entity_confidence", "student"]
+    low, seen = [], set()
+    for f in files:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=columns):
+            unsure = pc.or_kleene(pc.is_null(batch["label"]), pc.less(batch["confidence"], threshold))
+            for row in batch.filter(unsure).to_pylist():  # only the few unsure rows become Python dicts
+                if row["id"] not in seen:
+                    seen.add(row["id"])
+                    low.append(row)
+    return low
+
+
+def teacher_answers_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "labels" / "teacher" / "corpus.jsonl"
+
+
+def overlay(cfg, task, files: list[Path], threshold: float, run_dir: Path,
+            asked: list[dict] | None = None) -> tuple[dict, dict]:
+    """Rows under the threshold: {id: fields to overwrite}, and counts. The teacher's answers are
+    those `distill route` already wrote; nothing here asks (or pays) the teacher. `asked`: the
+    unsure rows `distill route` just sent, so one without an answer (the budget ran out) goes to
+    review (and the label files need no second scan)."""
+    low = asked if asked is not None else unsure_rows(task, files, threshold)
+    asked = {r["id"] for r in asked or []}
+    out, review, stats = {}, [], {"rows_under_threshold": len(low)}
+    if cfg.label.route == "teacher" and low:
+        answers = {r["id"]: r for r in read_jsonl(teacher_answers_path(run_dir))}
+        stats["not_asked"] = sum(r["id"] not in answers and r["id"] not in asked for r in low)
+        for row in low:
+            answer = answers.get(row["id"])
+            if answer is None and row["id"] not in asked:  # keeps the student's label until `distill route` asks
+                continue
+            if answer is None or answer["label"] is None:  # failed, invalid or over budget: a person decides
+                out[row["id"]] = {"route": "review"}
+                review.append(row)
+                continue
+            out[row["id"]] = {
+                "label": answer["label"], "confidence": answer["confidence"], "error": None,
+                "entity_confidence": answer["entity_confidence"], "raw": answer["raw"], "route": "teacher",
+                "model": answer["model"] + (" (simulated)" if answer.get("simulated") else ""),
+                "cost_usd": answer["cost_usd"], "time": _time(answer["time"])}
+    else:
+        out = {row["id"]: {"route": "review"} for row in low}
+        review = low
+    if review:
+        stats["review_files"] = write_review(run_dir / "labels" / "review", "corpus", review, task)
+    stats["review_rows"] = len(review)
+    return out, stats
+
+
+def _time(epoch: float | None):
+    return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None
+
+
+# -- review files -----------------------------------------------------------------------------
+
+def write_review(out_dir: Path, split: str, rows: list[dict], task) -> list[str]:
+    """Rows for people to check, with the student's answer as a pre-annotation: a Label Studio
+    task file with its labeling config, and an Argilla record file with its dataset settings."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks, records = [], []
+    for row in rows:
+        result, suggestion = task.review_prediction(row)
+        tasks.append({"data": {"text": row["text"], "distill_id": row["id"]},
+                      "predictions": [{"model_version": row["student"], "score": row["confidence"], "result": result}]})
+        records.append({"id": row["id"], "text": row["text"], "label": suggestion, "score": row["confidence"]})
+    files = {"ls": out_dir / f"{split}.label_studio.json", "ar": out_dir / f"{split}.argilla.jsonl",
+             "xml": out_dir / "label_config.xml", "settings": out_dir / "argilla_settings.json"}
+    files["ls"].write_text(json.dumps(tasks, indent=1))
+    files["ar"].write_text("".join(json.dumps(r) + "\n" for r in records))
+    files["xml"].write_text(task.label_studio_config())
+    files["settings"].write_text(json.dumps({"fields": [{"name": "text", "type": "text"}],
+                                             "questions": [task.argilla_question()]}, indent=1))
+    return [str(f) for f in files.values()]
+
+
+def apply_routes(cfg, summary: dict, threshold: float | None = None, asked: list[dict] | None = None) -> dict:
+    """Corpus rows under the threshold take the teacher's answer `distill route` fetched (`asked`:
+    the rows it just sent), or go to review: labels/corpus.parquet is rewritten with them and the
+    summary's counts follow. Nothing here asks (or pays) the teacher."""
+    run_dir = Path(cfg.run_dir)
+    files = label_files(run_dir / "labels" / "corpus")
     if threshold is None:
-        raise ConfigError("distill route needs label.threshold: a confidence in [0, 1], or auto to use the "
-                          f"one `distill cascade recipe={cfg.recipe}` picked on gold")
-    if cfg.label.route == "teacher" and not cfg.teacher.simulated:
+        threshold = resolve_threshold(cfg, files)
+    summary.update(threshold=threshold, route=cfg.label.route if threshold is not None else None)
+    if threshold is None or "corpus" not in summary:
+        return summary
+    task = build_task(cfg.task)
+    routed, stats = overlay(cfg, task, files, threshold, run_dir, asked)
+    path = run_dir / "labels" / "corpus.parquet"
+    if routed:
+        table_schema = schema(task)
+        with pq.ParquetWriter(path.with_suffix(".tmp"), table_schema) as writer:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
+                rows = [{**row, **routed.get(row["id"], {})} for row in batch.to_pylist()]
+                writer.write_table(pa.Table.from_pylist(rows, schema=table_schema))
+        os.replace(path.with_suffix(".tmp"), path)
+    summary["corpus"].update(tally(path), cascade=stats)
+    return summary
+
+
+def audit_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "labels" / "teacher" / "audit.jsonl"
+
+
+def check_route(cfg, task) -> None:
+    """What picks the routed rows, and for a real teacher its API key, before anything is read or sent."""
+    check_routing(cfg)
+    if not routes_any(cfg) and not float(cfg.label.audit_fraction):
+        raise ConfigError("distill route needs label.threshold (a confidence in [0, 1], or auto to use the one "
+                          f"`distill cascade recipe={cfg.recipe}` picked on gold), label.route_fraction, "
+                          "label.route_budget_usd, or label.audit_fraction above 0")
+    if not 0 <= float(cfg.label.audit_fraction) <= 1 or int(cfg.label.audit_max_rows) < 0:
+        raise ConfigError(f"label.audit_fraction must be in [0, 1] and label.audit_max_rows >= 0, not "
+                          f"{cfg.label.audit_fraction} and {cfg.label.audit_max_rows}")
+    if (cfg.label.route == "teacher" or float(cfg.label.audit_fraction)) and not cfg.teacher.simulated:
         Teacher(cfg.teacher, task, cache_path=":memory:")  # raises with the variable to export
-    return threshold
+
+
+def audit_draw(row_id: str, seed: int) -> float:
+    """A uniform number from the row's id alone: the slice ignores confidence and order."""
+    return int(hashlib.sha256(f"audit:{seed}:{row_id}".encode()).hexdigest()[:15], 16) / 16**15
+
+
+def audit_rows(task, files: list[Path], fraction: float, max_rows: int, seed: int) -> list[dict]:
+    """A random `fraction` of the corpus rows (at most `max_rows`), each id once, whatever the
+    student's confidence: the same rows for the same seed and batch."""
+    columns = ["id", "text", *task.input_fields(), "student_label", "student_confidence"]
+    drawn, seen = [], set()
+    for f in files:
+        for row in pq.read_table(f, columns=columns).to_pylist():
+            if row["id"] not in seen:
+                seen.add(row["id"])
+                u = audit_draw(row["id"], seed)
+                if u < fraction:
+                    drawn.append((u, row))
+    drawn.sort(key=lambda d: d[0])
+    return [row for _, row in drawn[:max_rows]]
 
 
 def route(cfg) -> dict:
     run_dir = Path(cfg.run_dir)
     task = build_task(cfg.task)
-    threshold = check_route(cfg, task)
+    check_route(cfg, task)
 
     files = label_files(run_dir / "labels" / "corpus")
     if not files:
         raise DataError(f"{run_dir / 'labels' / 'corpus'} has no labels to route: run distill label "
                         f"recipe={cfg.recipe} first")
+    threshold = resolve_threshold(cfg, files) if routes_any(cfg) else None
 
-    # the teacher answers the unsure rows of the label files `distill label` wrote (review needs no answers)
-    stats, asked = None, None
-    if cfg.label.route == "teacher":
+    # the teacher answers the unsure rows of the label files `distill label` wrote (review needs no
+    # answers), and the audit slice, drawn whatever the student's confidence
+    stats, asked, audit_stats = None, None, None
+    if threshold is not None and cfg.label.route == "teacher":
         asked = unsure_rows(task, files, threshold)
-        if asked:
-            with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
+    audit = audit_rows(task, files, float(cfg.label.audit_fraction), int(cfg.label.audit_max_rows),
+                       int(cfg.label.audit_seed))
+    if asked or audit:
+        with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
+            if asked:
                 stats = teacher.label(asked, teacher_answers_path(run_dir), "teacher: low-confidence rows")
+            if audit:  # a row both unsure and audited is one cached request
+                audit_stats = teacher.label(audit, audit_path(run_dir), "teacher: audit slice")
 
-    # the merge writes the answers into labels/corpus.parquet; rows without one go to review files
-    summary = merge(cfg, threshold=threshold, asked=asked)
-    summary["corpus"]["cascade"]["teacher"] = stats
-    (run_dir / "labels" / "summary.json").write_text(json.dumps(summary, indent=2))
+    # the answers go into labels/corpus.parquet; rows without one go to review files
+    summary = apply_routes(cfg, join(cfg), threshold, asked)
+    if summary["corpus"]["cascade"] is not None:
+        summary["corpus"]["cascade"]["teacher"] = stats
+    summary["corpus"]["audit"] = {"rows": len(audit), "fraction": float(cfg.label.audit_fraction),
+                                  "file": str(audit_path(run_dir)), "teacher": audit_stats}
+    report(summary, run_dir, cfg.label.splits)
     return summary
 
 

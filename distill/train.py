@@ -205,7 +205,8 @@ def cleaned(cfg, task, rows: list[dict], student_dir: Path, state) -> tuple[list
     return kept, summary
 
 
-BALANCE = ("none", "weighted", "oversample")
+BALANCE = ("auto", "none", "weighted", "oversample")
+AUTO_RAREST = 0.2  # auto weights the loss when the rarest class has under a fifth of an even share
 
 
 def check_balance(cfg) -> None:
@@ -219,10 +220,19 @@ def balanced(task, rows: list[dict], method: str, seed: int) -> tuple[list[dict]
     """`train.class_balance`: each row counts for the rarest class it holds (a row without one,
     an NER sentence with no entity, is left as it is). `weighted`: a loss weight inversely
     proportional to its class's count (mean weight 1); `oversample`: its class's rows repeated
-    until every class has about as many rows as the largest."""
-    if method == "none" or not rows:
+    until every class has about as many rows as the largest; `auto`: weighted when the rarest
+    class the training rows hold has under AUTO_RAREST of an even share of the labels, else none."""
+    if not rows:
         return rows, None
     counts = task.label_counts([r["label"] for r in rows])
+    auto = None
+    if method == "auto":
+        held = counts[counts > 0]
+        ratio = float(held.min() * len(held) / held.sum()) if len(held) > 1 else 1.0
+        method = "weighted" if ratio < AUTO_RAREST else "none"
+        auto = {"rarest_share_of_even": round(ratio, 4), "chose": method}
+    if method == "none":
+        return rows, ({"method": "none", "auto": auto} if auto else None)
     classes = [task.balance_class(r["label"], counts) for r in rows]
     sizes = Counter(c for c in classes if c is not None)
     if method == "weighted":
@@ -237,7 +247,8 @@ def balanced(task, rows: list[dict], method: str, seed: int) -> tuple[list[dict]
         for r, c in zip(rows, classes):
             f = factors.get(c, 1.0)
             out += [r] * (int(f) + (rng.random() < f - int(f)))
-    return out, {"method": method, "class_rows": dict(sizes), "factors": factors, "examples": len(out)}
+    return out, {"method": method, "class_rows": dict(sizes), "factors": factors, "examples": len(out),
+                 **({"auto": auto} if auto else {})}
 
 
 def with_min_steps(train_cfg, n_rows: int, world_size: int):

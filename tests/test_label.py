@@ -17,12 +17,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from distill.cascade import curve, pick, resolve_threshold
+from distill.cascade import curve, held_out_check, pick, resolve_threshold, seed_cost_per_row
 from distill.config import load_config
 from distill.data import load_split, read_jsonl
 from distill.errors import ConfigError, DataError, TeacherError
 from distill.label import join_parts, label, label_files, merge, write_table
-from distill.route import check_route, route
+from distill.monitor import monitor
+from distill.route import audit_draw, audit_rows, check_route, route
 from distill.tasks import build_task
 from distill.teacher.cache import Cache, spent
 from distill.train import train
@@ -296,7 +297,11 @@ def test_bad_thresholds_are_refused_clearly(tmp_path, monkeypatch):
     with pytest.raises(TeacherError, match="OPENAI_API_KEY"):  # before any row is labeled
         check_route(cfg_for(tmp_path, "teacher=openai", "label.threshold=0.5"), build_task(cfg_for(tmp_path).task))
     with pytest.raises(ConfigError, match="needs label.threshold"):
-        check_route(cfg_for(tmp_path), build_task(cfg_for(tmp_path).task))
+        check_route(cfg_for(tmp_path, "label.audit_fraction=0"), build_task(cfg_for(tmp_path).task))
+    with pytest.raises(ConfigError, match="give one of label.threshold, label.route_fraction"):
+        check_route(cfg_for(tmp_path, "label.threshold=0.5", "label.route_fraction=0.1"), build_task(cfg_for(tmp_path).task))
+    with pytest.raises(ConfigError, match="label.route_fraction must be a share"):
+        check_route(cfg_for(tmp_path, "label.route_fraction=2"), build_task(cfg_for(tmp_path).task))
     with pytest.raises(ConfigError, match="distill cascade"):
         resolve_threshold(cfg_for(tmp_path, "label.threshold=auto"))
     with pytest.raises(ConfigError, match="number in"):
@@ -311,3 +316,73 @@ def test_a_bad_token_budget_is_refused_before_any_work(make_cfg):
     cfg = make_cfg("demo", "label.batch_tokens=0")
     with pytest.raises(ConfigError, match="label.batch_tokens must be a positive token count or null, not 0"):
         label(cfg)
+
+
+def test_route_fraction_sends_the_least_sure_share_asked_and_the_monitor_scores_the_audit_slice(trained, tmp_path):
+    run_dir = copy_run(trained, tmp_path)
+    label(cfg_for(run_dir))
+    summary = route(cfg_for(run_dir, "label.route_fraction=0.2", "label.audit_fraction=0.1"))
+    corpus = pd.read_parquet(run_dir / "labels" / "corpus.parquet")
+    sent = corpus["route"] == "teacher"
+    assert abs(sent.mean() - 0.2) <= 0.01  # the share asked, set from the batch's own confidences
+    assert corpus.loc[sent, "student_confidence"].max() <= corpus.loc[~sent, "student_confidence"].min()
+    assert summary["threshold"] == pytest.approx(corpus.loc[~sent, "student_confidence"].min())
+
+    # the audit slice: rows drawn from their ids alone, sure and unsure alike, answered by the teacher
+    audit = {r["id"]: r for r in read_jsonl(run_dir / "labels" / "teacher" / "audit.jsonl")}
+    assert set(audit) == {i for i in corpus["id"] if audit_draw(i, 0) < 0.1} and summary["corpus"]["audit"]["rows"] == len(audit)
+    slice_ = corpus[corpus["id"].isin(audit)]
+    assert (slice_["route"] == "teacher").any() and (slice_["route"] == "student").any()
+    assert (slice_["label"] == slice_["student_label"])[slice_["route"] == "student"].all()  # an audit changes no label
+
+    report = monitor(cfg_for(run_dir, "monitor.embed_rows=0"))
+    agree = sum(audit[i]["label"] == s for i, s in zip(slice_["id"], slice_["student_label"])) / len(slice_)
+    assert report["audit"]["rows"] == len(slice_) and report["audit"]["agreement"] == pytest.approx(agree)
+    lo, hi = report["audit"]["ci"]
+    assert lo <= agree <= hi and report["audit"]["estimate"] is not None
+
+    # a budget instead: as many rows as it buys at the teacher's cost per seed row
+    per_row = seed_cost_per_row(cfg_for(run_dir))
+    summary = route(cfg_for(run_dir, f"label.route_budget_usd={per_row * 45.5}", "label.audit_fraction=0"))
+    corpus = pd.read_parquet(run_dir / "labels" / "corpus.parquet")
+    assert abs((corpus["route"] == "teacher").sum() - 45) <= 3
+
+
+def test_the_audit_slice_ignores_confidence_and_is_the_same_for_the_same_seed(tmp_path):
+    import pyarrow as pa
+
+    task = build_task(cfg_for(tmp_path).task)
+    ids = [f"row-{i}" for i in range(20_000)]
+    conf = [random.Random(0).random() for _ in ids]
+    files = []
+    for name, c in (("a", conf), ("b", [1 - x for x in conf])):  # the same rows, confidences turned around
+        table = pa.table({"id": ids, "text": ids, "student_label": ["sports"] * len(ids), "student_confidence": c})
+        files.append(tmp_path / f"{name}.parquet")
+        pq.write_table(table, files[-1])
+    one = audit_rows(task, files[:1], 0.02, 10_000, seed=0)
+    assert [r["id"] for r in one] == [r["id"] for r in audit_rows(task, files[1:], 0.02, 10_000, seed=0)]
+    assert abs(len(one) / len(ids) - 0.02) < 0.003
+    other = {r["id"] for r in audit_rows(task, files[:1], 0.02, 10_000, seed=1)}
+    assert len(other & {r["id"] for r in one}) < 0.1 * len(one)  # another seed, other rows
+    assert len(audit_rows(task, files[:1], 0.02, 50, seed=0)) == 50  # capped by audit_max_rows
+
+
+def test_a_macro_f1_target_picks_a_threshold_that_meets_it_on_the_held_out_half(tmp_path):
+    task = build_task(cfg_for(tmp_path).task)
+    rng = random.Random(0)
+    # a rare class the student mostly gets wrong, with middling confidence; the teacher right on 95%
+    truth = rng.choices(task.labels, weights=[45, 30, 20, 5], k=4000)
+    student, confidence, teacher = [], [], []
+    for t in truth:
+        wrong = rng.random() < (0.6 if t == "weather" else 0.08)
+        student.append("sports" if wrong and t != "sports" else ("business" if wrong else t))
+        confidence.append(rng.uniform(0.3, 0.8) if wrong else rng.uniform(0.5, 1.0))
+        teacher.append(t if rng.random() < 0.95 else rng.choice(task.labels))
+    ids = [f"g{i}" for i in range(len(truth))]
+    check = held_out_check(task, ids, truth, student, confidence, teacher, 0.9, "macro_f1")
+    assert check["reached_on_first_half"] and check["met"] and check["macro_f1"] >= 0.9
+    # the same number on accuracy is reached with fewer rows sent, and misses macro-F1
+    on_accuracy = held_out_check(task, ids, truth, student, confidence, teacher, 0.9, "accuracy")
+    assert on_accuracy["teacher_share"] < check["teacher_share"] and on_accuracy["macro_f1"] < 0.9
+    points = curve(task, truth, student, confidence, teacher, None, metric="macro_f1")
+    assert all(p["quality"] == p["macro_f1"] and "worst_recall" in p and "accuracy" in p for p in points)

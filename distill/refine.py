@@ -1,0 +1,237 @@
+"""Refine stage: a student that learns from the teacher's answers to the rows it is least sure of.
+
+    distill refine recipe=NAME [refine.rounds=2] [refine.fraction=0.2] [refine.explore=0.2]
+
+Routing pays the teacher for the most informative labels the job ever buys; refine trains on them.
+Each round the current student labels the corpus, and `refine.fraction / refine.rounds` of the
+corpus rows go to the teacher: the least sure ones not asked yet, and a random `refine.explore`
+share of them from the rest (trained on deferred rows alone, a student sees a skewed sample). A new
+student then trains on the teacher's seed labels and every answer so far, its dev and calibration
+rows a split of those teacher labels, never gold, and labels the next round. Refine stops after
+`refine.rounds`, when the teacher budget runs out, or when the student's agreement with the
+teacher on the audit slice (a random `label.audit_fraction` of the corpus, answered first and never
+trained on) gains less than `refine.min_gain` in a round.
+
+The labels (refine/corpus.parquet): the teacher's answer for every row it answered, the last
+student's elsewhere. The last student goes to student/. Every round writes the rows it picks
+(round{k}/asked.jsonl) before it sends any, and its record (round{k}/round.json) last: a rerun
+after a kill skips finished rounds and asks only what is unanswered, and the teacher's cache bills
+no request twice. refine/ledger.json counts the rows and USD of every round.
+"""
+
+if __name__ == "__main__" and not __package__:
+    # run as a file: import the installed package rather than its modules as top-level names
+    import pathlib
+    import sys
+
+    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill.data import load_split, prepare_data, read_json, read_jsonl, write_atomic
+from distill.errors import ConfigError
+from distill.grow import round_config
+from distill.route import audit_draw
+from distill.students import student_class
+from distill.tasks import build_task
+from distill.teacher import open_teacher
+from distill.teacher.client import label_summary
+from distill.teacher.simulator import sim_rows
+from distill.train import teacher_labels, train
+
+
+def check(cfg) -> None:
+    r = cfg.refine
+    if int(r.rounds) < 1:
+        raise ConfigError(f"refine.rounds must be at least 1, not {r.rounds}")
+    if not 0 < float(r.fraction) <= 1:
+        raise ConfigError(f"refine.fraction must be a share of the corpus rows in (0, 1], not {r.fraction}")
+    if not 0 <= float(r.explore) <= 1:
+        raise ConfigError(f"refine.explore must be in [0, 1], not {r.explore}")
+
+
+def refine(cfg) -> dict:
+    run_dir, r = Path(cfg.run_dir), cfg.refine
+    out = run_dir / "refine"
+    task = build_task(cfg.task)
+    check(cfg)
+
+    # the corpus, and the first student (trained on the teacher's seed labels, teaching first if needed)
+    prepare_data(cfg)
+    corpus = list(load_split(cfg, "corpus", task, labels=False))
+    by_id = {row["id"]: row for row in corpus}
+    if not (run_dir / "student" / "student.json").exists():
+        train(cfg)
+    seed = teacher_labels(run_dir, task)
+    rounds, quota = int(r.rounds), max(1, round(float(r.fraction) * len(corpus) / int(r.rounds)))
+
+    with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
+        # the audit slice: random, answered first, never trained on
+        audit_ids = audit_slice(list(by_id), float(cfg.label.audit_fraction), int(cfg.label.audit_max_rows),
+                                int(cfg.label.audit_seed))
+        if audit_ids:
+            teacher.label([by_id[i] for i in audit_ids], out / "audit.jsonl", "teacher: audit slice")
+        audit = {a["id"]: a["label"] for a in read_jsonl(out / "audit.jsonl") if a["label"] is not None}
+
+        records, student_dir, stopped = [], run_dir / "student", "rounds"
+        for k in range(1, rounds + 1):
+            rd = out / f"round{k}"
+            done = read_json(rd / "round.json")
+            if done:
+                print(f"refine: round {k} already done ({rd})")
+                records.append(done)
+                student_dir = rd / "student"
+                if done["stop"]:
+                    stopped = done["stop"]
+                    break
+                continue
+            rd.mkdir(parents=True, exist_ok=True)
+
+            # the current student labels the corpus; a round that gains too little on the audit slice stops
+            preds = predictions(cfg, task, student_dir, corpus, rd / "predictions.jsonl")
+            agreement = agreement_on(task, audit, preds)
+            before = records[-1]["agreement_before"] if records else None
+            if before is not None and agreement is not None and agreement - before < float(r.min_gain):
+                stopped = "gain"
+                write_atomic(rd / "round.json", json.dumps({"round": k, "stop": "gain", "agreement_before": agreement}))
+                break
+
+            # the rows: picked once, written before any is sent, so a rerun asks the same ones
+            if not (rd / "asked.jsonl").exists():
+                taken = set(audit_ids).union(*(set(read_ids(out / f"round{j}" / "asked.jsonl")) for j in range(1, k)))
+                picked = pick(preds, taken, quota, float(r.explore), int(cfg.seed) + k)
+                write_atomic(rd / "asked.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in picked))
+            asked = read_ids(rd / "asked.jsonl")
+            stats = teacher.label([by_id[i] for i in asked], out / "answers.jsonl", f"teacher: refine round {k}")
+
+            # a new student on the seed labels and every answer so far
+            so_far = set().union(*(set(read_ids(out / f"round{j}" / "asked.jsonl")) for j in range(1, k + 1)))
+            answers = [a for a in read_jsonl(out / "answers.jsonl") if a["id"] in so_far and a["label"] is not None]
+            rows = training_rows(seed, answers, task, by_id)
+            write_atomic(rd / "train_rows.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+            print(f"refine: round {k}: {len(asked)} rows asked, training on {len(rows)} ({len(seed)} seed labels, "
+                  f"{len(answers)} answers)")
+            train(round_config(cfg, rd), teach_first=False,
+                  trained_on=f"refine round {k}: the teacher's seed labels and {len(answers)} answers to corpus rows")
+            shutil.rmtree(rd / "student" / "checkpoints", ignore_errors=True)
+            budget = stats.get("stopped") == "budget"
+            record = {"round": k, "asked": len(asked), "answered": len(answers), "train_rows": len(rows),
+                      "agreement_before": agreement, "stop": "budget" if budget else None,
+                      "ledger": label_summary([a for a in read_jsonl(out / "answers.jsonl") if a["id"] in set(asked)])}
+            write_atomic(rd / "round.json", json.dumps(record, indent=2))  # the round is done once this file is whole
+            records.append(record)
+            student_dir = rd / "student"
+            if budget:
+                stopped = "budget"
+                break
+
+    # the labels: the teacher's answers where it gave one, the last student's elsewhere
+    final = predictions(cfg, task, student_dir, corpus, out / "final_predictions.jsonl")
+    answered = {a["id"]: a for a in read_jsonl(out / "answers.jsonl") if a["label"] is not None}
+    write_labels(out / "corpus.parquet", corpus, final, answered, task)
+    if student_dir != run_dir / "student":
+        shutil.copytree(student_dir, run_dir / "student", dirs_exist_ok=True)
+    ledger = {"rounds": [{"round": rec["round"], **rec["ledger"]} for rec in records if "ledger" in rec],
+              "audit": label_summary(read_jsonl(out / "audit.jsonl"))}
+    ledger["total"] = {"rows": sum(x["rows"] for x in ledger["rounds"]) + ledger["audit"]["rows"],
+                       "usd": round(sum(x["cost_usd"] for x in ledger["rounds"]) + ledger["audit"]["cost_usd"], 6)}
+    write_atomic(out / "ledger.json", json.dumps(ledger, indent=2))
+    summary = {"rounds": len([rec for rec in records if "ledger" in rec]), "stopped": stopped,
+               "teacher_rows": len(answered), "audit_rows": len(audit),
+               "agreement": agreement_on(task, audit, final), "ledger": ledger, "labels": str(out / "corpus.parquet")}
+    write_atomic(out / "refine.json", json.dumps(summary, indent=2))
+    agree = f", agreement with the teacher on {len(audit)} audit rows {summary['agreement']:.3f}" \
+        if summary["agreement"] is not None else ""
+    print(f"refine: {summary['rounds']} rounds ({stopped}), {len(answered)} corpus rows answered by the teacher "
+          f"(${ledger['total']['usd']:.4f}){agree} -> {out / 'corpus.parquet'}")
+    return summary
+
+
+def audit_slice(ids: list[str], fraction: float, max_rows: int, seed: int) -> list[str]:
+    """The same random rows `distill route` audits: whatever the confidence, the same for the same seed."""
+    drawn = sorted((audit_draw(i, seed), i) for i in ids)
+    return [i for u, i in drawn if u < fraction][:max_rows]
+
+
+def pick(preds: dict, taken: set, quota: int, explore: float, seed: int) -> list[str]:
+    """`quota` rows not in `taken`: the least sure (invalid first), and an `explore` share drawn at
+    random from the rest."""
+    free = sorted((i for i in preds if i not in taken), key=lambda i: (sure(preds[i]), i))
+    n_random = round(quota * explore)
+    least = free[: max(0, quota - n_random)]
+    rest = free[len(least):]
+    rng = np.random.default_rng(seed)
+    drawn = [rest[j] for j in sorted(rng.choice(len(rest), size=min(n_random, len(rest)), replace=False))]
+    return least + drawn
+
+
+def sure(pred: dict) -> float:
+    return -1.0 if pred["label"] is None or pred["confidence"] is None else float(pred["confidence"])
+
+
+def read_ids(path: Path) -> list[str]:
+    return [r["id"] for r in read_jsonl(path)]
+
+
+def training_rows(seed: list[dict], answers: list[dict], task, corpus: dict) -> list[dict]:
+    """The teacher's seed labels, then its answers to corpus rows (a text in both counts once)."""
+    rows, seen = [], set()
+    for row in [*seed, *answers]:
+        if row["id"] not in seen:
+            seen.add(row["id"])
+            source = {**corpus.get(row["id"], {}), **row}  # a corpus row's input fields (NER: tokens)
+            rows.append({k: source[k] for k in ("id", "text", *task.input_fields(), "label")})
+    return rows
+
+
+def predictions(cfg, task, student_dir: Path, corpus: list[dict], path: Path) -> dict:
+    """{id: {label, confidence}} of a student on the corpus, kept in `path` for a rerun."""
+    meta = read_json(student_dir / "student.json")
+    stored = read_jsonl(path)
+    if stored and stored[0].get("student") == meta.get("adapter_hash") and len(stored) == len(corpus) + 1:
+        return {p["id"]: p for p in stored[1:]}
+    student = student_class(cfg.student).load(cfg.student, task, student_dir)
+    preds = student.predict(corpus, int(cfg.label.batch_size), progress=True)
+    out = {row["id"]: {"id": row["id"], "label": p["label"], "confidence": p["confidence"]}
+           for row, p in zip(corpus, preds)}
+    write_atomic(path, "".join(json.dumps(x) + "\n" for x in [{"student": meta.get("adapter_hash")}, *out.values()]))
+    return out
+
+
+def agreement_on(task, audit: dict, preds: dict) -> float | None:
+    ids = [i for i in audit if i in preds]
+    if not ids:
+        return None
+    return float(task.correct([audit[i] for i in ids], [preds[i]["label"] for i in ids]).mean())
+
+
+def write_labels(path: Path, corpus: list[dict], preds: dict, answered: dict, task) -> None:
+    rows = []
+    for row in corpus:
+        p, a = preds[row["id"]], answered.get(row["id"])
+        rows.append({"id": row["id"], "text": row["text"], "label": a["label"] if a else p["label"],
+                     "confidence": a["confidence"] if a else p["confidence"], "route": "teacher" if a else "student",
+                     "student_label": p["label"], "student_confidence": p["confidence"]})
+    schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", task.label_type()),
+                        ("confidence", pa.float64()), ("route", pa.string()), ("student_label", task.label_type()),
+                        ("student_confidence", pa.float64())])
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from distill.runner import run_stage
+
+    run_stage(refine, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""Teacher quality for a share of its cost: the whole job as users run it, scored on human labels.
+
+For each dataset under --data, the simulated teacher (realistic noise, right on about 88% of
+rows) labels N seed rows; an all-MiniLM-L6-v2 student learns from them with the default training
+settings and labels the corpus, which is the dataset's test split, scored against its human
+labels. A separate human-labeled split plays the recipe's gold: it measures the teacher and what
+the audit-slice estimate needs, and is never trained on. Then, on the same corpus:
+
+- student alone, and teacher alone (the teacher labels every corpus row);
+- confidence routing: the least sure F of the corpus rows take the teacher's answer (as
+  `distill route label.route_fraction=F` does), at every F of --fractions;
+- random routing: a random F of the rows instead;
+- margin and entropy routing (one label per text: the student's class probabilities);
+- refine (`distill refine`): rounds that send the least sure rows plus a random slice to the
+  teacher and retrain on every answer so far, with F of the corpus in all (--refine-fractions).
+
+Each cell: the main metric and macro-F1 with 95% bootstrap CIs, the worst class's recall, teacher
+calls (seed and corpus apart) and USD at gpt-4o list prices. Per dataset: the student's accuracy
+on the corpus as the audit slice (a random 2% the teacher answers) estimates it, and as the
+label-free estimate (mean confidence) does, beside the truth; and the cheapest confidence-routing
+share whose labels reach the teacher (main metric and macro-F1 at least the teacher's minus 0.5
+points). Cells already in --out are kept, so a rerun does only what is missing.
+
+    python scripts/bench_cascade.py --out docs/bench_cascade.json --plot docs/bench_cascade.png
+        [--data ../shared/data] [--datasets ...] [--seed-rows 1000] [--fractions 0.05 0.1 0.2 0.3 0.5]
+        [--refine-fractions 0.1 0.2 0.3] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_audit import machine  # scripts/ is on the path when run as a script
+from bench_quality import METRIC_NAMES, default_student
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTE = ("teacher SIMULATED (realistic noise, target accuracy 0.88; NER 0.86 of entities); "
+        "student all-MiniLM-L6-v2; corpus = the test split, scored on its human labels")
+# dataset -> recipe, folder under --data, overrides ({data}: --data, {work}: the work folder), (epochs, lr).
+# Seed rows are drawn by a hash slice of about N rows (train files sorted by label would make `limit` take a
+# few classes); gold is a human-labeled split apart from seed pool and corpus.
+DATASETS = {
+    "ag_news": ("topic", "ag_news", [
+        "data.dir={data}/ag_news", "data.seed.slice=[0.0,{share}]",
+        "data.corpus.path={data}/ag_news/ag_news_csv/test.csv", "data.corpus.format=csv",
+        "data.corpus.column_names=[label,title,text]", "data.corpus.label_column=label", "data.corpus.slice=null",
+        "data.gold.path={data}/ag_news/alps_agnews/dev.tsv", "data.gold.format=tsv",
+        "data.gold.column_names=[text,label]", "data.gold.slice=[0.8,0.9]"], (3, 1e-4)),
+    # three of four topics cut to 3% each, in the seed pool, gold and the corpus alike (files written to --work)
+    "ag_news_imbalanced": ("topic", "ag_news", [
+        "data.seed.path={work}/ag_imbalanced/dev.tsv", "data.seed.slice=[0.0,{share}]",
+        "data.corpus.path={work}/ag_imbalanced/test.tsv", "data.corpus.format=tsv",
+        "data.corpus.column_names=[text,label]", "data.corpus.label_column=label", "data.corpus.slice=null",
+        "data.gold.path={work}/ag_imbalanced/dev.tsv", "data.gold.format=tsv",
+        "data.gold.column_names=[text,label]", "data.gold.slice=[0.6,1.0]"], (3, 1e-4)),
+    "sms_spam": ("spam", "sms_spam", [
+        "data.file={data}/sms_spam/SMSSpamCollection", "data.seed.slice=[0.0,{share}]",
+        "data.corpus.slice=[0.8,1.0]", "data.corpus.label_column=label", "data.gold.slice=[0.5,0.8]"], (3, 1e-4)),
+    "conll2003": ("ner", "conll2003", [
+        "data.dir={data}/conll2003", "data.seed.limit={n}", "teacher.sim.accuracy=0.86",
+        "data.corpus.path={data}/conll2003/test.txt", "data.corpus.label_column=tags",
+        "data.gold.path={data}/conll2003/valid.txt", "data.gold.limit=1000"], (6, 1.5e-4)),
+    # multi-label: the seed pool is folds 0-9 (1,037 rows); the recipe's gold folds (15-19) are the corpus here
+    "nlupp_banking": ("intents", "nlupp", [
+        "data.dir={data}/nlupp", "data.corpus.path='{data}/nlupp/banking/fold1[5-9].json'",
+        "data.corpus.label_column=intents", "data.gold.path='{data}/nlupp/banking/fold1[0-4].json'"], (15, 2e-4)),
+    "banking77": ("banking", "banking77", [
+        "data.dir={data}/banking77", "data.seed.slice=[0.0,{share}]",
+        "data.corpus.path={data}/banking77/test.csv", "data.corpus.slice=null",
+        "data.gold.path={data}/banking77/train.csv", "data.gold.slice=[0.8,0.9]"], (12, 1e-3)),
+}
+ROWS = {"ag_news": 10001, "ag_news_imbalanced": None, "sms_spam": 5574, "banking77": 10003}  # rows the seed slice cuts
+COMMON = ["teacher=simulated", "teacher.sim.noise=realistic", "teacher.model=gpt-4o", "student=minilm",
+          "student.model={model}", "train.epochs={epochs}", "train.lr={lr}", "train.batch_size=16",
+          "train.early_stopping_patience=2", "train.save_steps=100000", "label.audit_fraction=0"]
+AUDIT = 0.02  # the audit slice's share of the corpus
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="bench_cascade.json")
+    ap.add_argument("--plot", default=None)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    ap.add_argument("--seed-rows", type=int, default=1000)
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5])
+    ap.add_argument("--refine-fractions", type=float, nargs="*", default=[0.1, 0.2, 0.3])
+    ap.add_argument("--refine-rounds", type=int, default=1,
+                    help="refine.rounds (one retraining a round); cells with more are keyed refine_N_rounds")
+    ap.add_argument("--student-model", default=None)
+    ap.add_argument("--work", default=None, help="run directories here (default: a temporary folder)")
+    ap.add_argument("--extra", nargs="*", default=[], help="more overrides, e.g. train.class_balance=none; the "
+                                                          "cells are keyed DATASET + --suffix")
+    ap.add_argument("--suffix", default="", help="with --extra: added to each dataset's key")
+    args = ap.parse_args()
+
+    model = args.student_model or default_student()
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_cascade_"))
+    results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    for name in args.datasets:
+        recipe, folder, extra, (epochs, lr) = DATASETS[name]
+        if not (Path(args.data) / folder).is_dir():
+            print(f"skipping {name}: {args.data}/{folder} is absent")
+            continue
+        if name == "ag_news_imbalanced":
+            imbalanced_ag_news(Path(args.data) / "ag_news", work / "ag_imbalanced")
+        rows = ROWS.get(name) or count_lines(work / "ag_imbalanced" / "dev.tsv")
+        share = min(1.0, args.seed_rows / rows) if rows else 1.0
+        overrides = [f"recipe={recipe}", *extra, *COMMON, *args.extra]
+        overrides = [o.format(data=args.data, work=work, model=model, epochs=epochs, lr=lr, n=args.seed_rows,
+                              share=round(share, 4)) for o in overrides]
+        key = name + args.suffix
+        cell = results.get(key)
+        began = time.perf_counter()
+        if cell is None:
+            cell = base_cell(overrides, work / key, args.fractions)
+            cell.update(note=NOTE, machine=machine(), overrides=overrides, seconds=round(time.perf_counter() - began))
+            results[key] = cell
+            Path(args.out).write_text(json.dumps(results, indent=1))
+        system = "refine" if args.refine_rounds == 1 else f"refine_{args.refine_rounds}_rounds"
+        for f in args.refine_fractions:
+            if f"{f:g}" in cell["systems"].get(system, {}):
+                continue
+            began = time.perf_counter()
+            result = refine_cell(overrides, work / key, f, args.refine_rounds)
+            cell["systems"].setdefault(system, {})[f"{f:g}"] = {**result, "seconds": round(time.perf_counter() - began)}
+            Path(args.out).write_text(json.dumps(results, indent=1))
+        cell["reach_teacher"] = reach_teacher(cell)
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    print_table(results)
+    if args.plot:
+        plot(results, Path(args.plot))
+    print(f"-> {args.out}" + (f", {args.plot}" if args.plot else ""))
+
+
+def count_lines(path: Path) -> int:
+    return sum(1 for _ in open(path, encoding="utf-8"))
+
+
+def imbalanced_ag_news(src: Path, out: Path, share: float = 0.03) -> None:
+    """AG News with Sports, Business and Sci/Tech cut to `share` each (World keeps the rest), in the
+    train sample (seed pool and gold) and the test split (corpus)."""
+    if (out / "test.tsv").exists():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    names = {"1": "World", "2": "Sports", "3": "Business", "4": "Sci/Tech"}
+    with open(src / "alps_agnews" / "dev.tsv", encoding="utf-8") as f:
+        dev = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    with open(src / "ag_news_csv" / "test.csv", encoding="utf-8", newline="") as f:
+        test = [[text, names.get(label, label)] for label, title, text in csv.reader(f)]  # descriptions, as the recipe
+    for rows, path in ((dev, out / "dev.tsv"), (test, out / "test.tsv")):
+        rng = np.random.default_rng(0)
+        major = [r for r in rows if r[1] == "World"]
+        keep = round(len(major) * share / (1 - 3 * share))  # each minor topic: `share` of the rows kept
+        kept = list(major)
+        for topic in ("Sports", "Business", "Sci/Tech"):
+            minor = [r for r in rows if r[1] == topic]
+            kept += [minor[i] for i in sorted(rng.choice(len(minor), size=min(keep, len(minor)), replace=False))]
+        order = rng.permutation(len(kept))
+        path.write_text("".join(" ".join(kept[i][0].split()) + f"\t{kept[i][1]}\n" for i in order), encoding="utf-8")
+
+
+# -- one dataset: teacher, student, the corpus labels every system scores ------------------------
+
+def base_cell(overrides: list[str], base: Path, fractions: list[float]) -> dict:
+    from distill.config import load_config
+    from distill.data import load_split, read_jsonl, read_parquet
+    from distill.label import label
+    from distill.tasks import build_task
+    from distill.teach import teach
+    from distill.teacher import open_teacher
+    from distill.teacher.simulator import sim_rows
+    from distill.train import train
+
+    run_dir = base / "run"
+    cfg = load_config([*overrides, f"run_dir={run_dir}"])
+    task = build_task(cfg.task)
+    teach(cfg)
+    meta = train(cfg, teach_first=False)
+    label(cfg)
+    corpus = load_split(cfg, "corpus", task, labels=True)
+    ids, truth = list(corpus["id"]), list(corpus["label"])
+    with open_teacher(cfg.teacher, task, sim_rows(cfg, task)) as teacher:  # the teacher on every corpus row
+        teacher.label(list(load_split(cfg, "corpus", task, labels=False)), base / "teacher_corpus.jsonl",
+                      "teacher: the whole corpus")
+    answers = {r["id"]: r for r in read_jsonl(base / "teacher_corpus.jsonl")}
+    labels = {r["id"]: r for r in read_parquet(run_dir / "labels" / "corpus.parquet")}
+    student = [labels[i]["label"] for i in ids]
+    conf = np.array([labels[i]["confidence"] if labels[i]["label"] is not None else -1.0 for i in ids])
+    teacher_labels = [answers[i]["label"] if i in answers else None for i in ids]
+    seed = read_jsonl(run_dir / "teacher" / "seed.jsonl")
+    price = usd_per_row(cfg, list(answers.values()))
+    seed_usd = sum(usd_of(cfg, r) for r in seed)
+
+    def cell(pred: list, sent: int) -> dict:
+        return {**scored(task, truth, pred), "teacher_calls": {"seed": len(seed), "corpus": sent},
+                "usd": round(seed_usd + price * sent, 4), "share": sent / len(ids)}
+
+    systems = {"student": cell(student, 0), "teacher": cell(teacher_labels, len(ids))}
+    orders = {"confidence": np.lexsort((np.arange(len(ids)), conf))}
+    rng = np.random.default_rng(0)
+    orders["random"] = rng.permutation(len(ids))
+    probs = class_probabilities(cfg, task, run_dir, corpus) if task.kind == "classification" else None
+    if probs is not None:
+        top2 = -np.sort(-probs, axis=1)[:, :2]
+        orders["margin"] = np.argsort(top2[:, 0] - top2[:, 1], kind="stable")
+        orders["entropy"] = np.argsort(-(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1)), kind="stable")
+    for name, order in orders.items():
+        systems[name] = {}
+        for f in fractions:
+            k = round(f * len(ids))
+            systems[name][f"{f:g}"] = cell(routed(student, teacher_labels, order[:k]), k)
+    # the confidence curve at every 1%, for the plot and the cheapest share that reaches the teacher
+    fine = []
+    for pct in range(0, 101):
+        k = round(pct / 100 * len(ids))
+        s = scored(task, truth, routed(student, teacher_labels, orders["confidence"][:k]), ci=False)
+        fine.append({"share": pct / 100, "metric": s["metric"], "macro_f1": s["macro_f1"],
+                     "worst_recall": s["worst_recall"]["recall"]})
+    return {"task": task.kind, "metric_name": METRIC_NAMES.get(task.kind, task.main_metric), "corpus_rows": len(ids),
+            "gold_rows": len(load_split(cfg, "gold", task, labels=True)), "seed_rows": len(seed),
+            "teacher_usd_per_row": round(price, 6), "class_balance": meta.get("class_balance"),
+            "systems": systems, "confidence_curve": fine,
+            "estimates": estimates(cfg, task, run_dir, ids, truth, student, conf, answers)}
+
+
+def class_probabilities(cfg, task, run_dir: Path, corpus) -> np.ndarray:
+    from distill.students import student_class
+
+    student = student_class(cfg.student).load(cfg.student, task, run_dir / "student")
+    rows = list(load_rows(corpus))
+    return np.exp(student.class_scores(rows, int(cfg.label.batch_size)))
+
+
+def load_rows(split):
+    return ({k: v for k, v in r.items() if k != "label"} for r in split)
+
+
+def routed(student: list, teacher: list, sent) -> list:
+    out = list(student)
+    for i in sent:
+        out[int(i)] = teacher[int(i)]
+    return out
+
+
+def scored(task, truth: list, pred: list, ci: bool = True) -> dict:
+    from distill import stats
+
+    counts, correct = task.counts(truth, pred), task.correct(truth, pred)
+    s = stats.scores(counts, correct, task.labels)
+    recall = {c: v["recall"] for c, v in s["per_class"].items() if v["support"]}
+    worst = min(recall, key=recall.get)
+    out = {"metric": round(s[task.main_metric], 4), "macro_f1": round(s["macro_f1"], 4),
+           "accuracy": round(s["accuracy"], 4), "worst_recall": {"class": worst, "recall": round(recall[worst], 4)}}
+    if ci:
+        b = stats.bootstrap_ci(counts, correct, task.f1_key, n_boot=1000, seed=0)
+        key = task.main_metric if task.main_metric in b else "accuracy"
+        out.update(ci=[round(v, 4) for v in b[key]], macro_f1_ci=[round(v, 4) for v in b["macro_f1"]])
+    return out
+
+
+def usd_of(cfg, record: dict) -> float:
+    from distill.teacher.client import prices, usd
+
+    price = prices(cfg.teacher.model, cfg.teacher.get("price"))
+    return usd(price, record.get("prompt_tokens") or 0, record.get("completion_tokens") or 0)
+
+
+def usd_per_row(cfg, records: list[dict]) -> float:
+    billed = [r for r in records if r.get("prompt_tokens")]
+    return sum(usd_of(cfg, r) for r in billed) / max(1, len(billed))
+
+
+def estimates(cfg, task, run_dir: Path, ids, truth, student, conf, answers) -> dict:
+    """The student's accuracy on the corpus: the truth, the audit slice's estimate, the label-free one."""
+    from distill import stats
+    from distill.data import read_jsonl, read_parquet
+    from distill.route import audit_draw
+
+    gold_student = {r["id"]: r["label"] for r in read_parquet(run_dir / "labels" / "gold.parquet")}
+    gold_teacher = {r["id"]: r["label"] for r in read_jsonl(run_dir / "teacher" / "gold.jsonl")}
+    from distill.data import load_split
+
+    gold = load_split(cfg, "gold", task, labels=True)
+    g_ids = [i for i in gold["id"] if gold_teacher.get(i) is not None]
+    g_truth = dict(zip(gold["id"], gold["label"]))
+    agrees = task.correct([gold_teacher[i] for i in g_ids], [gold_student.get(i) for i in g_ids])
+    right = task.correct([g_truth[i] for i in g_ids], [gold_student.get(i) for i in g_ids])
+    p_agree, p_disagree = float(right[agrees].mean()), float(right[~agrees].mean())
+    slice_ = [k for k, i in enumerate(ids) if audit_draw(i, 0) < AUDIT and answers.get(i, {}).get("label") is not None]
+    a = float(task.correct([answers[ids[k]]["label"] for k in slice_], [student[k] for k in slice_]).mean())
+    truth_acc = float(task.correct(truth, student).mean())
+    lf = stats.label_free_accuracy(np.clip(conf, 0, 1))
+    return {"gold_accuracy": round(truth_acc, 4), "audit_rows": len(slice_), "audit_agreement": round(a, 4),
+            "audit_estimate": round(a * p_agree + (1 - a) * p_disagree, 4),
+            "label_free_estimate": round(lf["estimate"], 4),
+            "audit_error": round(a * p_agree + (1 - a) * p_disagree - truth_acc, 4),
+            "label_free_error": round(lf["estimate"] - truth_acc, 4),
+            "right_when_agreeing": round(p_agree, 4), "right_when_disagreeing": round(p_disagree, 4)}
+
+
+# -- refine: rounds of routing and retraining, at a total share of the corpus --------------------
+
+def refine_cell(overrides: list[str], base: Path, fraction: float, rounds: int) -> dict:
+    from distill.config import load_config
+    from distill.data import load_split, read_jsonl, read_parquet
+    from distill.refine import refine
+    from distill.tasks import build_task
+
+    run_dir = base / f"refine-{fraction:g}-{rounds}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for part in ("teacher", "student", "data"):  # the base run's teacher labels and first student
+        if (base / "run" / part).exists() and not (run_dir / part).exists():
+            shutil.copytree(base / "run" / part, run_dir / part, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = load_config([*overrides, f"run_dir={run_dir}", f"refine.rounds={rounds}", f"refine.fraction={fraction}"])
+    task = build_task(cfg.task)
+    summary = refine(cfg)
+    corpus = load_split(cfg, "corpus", task, labels=True)
+    labels = {r["id"]: r["label"] for r in read_parquet(run_dir / "refine" / "corpus.parquet")}
+    pred = [labels.get(i) for i in corpus["id"]]
+    seed = read_jsonl(run_dir / "teacher" / "seed.jsonl")
+    sent = summary["teacher_rows"]
+    return {**scored(task, list(corpus["label"]), pred), "teacher_calls": {"seed": len(seed), "corpus": sent},
+            "usd": round(sum(usd_of(cfg, r) for r in seed) + summary["ledger"]["total"]["usd"], 4),
+            "share": sent / len(corpus), "rounds": summary["rounds"], "stopped": summary["stopped"]}
+
+
+# -- reading the results --------------------------------------------------------------------------
+
+def reach_teacher(cell: dict) -> dict:
+    """The cheapest confidence-routing share whose labels reach the teacher on both metrics (at
+    least the teacher's minus 0.5 points), on the 1% grid."""
+    t = cell["systems"]["teacher"]
+    for p in cell["confidence_curve"]:
+        if p["metric"] >= t["metric"] - 0.005 and p["macro_f1"] >= t["macro_f1"] - 0.005:
+            return {"share": p["share"], "metric": p["metric"], "macro_f1": p["macro_f1"]}
+    return {"share": None}
+
+
+def print_table(results: dict) -> None:
+    print(f"\n{NOTE}")
+    head = f"{'dataset':<20}{'system':<12}{'share':>7}{'metric':>9}{'macro_f1':>10}{'worst rec':>10}{'calls':>8}{'usd':>9}"
+    print(head)
+    for name, cell in results.items():
+        s = cell["systems"]
+        rows = [("student", s["student"]), ("teacher", s["teacher"])]
+        for system in ("confidence", "random", "margin", "entropy", *sorted(k for k in s if k.startswith("refine"))):
+            rows += [(f"{system}", v) for _, v in sorted(s.get(system, {}).items(), key=lambda kv: float(kv[0]))]
+        for system, v in rows:
+            print(f"{name:<20}{system:<12}{v['share']:>7.0%}{v['metric']:>9.3f}{v['macro_f1']:>10.3f}"
+                  f"{v['worst_recall']['recall']:>10.3f}{v['teacher_calls']['corpus']:>8}{v['usd']:>9.2f}")
+        e, r = cell["estimates"], cell.get("reach_teacher", {})
+        print(f"{name:<20}student accuracy {e['gold_accuracy']:.3f}: audit slice ({e['audit_rows']} rows) says "
+              f"{e['audit_estimate']:.3f}, label-free {e['label_free_estimate']:.3f}; reaches the teacher at "
+              f"{'-' if r.get('share') is None else format(r['share'], '.0%')}")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    cols = min(3, n)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4.6 * cols, 3.6 * ((n + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, (name, cell) in zip(axes.flat, results.items()):
+        s = cell["systems"]
+        curve = cell["confidence_curve"]
+        ax.plot([100 * p["share"] for p in curve], [p["macro_f1"] for p in curve], label="confidence routing")
+        ax.plot([100 * p["share"] for p in curve], [p["metric"] for p in curve], color="C0", linestyle=":",
+                label=f"confidence routing, {cell['metric_name']}")
+        for system, color in (("random", "C1"), ("refine", "C2")):
+            pts = sorted((float(k), v) for k, v in s.get(system, {}).items())
+            if pts:
+                ax.plot([100 * v["share"] for _, v in pts], [v["macro_f1"] for _, v in pts], marker="o", color=color,
+                        label=f"{system} routing" if system == "random" else "refine")
+        ax.axhline(s["teacher"]["macro_f1"], color="grey", linestyle="--", label="teacher alone")
+        ax.set(title=name, xlabel="corpus rows sent to the teacher (%)", ylabel="macro-F1 on human labels")
+        ax.set_xlim(0, 55)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Labels against the share of the corpus the teacher answers (teacher SIMULATED)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
