@@ -206,7 +206,7 @@ def cleaned(cfg, task, rows: list[dict], student_dir: Path, state) -> tuple[list
 
 
 BALANCE = ("auto", "none", "weighted", "oversample")
-AUTO_RAREST = 0.2  # auto weights the loss when the rarest class has under a fifth of an even share
+AUTO_LARGEST = 3.0  # auto weights the loss when the largest class holds over 3 times an even share of the labels
 
 
 def check_balance(cfg) -> None:
@@ -220,17 +220,18 @@ def balanced(task, rows: list[dict], method: str, seed: int) -> tuple[list[dict]
     """`train.class_balance`: each row counts for the rarest class it holds (a row without one,
     an NER sentence with no entity, is left as it is). `weighted`: a loss weight inversely
     proportional to its class's count (mean weight 1); `oversample`: its class's rows repeated
-    until every class has about as many rows as the largest; `auto`: weighted when the rarest
-    class the training rows hold has under AUTO_RAREST of an even share of the labels, else none."""
+    until every class has about as many rows as the largest; `auto`: weighted when the largest
+    class holds over AUTO_LARGEST times an even share of the labels among the classes the rows
+    hold (a rarest-class rule misfires on many classes, where a few rows of a class are chance), else none."""
     if not rows:
         return rows, None
     counts = task.label_counts([r["label"] for r in rows])
     auto = None
     if method == "auto":
         held = counts[counts > 0]
-        ratio = float(held.min() * len(held) / held.sum()) if len(held) > 1 else 1.0
-        method = "weighted" if ratio < AUTO_RAREST else "none"
-        auto = {"rarest_share_of_even": round(ratio, 4), "chose": method}
+        ratio = float(held.max() * len(held) / held.sum()) if len(held) > 1 else 1.0
+        method = "weighted" if ratio > AUTO_LARGEST else "none"
+        auto = {"largest_share_of_even": round(ratio, 4), "chose": method}
     if method == "none":
         return rows, ({"method": "none", "auto": auto} if auto else None)
     classes = [task.balance_class(r["label"], counts) for r in rows]

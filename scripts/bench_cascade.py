@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="run directories here (default: a temporary folder)")
     ap.add_argument("--extra", nargs="*", default=[], help="more overrides, e.g. train.class_balance=none; the "
                                                           "cells are keyed DATASET + --suffix")
+    ap.add_argument("--markdown", default=None, help="also write every cell as markdown tables to this file")
     ap.add_argument("--suffix", default="", help="with --extra: added to each dataset's key")
     args = ap.parse_args()
 
@@ -135,6 +136,9 @@ def main() -> None:
         cell["reach_teacher"] = reach_teacher(cell)
         Path(args.out).write_text(json.dumps(results, indent=1))
     print_table(results)
+    print(markdown(results))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_full(results) + "\n")
     if args.plot:
         plot(results, Path(args.plot))
     print(f"-> {args.out}" + (f", {args.plot}" if args.plot else ""))
@@ -360,6 +364,49 @@ def print_table(results: dict) -> None:
         print(f"{name:<20}student accuracy {e['gold_accuracy']:.3f}: audit slice ({e['audit_rows']} rows) says "
               f"{e['audit_estimate']:.3f}, label-free {e['label_free_estimate']:.3f}; reaches the teacher at "
               f"{'-' if r.get('share') is None else format(r['share'], '.0%')}")
+
+
+def markdown(results: dict) -> str:
+    """The README's table: main metric / macro-F1 of each system, and where routing reaches the teacher."""
+    def mm(v: dict | None) -> str:
+        return "–" if v is None else f"{v['metric']:.3f} / {v['macro_f1']:.3f}"
+
+    lines = ["| dataset | student alone | teacher alone | confidence 10% | confidence 20% | random 20% | "
+             "refine 20% | reaches the teacher at | student accuracy: truth / audit 2% / label-free |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, cell in results.items():
+        s, e, r = cell["systems"], cell["estimates"], cell.get("reach_teacher") or reach_teacher(cell)
+        reach = "not within 100%" if r.get("share") is None else f"{r['share']:.0%}"
+        lines.append(f"| {name} | {mm(s['student'])} | {mm(s['teacher'])} | {mm(s['confidence'].get('0.1'))} | "
+                     f"{mm(s['confidence'].get('0.2'))} | {mm(s['random'].get('0.2'))} | "
+                     f"{mm(s.get('refine', {}).get('0.2'))} | {reach} | {e['gold_accuracy']:.3f} / "
+                     f"{e['audit_estimate']:.3f} / {e['label_free_estimate']:.3f} |")
+    return "\n".join(lines)
+
+
+def markdown_full(results: dict) -> str:
+    """docs/benchmarks.md's tables: every system at every share, with CIs, worst recall and USD."""
+    out = []
+    for name, cell in results.items():
+        s = cell["systems"]
+        out += [f"**{name}** ({cell['corpus_rows']:,} corpus rows, {cell['seed_rows']:,} seed rows, "
+                f"class_balance {((cell.get('class_balance') or {}).get('method')) or 'none'})", "",
+                f"| system | share | {cell['metric_name']} [95% CI] | macro-F1 [95% CI] | worst recall | "
+                "teacher calls (seed + corpus) | USD |", "|---|---|---|---|---|---|---|"]
+        rows = [("student", s["student"]), ("teacher", s["teacher"])]
+        for system in ("confidence", "random", "margin", "entropy", *sorted(k for k in s if k.startswith("refine"))):
+            rows += [(system, v) for _, v in sorted(s.get(system, {}).items(), key=lambda kv: float(kv[0]))]
+        for system, v in rows:
+            w = v["worst_recall"]
+            out.append(f"| {system} | {v['share']:.0%} | {v['metric']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] | "
+                       f"{v['macro_f1']:.3f} [{v['macro_f1_ci'][0]:.3f}, {v['macro_f1_ci'][1]:.3f}] | "
+                       f"{w['recall']:.3f} ({w['class']}) | {v['teacher_calls']['seed']:,} + "
+                       f"{v['teacher_calls']['corpus']:,} | {v['usd']:.2f} |")
+        e = cell["estimates"]
+        out += ["", f"Student accuracy on the corpus {e['gold_accuracy']:.3f}; the {e['audit_rows']}-row audit slice "
+                    f"estimates {e['audit_estimate']:.3f} (agreement {e['audit_agreement']:.3f}), the label-free "
+                    f"estimate {e['label_free_estimate']:.3f}.", ""]
+    return "\n".join(out)
 
 
 def plot(results: dict, path: Path) -> None:

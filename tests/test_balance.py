@@ -31,6 +31,18 @@ def test_weighted_gives_inverse_count_weights_with_mean_one():
     assert summary["class_rows"] == {"a": 80, "b": 15, "c": 5} and summary["examples"] == 100
 
 
+def test_auto_weights_only_when_one_class_holds_far_more_than_an_even_share():
+    # 80 of 100 rows in one of 3 classes: 2.4 times an even share, left alone
+    rows, summary = balanced(CLF, clf_rows(), "auto", 0)
+    assert rows == clf_rows() and summary["auto"] == {"largest_share_of_even": 2.4, "chose": "none"}
+    # four classes, 91 of 100 rows in one: 3.64 times an even share, weighted
+    four = build_task(OmegaConf.create({"kind": "classification", "labels": ["a", "b", "c", "d"]}))
+    skewed = [{"id": str(i), "text": f"t{i}", "label": "a" if i < 91 else "bcd"[i % 3]} for i in range(100)]
+    rows, summary = balanced(four, skewed, "auto", 0)
+    assert summary["method"] == "weighted" and summary["auto"]["chose"] == "weighted"
+    assert {r["label"]: r["weight"] for r in rows}["b"] > 5 * {r["label"]: r["weight"] for r in rows}["a"]
+
+
 def test_oversample_repeats_minority_rows_until_classes_are_about_even():
     rows, summary = balanced(CLF, clf_rows(), "oversample", 0)
     counts = Counter(r["label"] for r in rows)
