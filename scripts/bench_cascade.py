@@ -431,11 +431,14 @@ def plot(results: dict, path: Path) -> None:
                 ax.plot([100 * v["share"] for _, v in pts], [v["macro_f1"] for _, v in pts], marker="o", color=color,
                         label=f"{system} routing" if system == "random" else "refine")
         ax.axhline(s["teacher"]["macro_f1"], color="grey", linestyle="--", label="teacher alone")
-        ax.set(title=name, xlabel="corpus rows sent to the teacher (%)", ylabel="macro-F1 on human labels")
-        ax.set_xlim(0, 55)
+        ax.axhline(s["teacher"]["metric"], color="grey", linestyle=":", label=f"teacher alone, {cell['metric_name']}")
+        ax.set(title=name, xlabel="corpus rows sent to the teacher (%)", ylabel="macro-F1 (dotted: main metric)")
+        ax.set_xlim(0, 100)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="lower right")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
     fig.suptitle("Labels against the share of the corpus the teacher answers (teacher SIMULATED)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
