@@ -34,12 +34,13 @@ from distill.teacher.client import prices, usd
 ROUTES = ("teacher", "review")
 
 
+ROUTING = ("threshold", "route_fraction", "route_budget_usd")  # what picks the routed rows: one at most
+
+
 def check_routing(cfg) -> None:
     """What picks the routed rows: at most one of label.threshold, label.route_fraction and
     label.route_budget_usd, each in range, before any row is labeled."""
-    if cfg.label.route not in ROUTES:
-        raise ConfigError(f"label.route must be one of {list(ROUTES)}, not {cfg.label.route!r}")
-    given = [k for k in ("threshold", "route_fraction", "route_budget_usd") if cfg.label.get(k) is not None]
+    given = [k for k in ROUTING if cfg.label.get(k) is not None]
     if len(given) > 1:
         raise ConfigError(f"give one of label.threshold, label.route_fraction and label.route_budget_usd, "
                           f"not {' and '.join('label.' + k for k in given)}")
@@ -48,13 +49,12 @@ def check_routing(cfg) -> None:
         raise ConfigError(f"label.route_fraction must be a share of the corpus rows in [0, 1], not {fraction!r}")
     if budget is not None and not (isinstance(budget, (int, float)) and budget >= 0):
         raise ConfigError(f"label.route_budget_usd must be a USD amount >= 0, not {budget!r}")
-    if given and given[0] == "threshold":
-        resolve_threshold(cfg)
+    resolve_threshold(cfg)  # label.route, and a threshold given as a number or auto
 
 
 def routes_any(cfg) -> bool:
     """Whether corpus rows leave the student at all (a threshold, a fraction or a budget is set)."""
-    return any(cfg.label.get(k) is not None for k in ("threshold", "route_fraction", "route_budget_usd"))
+    return any(cfg.label.get(k) is not None for k in ROUTING)
 
 
 def resolve_threshold(cfg, files: list[Path] | None = None) -> float | None:
@@ -122,13 +122,18 @@ def fraction_threshold(conf: np.ndarray, fraction: float) -> float:
     return float(max(np.partition(conf, k)[k], 0.0))
 
 
-def seed_cost_per_row(cfg) -> float | None:
-    """The teacher's mean billed USD per seed row at the configured price."""
+def cost_per_row(cfg, records: list[dict]) -> float | None:
+    """The teacher's mean billed USD per row of `records` at the configured price (None: no price or
+    no billed row)."""
     price = prices(cfg.teacher.model, cfg.teacher.get("price"))
-    billed = [r for r in read_jsonl(Path(cfg.run_dir) / "teacher" / "seed.jsonl") if r.get("prompt_tokens")]
+    billed = [r for r in records if r.get("prompt_tokens")]
     if not price or not billed:
         return None
     return sum(usd(price, r["prompt_tokens"], r["completion_tokens"]) for r in billed) / len(billed)
+
+
+def seed_cost_per_row(cfg) -> float | None:
+    return cost_per_row(cfg, read_jsonl(Path(cfg.run_dir) / "teacher" / "seed.jsonl"))
 
 
 # -- picking the threshold on gold ------------------------------------------------------------
@@ -153,24 +158,34 @@ def quality(task: Task, counts: np.ndarray, right: np.ndarray) -> dict:
             "worst_recall": min(recalls) if recalls else 0.0}
 
 
+def replay(task: Task, truth: list, student: list, confidence: list, teacher: list):
+    """The cascade on labeled rows: each row's confidence (invalid: -1, always sent), and a
+    function of a threshold giving which rows it sends and the quality of the mixed labels."""
+    conf = np.array([c if lab is not None else -1.0 for lab, c in zip(student, confidence)])
+    # per-row counts once; each threshold picks, row by row, the teacher's or the student's
+    counts_s, counts_t = task.counts(truth, student), task.counts(truth, teacher)
+    right_s, right_t = task.correct(truth, student), task.correct(truth, teacher)
+
+    def at(threshold: float) -> tuple[np.ndarray, dict]:
+        sent = conf < threshold
+        return sent, quality(task, np.where(sent[:, None, None], counts_t, counts_s), np.where(sent, right_t, right_s))
+
+    return conf, at
+
+
 def curve(task: Task, truth: list, student: list, confidence: list, teacher: list,
           cost_per_row: float | None, points: int = 201, metric: str | None = None) -> list[dict]:
     """Quality (main metric, macro-F1, worst-class recall), coverage and teacher cost of the cascade
     at each threshold, replayed on gold; `quality` is `metric`'s value (default: the main metric)."""
     metric = metric or task.main_metric
-    n = len(truth)
-    conf = np.array([c if lab is not None else -1.0 for lab, c in zip(student, confidence)])  # invalid: always sent
+    conf, at = replay(task, truth, student, confidence, teacher)
     values = sorted({float(c) for c in conf if c >= 0})
     if len(values) > points:  # quantiles keep the table small on a large gold set
         values = sorted({values[round(i * (len(values) - 1) / (points - 1))] for i in range(points)})
-    # per-row counts once; each threshold picks, row by row, the teacher's or the student's
-    counts_s, counts_t = task.counts(truth, student), task.counts(truth, teacher)
-    right_s, right_t = task.correct(truth, student), task.correct(truth, teacher)
     out = []
     for t in [0.0, *values, math.nextafter(1.0, 2.0)]:
-        sent = conf < t
-        share = int(sent.sum()) / n
-        q = quality(task, np.where(sent[:, None, None], counts_t, counts_s), np.where(sent, right_t, right_s))
+        sent, q = at(t)
+        share = int(sent.sum()) / len(truth)
         out.append({"threshold": t, "coverage": 1 - share, "teacher_share": share, "quality": q[metric], **q,
                     "teacher_cost_per_1k_rows": cost_per_row * 1000 * share if cost_per_row is not None else None})
     return out
@@ -194,18 +209,10 @@ def held_out_check(task: Task, ids: list[str], truth: list, student: list, confi
     what the target promises on rows the choice never saw."""
     half = np.array([in_first_half(i) for i in ids])
     take = lambda xs, m: [x for x, keep in zip(xs, m) if keep]  # noqa: E731
-    points = curve(task, take(truth, half), take(student, half), take(confidence, half), take(teacher, half),
-                   None, metric=metric)
-    chosen, reached = pick(points, target)
-    rest = ~half
-    conf = np.array([c if lab is not None else -1.0 for lab, c in zip(take(student, rest), take(confidence, rest))])
-    sent = conf < chosen["threshold"]
-    t_truth = take(truth, rest)
-    counts = np.where(sent[:, None, None], task.counts(t_truth, take(teacher, rest)),
-                      task.counts(t_truth, take(student, rest)))
-    right = np.where(sent, task.correct(t_truth, take(teacher, rest)), task.correct(t_truth, take(student, rest)))
-    check = quality(task, counts, right)
-    return {"threshold": chosen["threshold"], "reached_on_first_half": reached, "rows": [int(half.sum()), int(rest.sum())],
+    first = [take(xs, half) for xs in (truth, student, confidence, teacher)]
+    chosen, reached = pick(curve(task, *first, None, metric=metric), target)
+    sent, check = replay(task, *(take(xs, ~half) for xs in (truth, student, confidence, teacher)))[1](chosen["threshold"])
+    return {"threshold": chosen["threshold"], "reached_on_first_half": reached, "rows": [int(half.sum()), int((~half).sum())],
             "teacher_share": float(sent.mean()) if len(sent) else 0.0, **check, "met": check[metric] >= target}
 
 
@@ -225,21 +232,18 @@ def cascade(cfg) -> dict:
     if missing:
         raise DataError(f"{len(missing)} gold rows have no student label: run distill label recipe={cfg.recipe}")
 
-    price = prices(cfg.teacher.model, cfg.teacher.get("price"))
-    billed = [r for r in teacher.values() if r["prompt_tokens"]]
-    cost_per_row = (sum(usd(price, r["prompt_tokens"], r["completion_tokens"]) for r in billed) / len(billed)
-                    if price and billed else None)
+    per_row = cost_per_row(cfg, list(teacher.values()))
     labels = [student[i]["label"] for i in ids]
     confidence = [student[i]["confidence"] for i in ids]
     answers = [teacher.get(i, {}).get("label") for i in ids]
-    points = curve(task, truth, labels, confidence, answers, cost_per_row, metric=metric)
+    points = curve(task, truth, labels, confidence, answers, per_row, metric=metric)
     target = float(cfg.label.target)
     chosen, reached = pick(points, target)
     result = {"threshold": chosen["threshold"], "target": target, "student": next(iter(student.values()))["student"],
               "metric": metric, "main_metric": task.main_metric, "reached": reached,
               "gold_rows": len(ids), "expected": chosen, "student_only": points[0], "teacher_only": points[-1],
               "held_out": held_out_check(task, ids, truth, labels, confidence, answers, target, metric),
-              "teacher_cost_per_row_usd": cost_per_row, "teacher_model": cfg.teacher.model}
+              "teacher_cost_per_row_usd": per_row, "teacher_model": cfg.teacher.model}
     out = run_dir / "cascade"
     out.mkdir(parents=True, exist_ok=True)
     (out / "curve.json").write_text(json.dumps(points, indent=1))

@@ -42,10 +42,9 @@ Multi-process labeling: accelerate launch --num_processes N distill/label.py rec
 
 
 def run_all(cfg) -> dict:
-    from distill.cascade import routes_any
     from distill.label import label
     from distill.monitor import monitor
-    from distill.route import route
+    from distill.route import route, route_needed
     from distill.teach import teach
     from distill.train import train
 
@@ -54,7 +53,7 @@ def run_all(cfg) -> dict:
         return summary  # an estimate only, or the budget ran out: nothing more to do
     train(cfg, teach_first=False)
     label(cfg)
-    if routes_any(cfg) or float(cfg.label.audit_fraction):
+    if route_needed(cfg):
         route(cfg)
     # the run itself succeeded: alerts are printed and recorded; gate cron and CI on `distill monitor`
     return {**monitor(cfg), "exit_status": 0}

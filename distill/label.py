@@ -40,13 +40,11 @@ from tqdm.auto import tqdm
 from distill.cascade import check_routing
 from distill.data import file_stamp, load_split, prepare_data, start_afresh_if_changed
 from distill.errors import ConfigError
+from distill.route import apply_routes
+from distill.shards import join, join_parts, report, schema, write_table, written_ids
 from distill.students import student_class
 from distill.students.base import PROCESS_GROUP_TIMEOUT, student_identity
-from distill.route import apply_routes
-from distill.shards import join, join_parts, label_files, report, schema, write_table, written_ids
 from distill.tasks import Task, build_task
-
-__all__ = ["join_parts", "label", "label_files", "merge", "write_table"]  # the shards' helpers, for callers of label
 
 
 def label(cfg) -> dict:

@@ -29,6 +29,7 @@ from distill.data import load_split, prepare_data, read_json, read_jsonl, read_p
 from distill.drift import fmt_p
 from distill.errors import ConfigError
 from distill.report import effect, write_html
+from distill.shards import audit_path
 from distill.tasks import build_task
 
 CBPE_CAVEAT = ("mean calibrated confidence of the student on the bulk labels: right only while the "
@@ -60,7 +61,9 @@ def monitor(cfg) -> dict:
 
     # -- the bulk labels and the teacher's seed labels ---------------------------------------------
     corpus_path = run_dir / "labels" / "corpus.parquet"
-    corpus = read_parquet(corpus_path, columns=["label", "route", "student_confidence"])
+    audited = audit_path(run_dir) if audit_path(run_dir).exists() else None  # compared by id with the student's labels
+    corpus = read_parquet(corpus_path, columns=["label", "route", "student_confidence",
+                                                *(["id", "student_label"] if audited else [])])
     corpus_labels = [r["label"] for r in corpus]
     seed_labels = [r["label"] for r in read_jsonl(run_dir / "teacher" / "seed.jsonl") if r.get("label") is not None]
     mix = {"corpus": task.label_counts(corpus_labels), "gold": task.label_counts(truth),
@@ -82,7 +85,7 @@ def monitor(cfg) -> dict:
     alerts = drift.alerts(tests, mcfg, baseline)
     label_free = {**stats.label_free_accuracy(corpus_conf), "gold_accuracy": systems["student"]["accuracy"],
                   "caveat": CBPE_CAVEAT}
-    audit = _audit(task, run_dir, mcfg, truth, pred, teacher[0] if teacher else None)
+    audit = _audit(task, audited, mcfg, corpus, truth, pred, teacher[0] if teacher else None) if audited else None
 
     # -- history and the CUSUM over gold audits -----------------------------------------------------
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -143,16 +146,12 @@ AUDIT_MITIGATION = ("the student agrees less with the teacher on this batch's ra
                     "on the teacher's answers (distill refine)")
 
 
-def _audit(task, run_dir: Path, mcfg, truth: list, pred: list, teacher_gold: list | None) -> dict | None:
+def _audit(task, answers_path: Path, mcfg, corpus: list[dict], truth: list, pred: list,
+           teacher_gold: list | None) -> dict | None:
     """The student against the teacher on the batch's audit slice (labels/teacher/audit.jsonl, a random
     sample whatever the confidence): agreement with a CI, per class, and the batch's accuracy estimated
-    from it, weighting how often the student is right on gold when it agrees with the teacher and when not."""
-    from distill.route import audit_path
-
-    answers = {r["id"]: r["label"] for r in read_jsonl(audit_path(run_dir)) if r.get("label") is not None}
-    if not answers:
-        return None
-    corpus = read_parquet(run_dir / "labels" / "corpus.parquet", columns=["id", "student_label"])
+    from it (stats.accuracy_from_agreement, with the student's and teacher's gold labels)."""
+    answers = {r["id"]: r["label"] for r in read_jsonl(answers_path) if r.get("label") is not None}
     pairs = [(answers[r["id"]], r["student_label"]) for r in corpus if r["id"] in answers]
     if not pairs:
         return None
@@ -165,12 +164,12 @@ def _audit(task, run_dir: Path, mcfg, truth: list, pred: list, teacher_gold: lis
     answered = [k for k, t in enumerate(teacher_gold or []) if t is not None]
     if answered:
         keep = lambda xs: [xs[k] for k in answered]  # noqa: E731
-        agrees, right = task.correct(keep(teacher_gold), keep(pred)), task.correct(keep(truth), keep(pred))
-        if agrees.any() and (~agrees).any():
-            p_agree, p_disagree = float(right[agrees].mean()), float(right[~agrees].mean())
-            mapped = lambda a: a * p_agree + (1 - a) * p_disagree  # noqa: E731
-            out.update(estimate=mapped(out["agreement"]), estimate_ci=sorted(map(mapped, out["ci"])),
-                       right_when_agreeing=p_agree, right_when_disagreeing=p_disagree)
+        estimate = stats.accuracy_from_agreement(task.correct(keep(teacher_gold), keep(pred)),
+                                                 task.correct(keep(truth), keep(pred)))
+        if estimate:
+            out.update(estimate=estimate.at(out["agreement"]), estimate_ci=sorted(map(estimate.at, out["ci"])),
+                       right_when_agreeing=estimate.right_when_agreeing,
+                       right_when_disagreeing=estimate.right_when_disagreeing)
     return out
 
 

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from distill.data import load_split, prepare_data, read_json, read_jsonl, write_atomic
 from distill.errors import ConfigError
 from distill.grow import round_config
-from distill.route import audit_draw
+from distill.route import audit_ids
 from distill.students import student_class
 from distill.tasks import build_task
 from distill.teacher import open_teacher
@@ -74,19 +74,20 @@ def refine(cfg) -> dict:
 
     with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
         # the audit slice: random, answered first, never trained on
-        audit_ids = audit_slice(list(by_id), float(cfg.label.audit_fraction), int(cfg.label.audit_max_rows),
-                                int(cfg.label.audit_seed))
-        if audit_ids:
-            teacher.label([by_id[i] for i in audit_ids], out / "audit.jsonl", "teacher: audit slice")
+        audited = audit_ids(by_id, float(cfg.label.audit_fraction), int(cfg.label.audit_max_rows),
+                            int(cfg.label.audit_seed))
+        if audited:
+            teacher.label([by_id[i] for i in audited], out / "audit.jsonl", "teacher: audit slice")
         audit = {a["id"]: a["label"] for a in read_jsonl(out / "audit.jsonl") if a["label"] is not None}
 
-        records, student_dir, stopped = [], run_dir / "student", "rounds"
+        records, student_dir, stopped, so_far = [], run_dir / "student", "rounds", set()  # so_far: rows asked
         for k in range(1, rounds + 1):
             rd = out / f"round{k}"
             done = read_json(rd / "round.json")
             if done:
                 print(f"refine: round {k} already done ({rd})")
                 records.append(done)
+                so_far.update(read_ids(rd / "asked.jsonl"))
                 student_dir = rd / "student"
                 if done["stop"]:
                     stopped = done["stop"]
@@ -105,15 +106,16 @@ def refine(cfg) -> dict:
 
             # the rows: picked once, written before any is sent, so a rerun asks the same ones
             if not (rd / "asked.jsonl").exists():
-                taken = set(audit_ids).union(*(set(read_ids(out / f"round{j}" / "asked.jsonl")) for j in range(1, k)))
-                picked = pick(preds, taken, quota, float(r.explore), int(cfg.seed) + k)
+                picked = pick(preds, so_far | set(audited), quota, float(r.explore), int(cfg.seed) + k)
                 write_atomic(rd / "asked.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in picked))
             asked = read_ids(rd / "asked.jsonl")
+            this_round = set(asked)
             stats = teacher.label([by_id[i] for i in asked], out / "answers.jsonl", f"teacher: refine round {k}")
 
             # a new student on the seed labels and every answer so far
-            so_far = set().union(*(set(read_ids(out / f"round{j}" / "asked.jsonl")) for j in range(1, k + 1)))
-            answers = [a for a in read_jsonl(out / "answers.jsonl") if a["id"] in so_far and a["label"] is not None]
+            so_far.update(asked)
+            replies = read_jsonl(out / "answers.jsonl")
+            answers = [a for a in replies if a["id"] in so_far and a["label"] is not None]
             rows = training_rows(seed, answers, task, by_id)
             write_atomic(rd / "train_rows.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
             print(f"refine: round {k}: {len(asked)} rows asked, training on {len(rows)} ({len(seed)} seed labels, "
@@ -124,7 +126,7 @@ def refine(cfg) -> dict:
             budget = stats.get("stopped") == "budget"
             record = {"round": k, "asked": len(asked), "answered": len(answers), "train_rows": len(rows),
                       "agreement_before": agreement, "stop": "budget" if budget else None,
-                      "ledger": label_summary([a for a in read_jsonl(out / "answers.jsonl") if a["id"] in set(asked)])}
+                      "ledger": label_summary([a for a in replies if a["id"] in this_round])}
             write_atomic(rd / "round.json", json.dumps(record, indent=2))  # the round is done once this file is whole
             records.append(record)
             student_dir = rd / "student"
@@ -152,12 +154,6 @@ def refine(cfg) -> dict:
     print(f"refine: {summary['rounds']} rounds ({stopped}), {len(answered)} corpus rows answered by the teacher "
           f"(${ledger['total']['usd']:.4f}){agree} -> {out / 'corpus.parquet'}")
     return summary
-
-
-def audit_slice(ids: list[str], fraction: float, max_rows: int, seed: int) -> list[str]:
-    """The same random rows `distill route` audits: whatever the confidence, the same for the same seed."""
-    drawn = sorted((audit_draw(i, seed), i) for i in ids)
-    return [i for u, i in drawn if u < fraction][:max_rows]
 
 
 def pick(preds: dict, taken: set, quota: int, explore: float, seed: int) -> list[str]:

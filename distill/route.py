@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from distill.cascade import check_routing, resolve_threshold, routes_any
 from distill.data import read_jsonl
 from distill.errors import ConfigError, DataError
-from distill.shards import join, label_files, report, schema, tally
+from distill.shards import audit_path, join, label_files, report, schema, tally, teacher_answers_path
 from distill.tasks import build_task
 from distill.teacher import Teacher, open_teacher
 from distill.teacher.simulator import sim_rows
@@ -54,10 +54,6 @@ def unsure_rows(task, files: list[Path], threshold: float) -> list[dict]:
                     seen.add(row["id"])
                     low.append(row)
     return low
-
-
-def teacher_answers_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "labels" / "teacher" / "corpus.jsonl"
 
 
 def overlay(cfg, task, files: list[Path], threshold: float, run_dir: Path,
@@ -141,18 +137,20 @@ def apply_routes(cfg, summary: dict, threshold: float | None = None, asked: list
                 rows = [{**row, **routed.get(row["id"], {})} for row in batch.to_pylist()]
                 writer.write_table(pa.Table.from_pylist(rows, schema=table_schema))
         os.replace(path.with_suffix(".tmp"), path)
-    summary["corpus"].update(tally(path), cascade=stats)
+        summary["corpus"].update(tally(path))  # the join counted the student's rows only
+    summary["corpus"]["cascade"] = stats
     return summary
 
 
-def audit_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "labels" / "teacher" / "audit.jsonl"
+def route_needed(cfg) -> bool:
+    """Whether `distill route` has work: rows to route, or an audit slice to send."""
+    return routes_any(cfg) or float(cfg.label.audit_fraction) > 0
 
 
 def check_route(cfg, task) -> None:
     """What picks the routed rows, and for a real teacher its API key, before anything is read or sent."""
     check_routing(cfg)
-    if not routes_any(cfg) and not float(cfg.label.audit_fraction):
+    if not route_needed(cfg):
         raise ConfigError("distill route needs label.threshold (a confidence in [0, 1], or auto to use the one "
                           f"`distill cascade recipe={cfg.recipe}` picked on gold), label.route_fraction, "
                           "label.route_budget_usd, or label.audit_fraction above 0")
@@ -168,20 +166,22 @@ def audit_draw(row_id: str, seed: int) -> float:
     return int(hashlib.sha256(f"audit:{seed}:{row_id}".encode()).hexdigest()[:15], 16) / 16**15
 
 
+def audit_ids(ids, fraction: float, max_rows: int, seed: int) -> list[str]:
+    """The audit slice of `ids`: those whose draw falls under `fraction`, at most `max_rows` of them,
+    in draw order, whatever the student's confidence: the same ids for the same seed."""
+    drawn = sorted((u, i) for i in dict.fromkeys(ids) if (u := audit_draw(i, seed)) < fraction)
+    return [i for _, i in drawn[:max_rows]]
+
+
 def audit_rows(task, files: list[Path], fraction: float, max_rows: int, seed: int) -> list[dict]:
-    """A random `fraction` of the corpus rows (at most `max_rows`), each id once, whatever the
-    student's confidence: the same rows for the same seed and batch."""
+    """The corpus rows of the audit slice, each id once, read from the label files."""
     columns = ["id", "text", *task.input_fields(), "student_label", "student_confidence"]
-    drawn, seen = [], set()
+    drawn = {}
     for f in files:
         for row in pq.read_table(f, columns=columns).to_pylist():
-            if row["id"] not in seen:
-                seen.add(row["id"])
-                u = audit_draw(row["id"], seed)
-                if u < fraction:
-                    drawn.append((u, row))
-    drawn.sort(key=lambda d: d[0])
-    return [row for _, row in drawn[:max_rows]]
+            if row["id"] not in drawn and audit_draw(row["id"], seed) < fraction:
+                drawn[row["id"]] = row
+    return [drawn[i] for i in audit_ids(drawn, fraction, max_rows, seed)]
 
 
 def route(cfg) -> dict:
@@ -193,7 +193,7 @@ def route(cfg) -> dict:
     if not files:
         raise DataError(f"{run_dir / 'labels' / 'corpus'} has no labels to route: run distill label "
                         f"recipe={cfg.recipe} first")
-    threshold = resolve_threshold(cfg, files) if routes_any(cfg) else None
+    threshold = resolve_threshold(cfg, files)
 
     # the teacher answers the unsure rows of the label files `distill label` wrote (review needs no
     # answers), and the audit slice, drawn whatever the student's confidence

@@ -1,7 +1,7 @@
 """Label files of a split: part files, shards, the manifest, and joining them into one file.
 
 `distill label` writes parts and shards; `join` turns them into labels/{split}.parquet with each id
-once. `distill route` then overlays the teacher's answers (distill/route.py).
+once. `distill route` then overlays the teacher's answers (distill/route.py), kept beside them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,16 @@ from distill.errors import DataError
 from distill.tasks import Task, build_task
 
 ABSORBED = b"distill.absorbed_parts"  # shard metadata: the part files it replaced
+
+
+def teacher_answers_path(run_dir: Path) -> Path:
+    """The teacher's answers to the corpus rows `distill route` sent."""
+    return Path(run_dir) / "labels" / "teacher" / "corpus.jsonl"
+
+
+def audit_path(run_dir: Path) -> Path:
+    """The teacher's answers to the audit slice `distill route` sent."""
+    return Path(run_dir) / "labels" / "teacher" / "audit.jsonl"
 
 
 def schema(task: Task) -> pa.Schema:

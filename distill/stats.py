@@ -11,6 +11,7 @@ scripts/bench_monitor.py).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as st
@@ -236,6 +237,27 @@ def reliability(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[d
     return [{"bin": [k / bins, (k + 1) / bins], "n": int((idx == k).sum()),
              "confidence": float(conf[idx == k].mean()), "accuracy": float(correct[idx == k].mean())}
             for k in range(bins) if (idx == k).any()]
+
+
+@dataclass
+class AgreementEstimate:
+    """A batch's accuracy from the student's agreement with the teacher on it: how often the
+    student is right on gold when it agrees with the teacher and when it does not, weighted by the
+    batch's agreement."""
+    right_when_agreeing: float
+    right_when_disagreeing: float
+
+    def at(self, agreement: float) -> float:
+        return agreement * self.right_when_agreeing + (1 - agreement) * self.right_when_disagreeing
+
+
+def accuracy_from_agreement(agrees: np.ndarray, right: np.ndarray) -> AgreementEstimate | None:
+    """`agrees`, `right`: per gold row, the student agrees with the teacher, the student is right.
+    None when gold holds no row of one kind."""
+    agrees, right = np.asarray(agrees, bool), np.asarray(right, bool)
+    if not agrees.any() or agrees.all():
+        return None
+    return AgreementEstimate(float(right[agrees].mean()), float(right[~agrees].mean()))
 
 
 def label_free_accuracy(conf: np.ndarray) -> dict:

@@ -174,6 +174,7 @@ def imbalanced_ag_news(src: Path, out: Path, share: float = 0.03) -> None:
 # -- one dataset: teacher, student, the corpus labels every system scores ------------------------
 
 def base_cell(overrides: list[str], base: Path, fractions: list[float]) -> dict:
+    from distill.cascade import cost_per_row
     from distill.config import load_config
     from distill.data import load_split, read_jsonl, read_parquet
     from distill.label import label
@@ -192,16 +193,15 @@ def base_cell(overrides: list[str], base: Path, fractions: list[float]) -> dict:
     corpus = load_split(cfg, "corpus", task, labels=True)
     ids, truth = list(corpus["id"]), list(corpus["label"])
     with open_teacher(cfg.teacher, task, sim_rows(cfg, task)) as teacher:  # the teacher on every corpus row
-        teacher.label(list(load_split(cfg, "corpus", task, labels=False)), base / "teacher_corpus.jsonl",
-                      "teacher: the whole corpus")
+        teacher.label(list(load_rows(corpus)), base / "teacher_corpus.jsonl", "teacher: the whole corpus")
     answers = {r["id"]: r for r in read_jsonl(base / "teacher_corpus.jsonl")}
     labels = {r["id"]: r for r in read_parquet(run_dir / "labels" / "corpus.parquet")}
     student = [labels[i]["label"] for i in ids]
     conf = np.array([labels[i]["confidence"] if labels[i]["label"] is not None else -1.0 for i in ids])
     teacher_labels = [answers[i]["label"] if i in answers else None for i in ids]
     seed = read_jsonl(run_dir / "teacher" / "seed.jsonl")
-    price = usd_per_row(cfg, list(answers.values()))
-    seed_usd = sum(usd_of(cfg, r) for r in seed)
+    price = cost_per_row(cfg, list(answers.values())) or 0.0
+    seed_usd = usd_of(cfg, seed)
 
     def cell(pred: list, sent: int) -> dict:
         return {**scored(task, truth, pred), "teacher_calls": {"seed": len(seed), "corpus": sent},
@@ -215,7 +215,8 @@ def base_cell(overrides: list[str], base: Path, fractions: list[float]) -> dict:
     if probs is not None:
         top2 = -np.sort(-probs, axis=1)[:, :2]
         orders["margin"] = np.argsort(top2[:, 0] - top2[:, 1], kind="stable")
-        orders["entropy"] = np.argsort(-(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1)), kind="stable")
+        entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(1)
+        orders["entropy"] = np.argsort(-entropy, kind="stable")  # the most uncertain first
     for name, order in orders.items():
         systems[name] = {}
         for f in fractions:
@@ -270,44 +271,37 @@ def scored(task, truth: list, pred: list, ci: bool = True) -> dict:
     return out
 
 
-def usd_of(cfg, record: dict) -> float:
-    from distill.teacher.client import prices, usd
+def usd_of(cfg, records: list[dict]) -> float:
+    """What the billed records cost at the teacher's price."""
+    from distill.cascade import cost_per_row
 
-    price = prices(cfg.teacher.model, cfg.teacher.get("price"))
-    return usd(price, record.get("prompt_tokens") or 0, record.get("completion_tokens") or 0)
-
-
-def usd_per_row(cfg, records: list[dict]) -> float:
-    billed = [r for r in records if r.get("prompt_tokens")]
-    return sum(usd_of(cfg, r) for r in billed) / max(1, len(billed))
+    return (cost_per_row(cfg, records) or 0.0) * sum(bool(r.get("prompt_tokens")) for r in records)
 
 
 def estimates(cfg, task, run_dir: Path, ids, truth, student, conf, answers) -> dict:
     """The student's accuracy on the corpus: the truth, the audit slice's estimate, the label-free one."""
     from distill import stats
-    from distill.data import read_jsonl, read_parquet
-    from distill.route import audit_draw
+    from distill.data import load_split, read_jsonl, read_parquet
+    from distill.route import audit_ids
 
     gold_student = {r["id"]: r["label"] for r in read_parquet(run_dir / "labels" / "gold.parquet")}
     gold_teacher = {r["id"]: r["label"] for r in read_jsonl(run_dir / "teacher" / "gold.jsonl")}
-    from distill.data import load_split
-
     gold = load_split(cfg, "gold", task, labels=True)
     g_ids = [i for i in gold["id"] if gold_teacher.get(i) is not None]
     g_truth = dict(zip(gold["id"], gold["label"]))
-    agrees = task.correct([gold_teacher[i] for i in g_ids], [gold_student.get(i) for i in g_ids])
-    right = task.correct([g_truth[i] for i in g_ids], [gold_student.get(i) for i in g_ids])
-    p_agree, p_disagree = float(right[agrees].mean()), float(right[~agrees].mean())
-    slice_ = [k for k, i in enumerate(ids) if audit_draw(i, 0) < AUDIT and answers.get(i, {}).get("label") is not None]
+    estimate = stats.accuracy_from_agreement(
+        task.correct([gold_teacher[i] for i in g_ids], [gold_student.get(i) for i in g_ids]),
+        task.correct([g_truth[i] for i in g_ids], [gold_student.get(i) for i in g_ids]))
+    position = {i: k for k, i in enumerate(ids)}
+    slice_ = [position[i] for i in audit_ids(ids, AUDIT, len(ids), 0) if answers.get(i, {}).get("label") is not None]
     a = float(task.correct([answers[ids[k]]["label"] for k in slice_], [student[k] for k in slice_]).mean())
     truth_acc = float(task.correct(truth, student).mean())
     lf = stats.label_free_accuracy(np.clip(conf, 0, 1))
     return {"gold_accuracy": round(truth_acc, 4), "audit_rows": len(slice_), "audit_agreement": round(a, 4),
-            "audit_estimate": round(a * p_agree + (1 - a) * p_disagree, 4),
-            "label_free_estimate": round(lf["estimate"], 4),
-            "audit_error": round(a * p_agree + (1 - a) * p_disagree - truth_acc, 4),
-            "label_free_error": round(lf["estimate"] - truth_acc, 4),
-            "right_when_agreeing": round(p_agree, 4), "right_when_disagreeing": round(p_disagree, 4)}
+            "audit_estimate": round(estimate.at(a), 4), "label_free_estimate": round(lf["estimate"], 4),
+            "audit_error": round(estimate.at(a) - truth_acc, 4), "label_free_error": round(lf["estimate"] - truth_acc, 4),
+            "right_when_agreeing": round(estimate.right_when_agreeing, 4),
+            "right_when_disagreeing": round(estimate.right_when_disagreeing, 4)}
 
 
 # -- refine: rounds of routing and retraining, at a total share of the corpus --------------------
@@ -332,7 +326,7 @@ def refine_cell(overrides: list[str], base: Path, fraction: float, rounds: int) 
     seed = read_jsonl(run_dir / "teacher" / "seed.jsonl")
     sent = summary["teacher_rows"]
     return {**scored(task, list(corpus["label"]), pred), "teacher_calls": {"seed": len(seed), "corpus": sent},
-            "usd": round(sum(usd_of(cfg, r) for r in seed) + summary["ledger"]["total"]["usd"], 4),
+            "usd": round(usd_of(cfg, seed) + summary["ledger"]["total"]["usd"], 4),
             "share": sent / len(corpus), "rounds": summary["rounds"], "stopped": summary["stopped"]}
 
 

@@ -23,6 +23,23 @@ def make_cfg(tmp_path):
     return make
 
 
+@pytest.fixture
+def billed(monkeypatch):
+    """The chat completions each simulated teacher billed, one entry per simulator as it stops."""
+    from distill.teacher import Simulator
+
+    counts, stop = [], Simulator.stop
+    monkeypatch.setattr(Simulator, "stop", lambda self: (counts.append(self.billed), stop(self)))
+    return counts
+
+
+def record_training(monkeypatch, module) -> list[str]:
+    """The run directory names `module.train` is called with, in order (it still trains)."""
+    real, names = module.train, []
+    monkeypatch.setattr(module, "train", lambda cfg, **kw: (names.append(Path(cfg.run_dir).name), real(cfg, **kw))[1])
+    return names
+
+
 def same(before: torch.Tensor, now: torch.Tensor) -> bool:
     """Equal, compared on the device the weight lives on now (the trainer moves the model)."""
     return torch.equal(before.to(now.device), now)

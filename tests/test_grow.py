@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import record_training
 
 from distill.data import load_split, prepare_data, read_json, read_jsonl
 from distill.errors import ConfigError, TeacherError
@@ -126,15 +127,11 @@ def test_authored_texts_come_from_the_held_out_pool_and_are_checked(grown):
         sum(pool[r["text"]] == r["asked"] for r in dropped) / max(1, len(dropped))
 
 
-def test_a_killed_grow_resumes_at_the_next_unfinished_round_and_repeats_no_request(grown, make_cfg, monkeypatch):
+def test_a_killed_grow_resumes_at_the_next_unfinished_round_and_repeats_no_request(grown, make_cfg, monkeypatch,
+                                                                                  billed):
     import distill.grow
 
-    billed = []
-    stop = Simulator.stop
-    monkeypatch.setattr(Simulator, "stop", lambda self: (billed.append(self.billed), stop(self)))
-    real_train, trained = distill.grow.train, []
-    monkeypatch.setattr(distill.grow, "train", lambda cfg, **kw: (trained.append(Path(cfg.run_dir).name),
-                                                                 real_train(cfg, **kw))[1])
+    trained = record_training(monkeypatch, distill.grow)
 
     class KilledWhileJudgingRound2(Teacher):
         def label(self, rows, out_path, desc="teacher"):

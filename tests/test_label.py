@@ -21,9 +21,10 @@ from distill.cascade import curve, held_out_check, pick, resolve_threshold, seed
 from distill.config import load_config
 from distill.data import load_split, read_jsonl
 from distill.errors import ConfigError, DataError, TeacherError
-from distill.label import join_parts, label, label_files, merge, write_table
+from distill.label import label, merge
 from distill.monitor import monitor
 from distill.route import audit_draw, audit_rows, check_route, route
+from distill.shards import join_parts, label_files, write_table
 from distill.tasks import build_task
 from distill.teacher.cache import Cache, spent
 from distill.train import train

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import record_training
 
 import distill.refine
 from distill.config import load_config
@@ -12,7 +13,7 @@ from distill.data import read_jsonl
 from distill.errors import ConfigError
 from distill.refine import refine
 from distill.route import audit_draw
-from distill.teacher import Simulator, Teacher
+from distill.teacher import Teacher
 from distill.train import train
 
 # a tiny encoder student trains in seconds; 20% of the corpus over two rounds, 30% of it random, a 10% audit slice
@@ -33,16 +34,12 @@ def cfg_at(run_dir: Path, *more):
 
 
 def test_a_killed_refine_resumes_bills_no_request_twice_and_trains_on_exactly_the_answers_so_far(
-        first_student, tmp_path, monkeypatch):
+        first_student, tmp_path, monkeypatch, billed):
     import shutil
 
     run_dir = tmp_path / "run"
     shutil.copytree(first_student, run_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    billed, stop = [], Simulator.stop
-    monkeypatch.setattr(Simulator, "stop", lambda self: (billed.append(self.billed), stop(self)))
-    real_train, trained = distill.refine.train, []
-    monkeypatch.setattr(distill.refine, "train", lambda cfg, **kw: (trained.append(Path(cfg.run_dir).name),
-                                                                   real_train(cfg, **kw))[1])
+    trained = record_training(monkeypatch, distill.refine)
 
     class KilledInRound2(Teacher):
         def label(self, rows, out_path, desc="teacher"):
