@@ -307,6 +307,7 @@ def estimates(cfg, task, run_dir: Path, ids, truth, student, conf, answers) -> d
 # -- refine: rounds of routing and retraining, at a total share of the corpus --------------------
 
 def refine_cell(overrides: list[str], base: Path, fraction: float, rounds: int) -> dict:
+    from distill.cascade import cost_per_row
     from distill.config import load_config
     from distill.data import load_split, read_jsonl, read_parquet
     from distill.refine import refine
@@ -326,7 +327,8 @@ def refine_cell(overrides: list[str], base: Path, fraction: float, rounds: int) 
     seed = read_jsonl(run_dir / "teacher" / "seed.jsonl")
     sent = summary["teacher_rows"]
     return {**scored(task, list(corpus["label"]), pred), "teacher_calls": {"seed": len(seed), "corpus": sent},
-            "usd": round(usd_of(cfg, seed) + summary["ledger"]["total"]["usd"], 4),
+            # at list price, as the other cells: the base run's cache answers refine's rows for nothing here
+            "usd": round(usd_of(cfg, seed) + (cost_per_row(cfg, read_jsonl(base / "teacher_corpus.jsonl")) or 0.0) * sent, 4),
             "share": sent / len(corpus), "rounds": summary["rounds"], "stopped": summary["stopped"]}
 
 

@@ -17,7 +17,7 @@ from distill.teacher import Teacher
 from distill.train import train
 
 # a tiny encoder student trains in seconds; 20% of the corpus over two rounds, 30% of it random, a 10% audit slice
-SETTINGS = ["student=tiny_encoder", "train.max_steps=40", "refine.rounds=2", "refine.fraction=0.2",
+SETTINGS = ["student=tiny_encoder", "train.max_steps=20", "refine.rounds=2", "refine.fraction=0.2",
             "refine.explore=0.3", "label.audit_fraction=0.1", "refine.min_gain=-1"]
 
 
