@@ -36,17 +36,19 @@ import numpy as np
 from omegaconf import OmegaConf, open_dict
 
 from distill import stats
+from distill.api import fit
 from distill.config import save_config
-from distill.data import changes, file_stamp, load_split, read_json, read_parquet, write_atomic
+from distill.data import file_stamp, load_split, read_json, read_parquet, write_atomic
 from distill.drift import fmt_p
 from distill.errors import ConfigError, DataError
 from distill.label import label
 from distill.monitor import monitor
 from distill.report import html_table, png_tag
+from distill.rundir import Audit, Generation, RunDir, finish, resume
 from distill.students.base import free_memory
 from distill.tasks import build_task
 from distill.teach import teach
-from distill.train import rows_hash, teacher_labels, train
+from distill.train import rows_hash, teacher_labels
 
 STRATEGIES = ("replace", "accumulate", "anchor")
 LEARNS = {"replace": "replace: learns from the previous generation's corpus labels",
@@ -61,7 +63,8 @@ def audit(cfg) -> dict:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("distill audit runs in one process (each generation trains on one device); "
                           "launch it without accelerate's --num_processes")
-    out = Path(cfg.run_dir) / "audit"
+    run = RunDir(cfg.run_dir)
+    out = run.audit
     task = build_task(cfg.task)
     strategies, generations, fraction = check(cfg)
 
@@ -69,7 +72,7 @@ def audit(cfg) -> dict:
     taught = teach(cfg)
     if taught.get("dry_run") or taught.get("stopped"):
         return taught
-    seed = [{**r, "source": "teacher"} for r in teacher_labels(Path(cfg.run_dir), task)]
+    seed = [{**r, "source": "teacher"} for r in teacher_labels(run, task)]
     anchor = anchor_rows(seed, fraction, int(cfg.seed))
     gold = load_split(cfg, "gold", task, labels=True)
     ids, truth = list(gold["id"]), list(gold["label"])
@@ -83,23 +86,23 @@ def audit(cfg) -> dict:
             rows = training_rows(s, seed, [g["corpus_labels"] for g in chains[s]], anchor)
             step = f"[{1 + (k - 1) * len(strategies) + j + 1}/{total}] {s} generation {k}"
             chains[s].append(generation(cfg, task, out, f"{s}/gen{k}", rows, SOURCES[s].format(k - 1),
-                                        str(out / "gen0"), step))
+                                        str(out.generation("gen0").root), step))
 
     # scores on gold from each generation's labels, and a verdict per strategy
-    counts = {g["dir"]: gold_counts(out / g["dir"], task, ids, truth) for c in chains.values() for g in c}
+    counts = {g["dir"]: gold_counts(out.generation(g["dir"]), task, ids, truth) for c in chains.values() for g in c}
     support = counts["gen0"][0][..., 2].sum(0)
     minority = int(np.argmin(np.where(support > 0, support, np.inf)))  # the rarest class in gold
     setup = describe(cfg, task, minority, len(ids), len(seed), len(anchor),
-                     read_json(out / "gen0" / "monitor" / "metrics.json"), support)
+                     read_json(out.generation("gen0").metrics), support)
     result = {s: {"generations": [scored(g, *counts[g["dir"]], task, minority, cfg) for g in chain]}
               for s, chain in chains.items()}
     verdicts(result, counts, chains, minority, setup, cfg)
     for v in result.values():
         v["setup"] = setup
-    (out / "audit.json").write_text(json.dumps(result, indent=2))
-    page = write_html(result, setup, out / "audit.html")
+    out.summary.write_text(json.dumps(result, indent=2))
+    page = write_html(result, setup, out.page)
     print(format_audit(result, setup))
-    print(f"audit: {out / 'audit.json'}\naudit: {page}")
+    print(f"audit: {out.summary}\naudit: {page}")
     return result
 
 
@@ -147,43 +150,41 @@ def training_rows(strategy: str, seed: list[dict], corpus_labels: list[list[dict
 
 # -- one generation: train, label, monitor --------------------------------------------------------
 
-def generation(cfg, task, out: Path, key: str, rows: list[dict], trained_on: str, baseline: str, step: str) -> dict:
+def generation(cfg, task, out: Audit, key: str, rows: list[dict], trained_on: str, baseline: str, step: str) -> dict:
     """Train a student on `rows` in its own run directory out/key, let it label corpus and gold,
     and run the monitor against `baseline`; skipped when generation.json says it was done on
     these same rows and settings."""
-    gen_dir, number = out / key, int(key.rpartition("gen")[2])
+    gen, number = out.generation(key), int(key.rpartition("gen")[2])
+    gen_dir = gen.root
     gcfg = generation_config(cfg, gen_dir, baseline)
     files = {split: file_stamp(cfg.data[split].path) for split in ("seed", "corpus", "gold")}
     fingerprint = {"rows": rows_hash(rows), "seed": int(cfg.seed), "files": files,
                    **{k: OmegaConf.to_container(gcfg[k]) for k in ("task", "student", "train", "data", "monitor")}}
-    done = read_json(gen_dir / "generation.json")
-    if done.get("fingerprint") == fingerprint:
+    done = resume(gen_dir, fingerprint, f"audit {step}: {gen_dir} was made from other rows or settings; redoing it",
+                  record=gen.record)
+    if done:
         print(f"audit {step}: already done ({gen_dir})")
-        return {**done, "corpus_labels": corpus_labels(read_parquet(gen_dir / "labels" / "corpus.parquet"), number)}
-    if done.get("fingerprint"):
-        print(f"audit {step}: {gen_dir} was made from other rows or settings; redoing it "
-              f"({changes(done['fingerprint'], json.loads(json.dumps(fingerprint, default=str)))})")
+        return {**done, "corpus_labels": corpus_labels(read_parquet(gen.labels("corpus")), number)}
 
     sources = Counter(r["source"] for r in rows)
     print(f"audit {step}: training on {len(rows)} rows ("
           + ", ".join(f"{n} from {s}" for s, n in sources.items()) + f") in {gen_dir}")
     # the monitor reads the teacher's files (its gold labels, its seed label mix) from the run directory
-    gen_dir.mkdir(parents=True, exist_ok=True)
-    if not (gen_dir / "teacher").exists():
-        (gen_dir / "teacher").symlink_to(os.path.relpath(Path(cfg.run_dir) / "teacher", gen_dir))
+    if not gen.teacher_dir.exists():
+        gen.teacher_dir.symlink_to(os.path.relpath(RunDir(cfg.run_dir).teacher_dir, gen_dir))
     save_config(gcfg, gen_dir)
-    # the generation trains from the rows file it writes: what is on disk is what it learned from
-    write_atomic(gen_dir / "train_rows.jsonl", "".join(json.dumps(keep(r) | {"source": r["source"]}) + "\n"
-                                                       for r in rows))
-    train(gcfg, teach_first=False, trained_on=trained_on)
+    # what the generation learned from, on disk beside it
+    rows = [keep(r) | {"source": r["source"]} for r in rows]
+    write_atomic(gen.train_rows, "".join(json.dumps(r) + "\n" for r in rows))
+    fit(gcfg, rows, gen.student, trained_on)
     label(gcfg)
-    (gen_dir / "monitor").mkdir(parents=True, exist_ok=True)
-    (gen_dir / "monitor" / "history.sqlite").unlink(missing_ok=True)  # a redone generation is a new audit
-    with open(gen_dir / "monitor" / "summary.txt", "w") as f, contextlib.redirect_stdout(f):
+    gen.history.parent.mkdir(parents=True, exist_ok=True)
+    gen.history.unlink(missing_ok=True)  # a redone generation is a new audit
+    with open(gen.monitor_log, "w") as f, contextlib.redirect_stdout(f):
         report = monitor(gcfg)  # printed to monitor/summary.txt: the audit prints one line per generation
     free_memory()  # the generation's models are gone: the next one starts with the device empty
 
-    corpus = read_parquet(gen_dir / "labels" / "corpus.parquet")
+    corpus = read_parquet(gen.labels("corpus"))
     conf = [r["student_confidence"] for r in corpus if r["student_confidence"] is not None]
     record = {
         "generation": number, "dir": key,
@@ -193,9 +194,9 @@ def generation(cfg, task, out: Path, key: str, rows: list[dict], trained_on: str
         "label_mix": report["label_mix"]["student_corpus"], "corpus_invalid": report["corpus_invalid"],
         "error_persistence": report["tests"].get("accuracy", {}).get("error_persistence") if number else None,
         "alerts": [{k: a[k] for k in ("test", "severity", "reason")} for a in report["alerts"]],
-        "monitor_report": str(gen_dir / "monitor" / "report.html"), "fingerprint": fingerprint,
+        "monitor_report": str(gen.report),
     }
-    write_atomic(gen_dir / "generation.json", json.dumps(record, indent=2))  # done only once this file is whole
+    finish(gen.record, record)
     return {**record, "corpus_labels": corpus_labels(corpus, number)}
 
 
@@ -203,7 +204,6 @@ def generation_config(cfg, gen_dir: Path, baseline: str):
     gcfg = copy.deepcopy(cfg)  # data paths were resolved against the recipe's own run directory
     with open_dict(gcfg):
         gcfg.run_dir = str(gen_dir)
-        gcfg.train.rows = str(gen_dir / "train_rows.jsonl")
         gcfg.label.threshold = None  # every corpus row keeps the student's label: that is what is audited
         gcfg.label.splits = ["corpus", "gold"]
         gcfg.monitor.baseline = baseline
@@ -220,12 +220,12 @@ def corpus_labels(rows: list[dict], number: int) -> list[dict]:
 
 # -- scoring and verdicts ---------------------------------------------------------------------------
 
-def gold_counts(gen_dir: Path, task, ids: list[str], truth: list) -> tuple[np.ndarray, np.ndarray]:
+def gold_counts(gen: Generation, task, ids: list[str], truth: list) -> tuple[np.ndarray, np.ndarray]:
     """Per-row counts and rightness of a generation's gold labels."""
-    labels = {r["id"]: r["label"] for r in read_parquet(gen_dir / "labels" / "gold.parquet", columns=["id", "label"])}
+    labels = {r["id"]: r["label"] for r in read_parquet(gen.labels("gold"), columns=["id", "label"])}
     if any(i not in labels for i in ids):
-        raise DataError(f"{gen_dir}/labels/gold.parquet lacks {sum(i not in labels for i in ids)} of the "
-                        f"{len(ids)} gold rows: remove {gen_dir} and run the audit again")
+        raise DataError(f"{gen.labels('gold')} lacks {sum(i not in labels for i in ids)} of the "
+                        f"{len(ids)} gold rows: remove {gen.root} and run the audit again")
     pred = [labels[i] for i in ids]
     return task.counts(truth, pred), task.correct(truth, pred)
 
@@ -297,7 +297,7 @@ def verdicts(result: dict, counts: dict, chains: dict, minority: int, setup: dic
 
 def describe(cfg, task, minority: int, gold_rows: int, seed_rows: int, anchored: int, gen0_report: dict,
              gold_support: np.ndarray) -> dict:
-    teacher = read_json(Path(cfg.run_dir) / "teacher" / "summary.json")
+    teacher = read_json(RunDir(cfg.run_dir).teacher_summary)
     on_gold = gen0_report.get("systems", {}).get("teacher")
     return {"recipe": cfg.recipe, "task": task.kind, "student": cfg.student.kind, "gold_rows": gold_rows,
             "minority_class": task.labels[minority], "minority_support": int(gold_support[minority]),

@@ -6,20 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.data import read_json
+from distill.rundir import RunDir, StudentDir
 
 
 def _num(value, fmt: str = ".3f") -> str:
     return format(value, fmt) if isinstance(value, (int, float)) else "n/a"
 
 
-def write_card(cfg, run_dir: Path) -> list[Path]:
-    """(Re)write README.md in the adapter and merged-model folders from what the run directory holds."""
-    run_dir = Path(run_dir)
-    student_dir = run_dir / "student"
-    meta = read_json(student_dir / "student.json")
-    calib = read_json(student_dir / "calibration.json")
-    teacher = read_json(run_dir / "teacher" / "summary.json")
-    monitor = read_json(run_dir / "monitor" / "metrics.json")
+def write_card(cfg, run: RunDir, student_dir: Path | None = None) -> list[Path]:
+    """(Re)write README.md in the adapter and merged-model folders of the student in
+    `student_dir` (the run's own by default) from what the run directory holds; the monitor's
+    scores go on the run's own student's card only."""
+    student_dir = Path(student_dir or run.student)
+    files = StudentDir(student_dir)
+    meta, calib = read_json(files.record), read_json(files.calibration)
+    teacher = read_json(run.teacher_summary)
+    monitor = read_json(run.metrics) if student_dir == run.student else {}
     simulated = " (simulated: answers from human gold with noise, "\
         f"target accuracy {teacher.get('sim', {}).get('accuracy')})" if teacher.get("simulated") else ""
     method = {"lora": f"LoRA r={cfg.student.lora.r}", "qlora": f"QLoRA (4-bit base) r={cfg.student.lora.r}",

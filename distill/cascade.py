@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from distill.data import load_split, read_json, read_jsonl, read_parquet
 from distill.errors import ConfigError, DataError
+from distill.rundir import RunDir
 from distill.stats import scores
 from distill.students.base import student_identity
 from distill.tasks import Task, build_task
@@ -73,7 +74,7 @@ def resolve_threshold(cfg, files: list[Path] | None = None) -> float | None:
             per_row = seed_cost_per_row(cfg)
             if per_row is None:
                 raise ConfigError(f"label.route_budget_usd needs the teacher's cost per row, measured on the billed "
-                                  f"rows of {Path(cfg.run_dir) / 'teacher' / 'seed.jsonl'}; it has none: give "
+                                  f"rows of {RunDir(cfg.run_dir).teacher('seed')}; it has none: give "
                                   "label.route_fraction instead")
             fraction = min(1.0, math.floor(float(budget) / per_row) / max(1, len(conf)))
         return fraction_threshold(conf, float(fraction))
@@ -81,12 +82,12 @@ def resolve_threshold(cfg, files: list[Path] | None = None) -> float | None:
     if value is None:
         return None
     if value == "auto":
-        path = Path(cfg.run_dir) / "cascade" / "threshold.json"
+        path = RunDir(cfg.run_dir).cascade_threshold
         if not path.exists():
             raise ConfigError(f"label.threshold=auto reads {path}, which `distill cascade recipe={cfg.recipe}` "
                               "writes: run that first, or give a number")
         picked = json.loads(path.read_text())
-        meta = read_json(Path(cfg.run_dir) / "student" / "student.json")
+        meta = read_json(RunDir(cfg.run_dir).student_files.record)
         if meta and picked.get("student") and picked["student"] != student_identity(meta):
             print(f"label: warning: {path} was picked for student {picked['student']}, not the current one; "
                   f"rerun distill cascade recipe={cfg.recipe} to pick it for this student", file=sys.stderr)
@@ -133,7 +134,7 @@ def cost_per_row(cfg, records: list[dict]) -> float | None:
 
 
 def seed_cost_per_row(cfg) -> float | None:
-    return cost_per_row(cfg, read_jsonl(Path(cfg.run_dir) / "teacher" / "seed.jsonl"))
+    return cost_per_row(cfg, read_jsonl(RunDir(cfg.run_dir).teacher("seed")))
 
 
 # -- picking the threshold on gold ------------------------------------------------------------
@@ -217,12 +218,12 @@ def held_out_check(task: Task, ids: list[str], truth: list, student: list, confi
 
 
 def cascade(cfg) -> dict:
-    run_dir = Path(cfg.run_dir)
+    run = RunDir(cfg.run_dir)
     task = build_task(cfg.task)
     metric = target_metric(cfg, task)
     gold = load_split(cfg, "gold", task, labels=True)
-    student = {r["id"]: r for r in read_parquet(run_dir / "labels" / "gold.parquet")}
-    teacher_path = run_dir / "teacher" / "gold.jsonl"
+    student = {r["id"]: r for r in read_parquet(run.labels("gold"))}
+    teacher_path = run.teacher("gold")
     if not teacher_path.exists():
         raise DataError(f"{teacher_path} does not exist: the cascade replays the teacher's answers on the gold "
                         f"texts; run distill teach recipe={cfg.recipe} monitor.score_teacher=true first")
@@ -244,16 +245,15 @@ def cascade(cfg) -> dict:
               "gold_rows": len(ids), "expected": chosen, "student_only": points[0], "teacher_only": points[-1],
               "held_out": held_out_check(task, ids, truth, labels, confidence, answers, target, metric),
               "teacher_cost_per_row_usd": per_row, "teacher_model": cfg.teacher.model}
-    out = run_dir / "cascade"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "curve.json").write_text(json.dumps(points, indent=1))
-    (out / "threshold.json").write_text(json.dumps(result, indent=2))
-    plot(points, chosen, target, metric, out / "curve.png")
-    print(format_result(result, points, out))
+    run.cascade_curve.parent.mkdir(parents=True, exist_ok=True)
+    run.cascade_curve.write_text(json.dumps(points, indent=1))
+    run.cascade_threshold.write_text(json.dumps(result, indent=2))
+    plot(points, chosen, target, metric, run.cascade_plot)
+    print(format_result(result, points, run.cascade_plot))
     return result
 
 
-def format_result(result: dict, points: list[dict], out: Path) -> str:
+def format_result(result: dict, points: list[dict], plotted: Path) -> str:
     metric, main = result["metric"], result["main_metric"]
     columns = [main, *(m for m in ("macro_f1", "worst_recall") if m != main)]
     priced = result["teacher_cost_per_row_usd"] is not None
@@ -279,7 +279,7 @@ def format_result(result: dict, points: list[dict], out: Path) -> str:
     lines.append(f"picked on half of gold ({h['rows'][0]} rows) and scored on the other ({h['rows'][1]}): {metric} "
                  f"{h[metric]:.3f} with the teacher on {h['teacher_share']:.1%} ({'meets' if h['met'] else 'misses'} "
                  "the target)")
-    lines.append(f"label with it: distill label recipe=... label.threshold=auto   (curve: {out / 'curve.png'})")
+    lines.append(f"label with it: distill label recipe=... label.threshold=auto   (curve: {plotted})")
     return "\n".join(lines)
 
 

@@ -135,7 +135,9 @@ def load_config(args: list[str]) -> DictConfig:
 
 def save_config(cfg: DictConfig, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.yaml"
+    from distill.rundir import RunDir  # rundir reads files through distill.data, which imports this module
+
+    path = RunDir(run_dir).config
     OmegaConf.save(cfg, path)
     return path
 

@@ -11,7 +11,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -359,37 +358,6 @@ def remove_leftovers(run_dir: Path) -> list[Path]:
 def read_json(path: Path) -> dict:
     """A JSON file of the run directory; {} when it is not there (yet)."""
     return json.loads(Path(path).read_text()) if Path(path).exists() else {}
-
-
-def _flat(value, prefix: str = "") -> dict:
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()} or {prefix[:-1]: {}}
-    return {prefix[:-1]: value}
-
-
-def changes(old: dict, new: dict, shown: int = 4) -> str:
-    """What differs between two fingerprints, as 'key: old -> new' (long values shortened)."""
-    def short(v):
-        text = json.dumps(v, default=str)
-        return text if len(text) <= 40 else text[:18] + "..." + text[-18:]
-    a, b = _flat(old), _flat(new)
-    diffs = [f"{k}: {short(a.get(k, '(none)'))} -> {short(b.get(k, '(none)'))}"
-             for k in sorted(a.keys() | b.keys()) if a.get(k, "(none)") != b.get(k, "(none)")]
-    return "; ".join(diffs[:shown]) + (f"; and {len(diffs) - shown} more" if len(diffs) > shown else "")
-
-
-def start_afresh_if_changed(directory: Path, fingerprint: dict, message: str) -> bool:
-    """Keep `directory` only when it was made from the same fingerprint (what its contents depend
-    on); otherwise remove it, saying why and what changed. Returns whether it was removed."""
-    stamp = directory / "fingerprint.json"
-    text = json.dumps(fingerprint, sort_keys=True, indent=1, default=str)
-    changed = stamp.exists() and stamp.read_text() != text
-    if changed:
-        print(f"{message} ({changes(json.loads(stamp.read_text()), json.loads(text))})")
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_atomic(stamp, text)
-    return changed
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> list[dict]:

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from distill.config import save_config
 from distill.data import (
@@ -65,7 +65,9 @@ from distill.tasks import build_task
 from distill.tasks.requests import Author, Judge
 from distill.teacher import Teacher, open_endpoint
 from distill.teacher.simulator import sim_rows
-from distill.train import rows_hash, train
+from distill.api import fit
+from distill.rundir import Grow, GrowRound, RunDir, StudentDir, finish, resume
+from distill.train import rows_hash
 
 DISAGREEMENTS = ("drop", "relabel")
 
@@ -76,10 +78,10 @@ def grow(cfg) -> dict:
                           "launch it without accelerate's --num_processes")
     task = build_task(cfg.task)
     check(cfg, task)
-    run_dir = Path(cfg.run_dir)
-    out = run_dir / "grow"
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir)
+    run = RunDir(cfg.run_dir)
+    out = run.grow
+    out.dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run.root)
     prepare_data(cfg)
 
     # data: the corpus the student searches; gold stays out of everything grow trains on
@@ -101,23 +103,21 @@ def grow(cfg) -> dict:
             record = one_round(cfg, task, ask, out, k, corpus, accepted, last)
             if last:
                 break
-            accepted += read_jsonl(out / f"round{k}" / "accepted.jsonl")
+            accepted += read_jsonl(out.round(k).accepted)
             spent, last = record["budget_spent"], record["stop"]  # "gain": the next round is the last
 
     # the last student is the one distill label uses; the ledger and every verdict beside it
-    final = out / f"round{k}" / "student"
-    shutil.rmtree(run_dir / "student", ignore_errors=True)
-    shutil.copytree(final, run_dir / "student", ignore=shutil.ignore_patterns("checkpoints"))
-    rounds = [read_json(out / f"round{j}" / "round.json") for j in range(1, k + 1)]
-    write_atomic(out / "judgments.jsonl", "".join(
-        json.dumps({**r, "round": j}) + "\n" for j in range(1, k + 1)
-        for r in read_jsonl(out / f"round{j}" / "judge.jsonl")))
+    shutil.rmtree(run.student, ignore_errors=True)
+    shutil.copytree(out.round(k).student, run.student, ignore=shutil.ignore_patterns("checkpoints"))
+    rounds = [read_json(out.round(j).record) for j in range(1, k + 1)]
+    write_atomic(out.judgments, "".join(
+        json.dumps({**r, "round": j}) + "\n" for j in range(1, k + 1) for r in read_jsonl(out.round(j).judge)))
     costs = ledger(out, k)
-    write_atomic(out / "ledger.json", json.dumps(costs, indent=2))
-    summary = {"rounds": rounds, "stopped": record["stop"], "student": str(run_dir / "student"),
+    write_atomic(out.ledger, json.dumps(costs, indent=2))
+    summary = {"rounds": rounds, "stopped": record["stop"], "student": str(run.student),
                "train_rows": rounds[-1]["train_rows"], "sources": rounds[-1]["sources"], "ledger": costs,
                "simulated": bool(cfg.teacher.simulated), "teacher": cfg.teacher.model}
-    write_atomic(out / "grow.json", json.dumps(summary, indent=2))
+    write_atomic(out.summary, json.dumps(summary, indent=2))
     print(format_summary(summary, out))
     return summary
 
@@ -178,18 +178,18 @@ def author_requests(cfg, task) -> list[dict]:
              "length": length, "style": style} for label in task.labels for j, (length, style) in enumerate(attrs)]
 
 
-def author(cfg, task, ask, out: Path, gold_texts: set[str]) -> tuple[list[dict], bool]:
+def author(cfg, task, ask, out: Grow, gold_texts: set[str]) -> tuple[list[dict], bool]:
     """The authored texts the teacher labels as the label they were written for (or relabels);
     and whether the budget ran out."""
     g = cfg.grow
     requests = author_requests(cfg, task)
-    stats = ask(Author(task), requests, out / "author.jsonl", "teacher: writing", **author_settings(cfg))
+    stats = ask(Author(task), requests, out.author, "teacher: writing", **author_settings(cfg))
     spent = stats["stopped"] == "budget"
 
     # every new text once, with where it came from; none that is also a gold text
     written, in_gold = {}, 0
     asked = {r["id"]: r for r in requests}  # in request order; records of other settings are left out
-    records = {r["id"]: r for r in read_jsonl(out / "author.jsonl")}
+    records = {r["id"]: r for r in read_jsonl(out.author)}
     for req, rec in ((req, records[i]) for i, req in asked.items() if i in records):
         for text in (rec["label"] or {}).get("texts", []):
             if text_key(text) in gold_texts:
@@ -202,15 +202,15 @@ def author(cfg, task, ask, out: Path, gold_texts: set[str]) -> tuple[list[dict],
     rows = list(written.values())
     if not spent and rows:  # the teacher labels each text it wrote, as any row (shortlisted if set)
         k = shortlist_size(cfg, task)
-        checked = {r["id"] for r in read_jsonl(out / "check.jsonl")}
+        checked = {r["id"] for r in read_jsonl(out.check)}
         todo = [r for r in rows if r["id"] not in checked]
         if k and todo:  # the label a text was written for is always offered: that is what is checked
             todo = [{**r, "shortlist": r["shortlist"] if r["asked"] in r["shortlist"] else
                      [*r["shortlist"][: k - 1], r["asked"]]}
-                    for r in with_shortlists(cfg, task, todo, k, out / "shortlists.jsonl")]
-        stats = ask(task, todo, out / "check.jsonl", "teacher: checking what it wrote")
+                    for r in with_shortlists(cfg, task, todo, k, out.shortlists)]
+        stats = ask(task, todo, out.check, "teacher: checking what it wrote")
         spent = stats["stopped"] == "budget"
-    checks = {r["id"]: r for r in read_jsonl(out / "check.jsonl")}
+    checks = {r["id"]: r for r in read_jsonl(out.check)}
     synthetic, accepted = [], []
     for row in rows:
         c = checks.get(row["id"], {})
@@ -222,13 +222,13 @@ def author(cfg, task, ask, out: Path, gold_texts: set[str]) -> tuple[list[dict],
                           "status": status, "source": "author", **row["meta"]})
         if label is not None:
             accepted.append({"id": row["id"], "text": row["text"], "label": label, "source": "author"})
-    write_atomic(out / "synthetic.jsonl", "".join(json.dumps(r) + "\n" for r in synthetic))
+    write_atomic(out.synthetic, "".join(json.dumps(r) + "\n" for r in synthetic))
     if not accepted:
         if spent:
             raise TeacherError(f"the teacher's budget (teacher.budget_usd={cfg.teacher.budget_usd}) ran out while it "
                                f"wrote and checked texts, before any was accepted: raise it and rerun (nothing paid "
                                f"for is asked again)")
-        raise DataError(f"the teacher accepted none of the {len(rows)} texts it wrote ({out / 'synthetic.jsonl'}); "
+        raise DataError(f"the teacher accepted none of the {len(rows)} texts it wrote ({out.synthetic}); "
                         f"check the labels' definitions in task.guidelines, or set grow.disagreements=relabel")
     counts = {s: sum(r["status"] == s for r in synthetic) for s in ("accepted", "relabeled", "dropped", "unchecked")}
     print(f"grow: the teacher wrote {len(rows)} new texts for {len(task.labels)} labels"
@@ -244,58 +244,55 @@ def in_dev(row: dict, fraction: float) -> bool:
     return row["source"] == "judge" and int(content_id(f"dev\x00{row['id']}"), 16) / 16**16 < fraction
 
 
-def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: list[dict], last: str | None) -> dict:
+def one_round(cfg, task, ask, out: Grow, k: int, corpus: list[dict], accepted: list[dict], last: str | None) -> dict:
     """Round k: train on `accepted` less the dev rows, score the corpus, judge the candidates; its
     round.json is the record. The last round (`last`: why grow stops) trains on every accepted row
     and judges nothing. A round that judged is reused while its rows and settings hold; one that
     stopped (rounds, gain, budget) is looked at again, since those settings may have changed."""
-    g, rd = cfg.grow, out / f"round{k}"
+    g, rd = cfg.grow, out.round(k)
     train_rows = [r for r in accepted if last or not in_dev(r, g.dev_fraction)]
     dev_rows = [r for r in accepted if not last and in_dev(r, g.dev_fraction)]
     # what decides the round's student and its candidates
     fingerprint = {"rows": rows_hash(train_rows), "top": g.top, "depth": g.depth, "explore": g.explore,
                    "next_labels": g.next_labels, "dev_fraction": g.dev_fraction,
                    **{key: OmegaConf.to_container(cfg[key]) for key in ("student", "train", "task")}}
-    done = read_json(rd / "round.json")
-    if done.get("fingerprint") == fingerprint and done["stop"] is None and not done["budget_spent"]:
-        print(f"grow: round {k} already done ({rd})")
+    done = resume(rd.dir, fingerprint, f"grow: round {k} was made from other rows or settings; moving it to "
+                                       f"{out.superseded} (its verdicts stay in the ledger)",
+                  record=rd.record, supersede=True)
+    if done and done["stop"] is None and not done["budget_spent"]:
+        print(f"grow: round {k} already done ({rd.dir})")
         return done
-    if read_json(rd / "fingerprint.json") not in ({}, fingerprint):
-        supersede(rd)  # made from other rows or settings; its paid verdicts stay in the ledger
-    rd.mkdir(parents=True, exist_ok=True)
-    write_atomic(rd / "fingerprint.json", json.dumps(fingerprint))
 
     # the student: the train stage on exactly the rows accepted so far; then its scores on the corpus
-    if not (rd / "candidates.jsonl").exists():
-        write_atomic(rd / "train_rows.jsonl", "".join(json.dumps(r) + "\n" for r in train_rows))
+    if not rd.candidates.exists():
+        write_atomic(rd.train_rows, "".join(json.dumps(r) + "\n" for r in train_rows))
         sources = {s: sum(r["source"] == s for r in train_rows) for s in ("author", "judge")}
         print(f"grow: round {k}: training on {len(train_rows)} rows ({sources['author']} authored, "
               f"{sources['judge']} judged; {len(dev_rows)} judged rows held out as dev)")
-        train(round_config(cfg, rd), teach_first=False,
-              trained_on=f"grow round {k}: {sources['author']} authored and {sources['judge']} judged rows")
-        candidates(cfg, task, rd, k, corpus, accepted)
-        shutil.rmtree(rd / "student" / "checkpoints", ignore_errors=True)  # scored: no training resumes from them
+        fit(cfg, train_rows, rd.student,
+            f"grow round {k}: {sources['author']} authored and {sources['judge']} judged rows")
+        candidates(cfg, task, out, k, corpus, accepted)
+        shutil.rmtree(StudentDir(rd.student).checkpoints, ignore_errors=True)  # scored: no training resumes from them
     # the gain, on dev rows judged before round k-1: neither this student nor the previous one chose them
     fair = [r for r in dev_rows if r["round"] <= k - 2]
     dev_accuracy = accuracy(rd, fair)
-    before = accuracy(out / f"round{k - 1}", fair) if k > 1 else None
+    before = accuracy(out.round(k - 1), fair) if k > 1 else None
     gain = None if before is None or dev_accuracy is None else dev_accuracy - before
 
     # stop, or ask the teacher about this round's candidates
     stop = last or ("gain" if gain is not None and gain < float(g.min_gain) else None)
     stats, verdicts = {"stopped": None}, []
     if stop is None:
-        asked = read_jsonl(rd / "candidates.jsonl")
-        stats = ask(Judge(task), asked, rd / "judge.jsonl", f"teacher: judging, round {k}", output="choice")
-        verdicts = read_jsonl(rd / "judge.jsonl")
+        asked = read_jsonl(rd.candidates)
+        stats = ask(Judge(task), asked, rd.judge, f"teacher: judging, round {k}", output="choice")
+        verdicts = read_jsonl(rd.judge)
         # after a no, the text's next likeliest label: the rows the student gets wrong teach it most
         for step in range(1, g.next_labels + 1):
             again = [] if stats["stopped"] == "budget" else next_labels(asked, verdicts, step)
             if not again:
                 break
-            stats = ask(Judge(task), again, rd / "judge.jsonl", f"teacher: judging, round {k}, next labels",
-                        output="choice")
-            verdicts = read_jsonl(rd / "judge.jsonl")
+            stats = ask(Judge(task), again, rd.judge, f"teacher: judging, round {k}, next labels", output="choice")
+            verdicts = read_jsonl(rd.judge)
     # a text judged yes for several labels keeps its surest
     best: dict[str, dict] = {}
     for v in sorted(verdicts, key=lambda v: -(v["confidence"] or 0)):
@@ -303,8 +300,8 @@ def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: l
             best.setdefault(v["meta"]["text_id"], v)
     new = [{"id": v["meta"]["text_id"], "text": v["text"], "label": v["asked"], "source": "judge",
             "round": k, "confidence": v["confidence"]} for v in best.values()]
-    write_atomic(rd / "accepted.jsonl", "".join(json.dumps(r) + "\n" for r in new))
-    record = {"round": k, "fingerprint": fingerprint, "train_rows": len(train_rows),
+    write_atomic(rd.accepted, "".join(json.dumps(r) + "\n" for r in new))
+    record = {"round": k, "train_rows": len(train_rows),
               "sources": {s: sum(r["source"] == s for r in train_rows) for s in ("author", "judge")},
               "dev_rows": len(dev_rows), "gain_rows": len(fair), "dev_accuracy": dev_accuracy,
               "previous_dev_accuracy": before, "gain": gain,
@@ -312,8 +309,8 @@ def one_round(cfg, task, ask, out: Path, k: int, corpus: list[dict], accepted: l
               "yes": sum(v["label"] is True for v in verdicts),
               "no": sum(v["label"] is False for v in verdicts), "invalid": sum(v["label"] is None for v in verdicts),
               "accepted": len(new), "budget_spent": stats["stopped"] == "budget", "stop": stop,
-              "student": str(rd / "student")}
-    write_atomic(rd / "round.json", json.dumps(record, indent=2))  # the round is done once this file is whole
+              "student": str(rd.student)}
+    finish(rd.record, record)
     if stop is None:
         again = f" ({record['asked_again']} asked again under another label)" if record["asked_again"] else ""
         print(f"grow: round {k}: {record['yes']} of {record['judged']} candidates judged yes{again}, "
@@ -346,47 +343,25 @@ def next_labels(asked: list[dict], verdicts: list[dict], step: int) -> list[dict
     return list(again.values())
 
 
-def supersede(rd: Path) -> None:
-    """Move a round made from other rows or settings to grow/superseded/, where the ledger still
-    counts what its questions cost."""
-    target = rd.parent / "superseded" / rd.name
-    n = 1
-    while target.with_name(f"{rd.name}.{n}").exists():
-        n += 1
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(rd), str(target.with_name(f"{rd.name}.{n}")))
-
-
-def round_config(cfg, rd: Path):
-    """The recipe with the round's run directory, trained on the round's rows."""
-    rcfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    with open_dict(rcfg):
-        rcfg.run_dir = str(rd)
-        rcfg.train.rows = str(rd / "train_rows.jsonl")
-    OmegaConf.set_struct(rcfg, True)
-    return rcfg
-
-
-def accuracy(rd: Path, rows: list[dict]) -> float | None:
+def accuracy(rd: GrowRound, rows: list[dict]) -> float | None:
     """How many of `rows` round rd's student labels as they were accepted (None for no rows)."""
     if not rows:
         return None
-    predictions = pq.read_table(rd / "predictions.parquet", columns=["id", "label"]).to_pydict()
+    predictions = pq.read_table(rd.predictions, columns=["id", "label"]).to_pydict()
     label = dict(zip(predictions["id"], predictions["label"]))
     known = [r for r in rows if r["id"] in label]
     return float(np.mean([label[r["id"]] == r["label"] for r in known])) if known else None
 
 
-def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[dict]) -> None:
+def candidates(cfg, task, out: Grow, k: int, corpus: list[dict], accepted: list[dict]) -> None:
     """The round's student scores the corpus: its label for every row (predictions.parquet) and,
     per label, `top` of its `depth` x `top` likeliest rows not yet accepted or judged for that
     label plus a random exploration sample (candidates.jsonl, written last: its presence marks
     the scoring done)."""
-    g = cfg.grow
+    g, rd = cfg.grow, out.round(k)
     deep = g.top * g.depth
-    student = student_class(cfg.student).load(cfg.student, task, rd / "student")
-    judged = {(v["meta"]["text_id"], v["asked"]) for j in range(1, k)
-              for v in read_jsonl(rd.parent / f"round{j}" / "judge.jsonl")}
+    student = student_class(cfg.student).load(cfg.student, task, rd.student)
+    judged = {(v["meta"]["text_id"], v["asked"]) for j in range(1, k) for v in read_jsonl(out.round(j).judge)}
     taken = {r["id"] for r in accepted}
     n_labels, window = len(task.labels), int(cfg.label.window)
     top_score = np.full((n_labels, deep), -np.inf, np.float32)
@@ -446,8 +421,8 @@ def candidates(cfg, task, rd: Path, k: int, corpus: list[dict], accepted: list[d
     # one label after another, so that a budget running out mid-round leaves every label as many questions
     asked = [q for turn in zip_longest(*per_label) for q in turn if q is not None]
     pq.write_table(pa.table({"id": [r["id"] for r in corpus], "label": labels, "confidence": confidence}),
-                   rd / "predictions.parquet")
-    write_atomic(rd / "candidates.jsonl", "".join(json.dumps(r) + "\n" for r in asked))
+                   rd.predictions)
+    write_atomic(rd.candidates, "".join(json.dumps(r) + "\n" for r in asked))
 
 
 # -- costs ----------------------------------------------------------------------------------------
@@ -483,7 +458,7 @@ def dry_run(cfg, task, corpus: list[dict]) -> dict:
     return {"dry_run": True, **estimates, "total": total}
 
 
-def ledger(out: Path, rounds: int) -> dict:
+def ledger(out: Grow, rounds: int) -> dict:
     """Requests, tokens and USD billed for writing, checking and judging (each round apart)."""
     def total(records: list[dict]) -> dict:
         return {"rows": len(records), "requests": sum(r["requests"] for r in records if not r["cached"]),
@@ -491,15 +466,15 @@ def ledger(out: Path, rounds: int) -> dict:
                 "completion_tokens": sum(r["completion_tokens"] for r in records),
                 "usd": round(sum(r["cost_usd"] or 0.0 for r in records), 6)}
 
-    stages = {"author": read_jsonl(out / "author.jsonl"), "check": read_jsonl(out / "check.jsonl")}
-    stages.update({f"judge round {k}": read_jsonl(out / f"round{k}" / "judge.jsonl") for k in range(1, rounds + 1)})
-    stages["judge, superseded"] = [r for path in sorted((out / "superseded").glob("*/judge.jsonl")) for r in read_jsonl(path)]
+    stages = {"author": read_jsonl(out.author), "check": read_jsonl(out.check)}
+    stages.update({f"judge round {k}": read_jsonl(out.round(k).judge) for k in range(1, rounds + 1)})
+    stages["judge, superseded"] = [r for path in sorted(out.superseded.glob("*")) for r in read_jsonl(GrowRound(path).judge)]
     costs = {name: total(records) for name, records in stages.items() if records}
     costs["total"] = total([r for records in stages.values() for r in records])
     return costs
 
 
-def format_summary(summary: dict, out: Path) -> str:
+def format_summary(summary: dict, out: Grow) -> str:
     costs, why = summary["ledger"], {"rounds": "after the last round", "budget": "at the teacher's budget",
                                       "gain": "when a round's student stopped gaining on the judged dev rows"}
     lines = [f"grow: stopped {why[summary['stopped']]}; the last student learned from {summary['train_rows']} rows "
@@ -508,7 +483,7 @@ def format_summary(summary: dict, out: Path) -> str:
     for name, c in costs.items():
         lines.append(f"{name:<16} {c['rows']:>6} {c['requests']:>9} {c['prompt_tokens']:>11} "
                      f"{c['completion_tokens']:>11} {c['usd']:>9.4f}")
-    lines.append(f"grow: {out / 'grow.json'}, {out / 'ledger.json'}, {out / 'judgments.jsonl'}, {out / 'synthetic.jsonl'}"
+    lines.append(f"grow: {out.summary}, {out.ledger}, {out.judgments}, {out.synthetic}"
                  + ("  (simulated teacher)" if summary["simulated"] else ""))
     return "\n".join(lines)
 

@@ -21,11 +21,11 @@ if __name__ == "__main__" and not __package__:
 
     sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
+import json
 import os
 import resource
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,10 +38,11 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from distill.cascade import check_routing
-from distill.data import file_stamp, load_split, prepare_data, start_afresh_if_changed
-from distill.errors import ConfigError
+from distill.data import file_stamp, load_split, prepare_data, read_jsonl, write_atomic
+from distill.errors import ConfigError, DataError
 from distill.route import apply_routes
-from distill.shards import join, join_parts, report, schema, write_table, written_ids
+from distill.rundir import RunDir, StudentDir, resume
+from distill.shards import join, join_parts, part_path, report, schema, write_table, written_ids
 from distill.students import student_class
 from distill.students.base import PROCESS_GROUP_TIMEOUT, student_identity
 from distill.tasks import Task, build_task
@@ -52,7 +53,7 @@ def label(cfg) -> dict:
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT))
     if state.device.type == "cpu" and state.num_processes > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))  # no oversubscription
-    run_dir = Path(cfg.run_dir)
+    run = RunDir(cfg.run_dir)
     task = build_task(cfg.task)
     if int(cfg.label.window) < 1 or int(cfg.label.batch_size) < 1:
         raise ConfigError("label.window and label.batch_size must be positive row counts")
@@ -61,7 +62,7 @@ def label(cfg) -> dict:
     check_routing(cfg)  # a bad threshold stops us before any work
 
     # student: the merged model when exported, calibrated, on this process's device
-    student = student_class(cfg.student).load(cfg.student, task, run_dir / "student", on=state.device)
+    student = student_class(cfg.student).load(cfg.student, task, run.student, on=state.device)
     identity = student_identity(student.meta)
 
     # data: rank 0 prepares the Arrow caches, the others then read them
@@ -71,11 +72,11 @@ def label(cfg) -> dict:
 
     stats = {}
     for split, rows in data.items():
-        out_dir = run_dir / "labels" / split
-        if state.is_main_process and start_afresh_if_changed(
-                out_dir, fingerprint(cfg, split, identity, student.temperature),
-                f"label: the student, task or data changed since {out_dir} was written; labeling it afresh"):
-            out_dir.with_suffix(".parquet").unlink(missing_ok=True)
+        out_dir = run.label_shards(split)
+        if state.is_main_process:
+            resume(out_dir, fingerprint(cfg, split, identity, student.temperature),
+                   f"label: the student, task or data changed since {out_dir} was written; labeling it afresh",
+                   also=(run.labels(split),))
         state.wait_for_everyone()
         shard = rows.shard(state.num_processes, state.process_index, contiguous=True)
         prefix = f"shard-{state.process_index:05d}-of-{state.num_processes:05d}"
@@ -133,7 +134,7 @@ def label_shard(student, task: Task, shard, out_dir: Path, prefix: str, identity
             ahead = reader.submit(read, starts[k + 1]) if k + 1 < len(starts) else None
             preds = student.predict(rows, int(cfg.batch_size), progress=False, batch_tokens=batch_tokens, ids=row_ids)
             table = student_table(rows, preds, identity, datetime.now(timezone.utc), task)
-            path = out_dir / "parts" / f"{prefix}-{start:012d}-{uuid.uuid4().hex[:8]}.parquet"
+            path = part_path(out_dir, prefix, start)
             writes.append(writer.submit(write_table, table, path, task))
             while writes and (writes[0].done() or len(writes) > 2):  # at most two windows wait to be written
                 writes.pop(0).result()  # a failed write stops labeling here, with the rows before it kept
@@ -170,13 +171,57 @@ def fingerprint(cfg, split: str, identity: str, temperature: float) -> dict:
     return out
 
 
+# -- the library: a student's labels for a list of rows, and how often they agree with a reference ----
+
+def predict(cfg, task: Task, student_dir: Path, rows: list[dict], path: Path | None = None) -> dict:
+    """{id: {id, label, confidence}} of the student in `student_dir` on `rows` (in memory: grow,
+    refine and scripts call this for a few thousand rows; `distill label` shards a corpus to disk).
+    With `path`, kept there headed by the student's weights hash, so that a rerun with the same
+    student and rows reads it back."""
+    meta = student_record(student_dir)
+    if path is not None:
+        stored = read_jsonl(path)
+        if stored and stored[0].get("student") == meta.get("adapter_hash") and len(stored) == len(rows) + 1:
+            return {p["id"]: p for p in stored[1:]}
+    student = student_class(cfg.student).load(cfg.student, task, student_dir)
+    preds = student.predict(rows, int(cfg.label.batch_size), progress=True)
+    out = {row["id"]: {"id": row["id"], "label": p["label"], "confidence": p["confidence"]}
+           for row, p in zip(rows, preds)}
+    if path is not None:
+        write_atomic(path, "".join(json.dumps(x) + "\n" for x in [{"student": meta.get("adapter_hash")}, *out.values()]))
+    return out
+
+
+def student_record(student_dir: Path) -> dict:
+    record = StudentDir(student_dir).record
+    if not record.exists():
+        raise DataError(f"{student_dir} holds no trained student ({record.name} is missing): train it first")
+    return json.loads(record.read_text())
+
+
+def agreement(task: Task, reference: dict, preds: dict) -> float | None:
+    """The share of the rows in both `reference` ({id: label}) and `preds` ({id: {label}}) whose
+    labels agree, as the task counts a row right (None when they share no row)."""
+    ids = [i for i in reference if i in preds]
+    if not ids:
+        return None
+    return float(task.correct([reference[i] for i in ids], [preds[i]["label"] for i in ids]).mean())
+
+
+def score(task: Task, gold, preds: dict) -> dict:
+    """The labels of `preds` ({id: {label}}) against human `gold` (a list of rows or a Dataset,
+    with id and label): the task's metrics; a gold row without a label counts as wrong."""
+    rows = gold if isinstance(gold, list) else gold.select_columns(["id", "label"]).to_list()
+    return task.metrics([g["label"] for g in rows], [preds.get(g["id"], {}).get("label") for g in rows])
+
+
 # -- merging ----------------------------------------------------------------------------------
 
 def merge(cfg, per_rank: list[dict] | None = None) -> dict:
     """Shards of each split -> labels/{split}.parquet (`distill merge`; label ends with it), then the
     corpus rows `distill route` already sent take the teacher's answers; never asks (or pays) the teacher."""
     summary = apply_routes(cfg, join(cfg, per_rank))
-    report(summary, Path(cfg.run_dir), cfg.label.splits)
+    report(summary, RunDir(cfg.run_dir), cfg.label.splits)
     return summary
 
 

@@ -29,7 +29,7 @@ from distill.data import load_split, prepare_data, read_json, read_jsonl, read_p
 from distill.drift import fmt_p
 from distill.errors import ConfigError
 from distill.report import effect, write_html
-from distill.shards import audit_path
+from distill.rundir import RunDir
 from distill.tasks import build_task
 
 CBPE_CAVEAT = ("mean calibrated confidence of the student on the bulk labels: right only while the "
@@ -37,7 +37,7 @@ CBPE_CAVEAT = ("mean calibrated confidence of the student on the bulk labels: ri
 
 
 def monitor(cfg) -> dict:
-    run_dir, mcfg = Path(cfg.run_dir), cfg.monitor
+    run, mcfg = RunDir(cfg.run_dir), cfg.monitor
     task = build_task(cfg.task)
     prepare_data(cfg)
     gold = load_split(cfg, "gold", task, labels=True)
@@ -45,12 +45,12 @@ def monitor(cfg) -> dict:
     gold_key = _digest(json.dumps([ids, truth]))
 
     # -- the systems on the same gold rows, with bootstrap CIs --------------------------------------
-    student_rows = {r["id"]: r for r in read_parquet(run_dir / "labels" / "gold.parquet")}
+    student_rows = {r["id"]: r for r in read_parquet(run.labels("gold"))}
     student_name = next(iter(student_rows.values()))["student"] if student_rows else None
     pred, conf, missing = _aligned(student_rows, ids)
     systems = {"majority baseline": task.metrics(truth, task.majority(truth))}
-    teacher_summary = read_json(run_dir / "teacher" / "summary.json")
-    teacher_rows = {r["id"]: r for r in read_jsonl(run_dir / "teacher" / "gold.jsonl")}
+    teacher_summary = read_json(run.teacher_summary)
+    teacher_rows = {r["id"]: r for r in read_jsonl(run.teacher("gold"))}
     teacher = None
     if teacher_rows:
         t_pred, t_conf, t_missing = _aligned(teacher_rows, ids)
@@ -60,21 +60,21 @@ def monitor(cfg) -> dict:
     systems["student"], counts, correct = _scored(task, truth, pred, mcfg, missing)
 
     # -- the bulk labels and the teacher's seed labels ---------------------------------------------
-    corpus_path = run_dir / "labels" / "corpus.parquet"
-    audited = audit_path(run_dir) if audit_path(run_dir).exists() else None  # compared by id with the student's labels
+    corpus_path = run.labels("corpus")
+    audited = run.audit_slice if run.audit_slice.exists() else None  # compared by id with the student's labels
     corpus = read_parquet(corpus_path, columns=["label", "route", "student_confidence",
                                                 *(["id", "student_label"] if audited else [])])
     corpus_labels = [r["label"] for r in corpus]
-    seed_labels = [r["label"] for r in read_jsonl(run_dir / "teacher" / "seed.jsonl") if r.get("label") is not None]
+    seed_labels = [r["label"] for r in read_jsonl(run.teacher("seed")) if r.get("label") is not None]
     mix = {"corpus": task.label_counts(corpus_labels), "gold": task.label_counts(truth),
            "seed": task.label_counts(seed_labels) if seed_labels else None}
     corpus_conf = np.array([r["student_confidence"] for r in corpus if r["student_confidence"] is not None])
 
     # -- baseline, embeddings, tests -----------------------------------------------------------------
-    history_path = Path(mcfg.history or run_dir / "monitor" / "history.sqlite")
+    history_path = Path(mcfg.history or run.history)
     past = history.runs(history_path, cfg.recipe)
     baseline, base_pred, base_conf = _baseline(mcfg.baseline, past, student_name, gold_key, ids, teacher)
-    emb_gold, emb_corpus = _embeddings(cfg, task, gold, run_dir) if int(mcfg.embed_rows) > 0 else (None, None)
+    emb_gold, emb_corpus = _embeddings(cfg, task, gold, run) if int(mcfg.embed_rows) > 0 else (None, None)
     ev = drift.Evidence(
         classes=task.labels, f1_key=task.f1_key, counts=counts, correct=correct, confidence=conf, baseline=baseline,
         base_counts=task.counts(truth, base_pred) if base_pred is not None else None,
@@ -90,16 +90,16 @@ def monitor(cfg) -> dict:
     # -- history and the CUSUM over gold audits -----------------------------------------------------
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     corpus_key = f"{len(corpus)} rows sha256:{_file_digest(corpus_path)}"
-    run = {"time": now, "recipe": cfg.recipe, "student": student_name, "baseline": baseline,
-           "corpus_batch": corpus_key, "gold": gold_key, "gold_rows": len(ids),
-           "metrics": {**systems["student"], "mean_confidence": float(conf.mean()), "label_free": label_free,
-                       "label_mix": task.summarize(corpus_labels),
-                       "audit": {k: audit[k] for k in ("agreement", "rows", "estimate")} if audit else None},
-           "tests": tests, "alerts": alerts,
-           "predictions": {i: [p, c] for i, p, c in zip(ids, pred, conf.tolist())}}
+    record = {"time": now, "recipe": cfg.recipe, "student": student_name, "baseline": baseline,
+              "corpus_batch": corpus_key, "gold": gold_key, "gold_rows": len(ids),
+              "metrics": {**systems["student"], "mean_confidence": float(conf.mean()), "label_free": label_free,
+                          "label_mix": task.summarize(corpus_labels),
+                          "audit": {k: audit[k] for k in ("agreement", "rows", "estimate")} if audit else None},
+              "tests": tests, "alerts": alerts,
+              "predictions": {i: [p, c] for i, p, c in zip(ids, pred, conf.tolist())}}
     if audit and (fell := _audit_fell(audit, past, corpus_key, float(mcfg.alpha))):
         alerts.append(fell)
-    run_id = history.record(history_path, run)
+    run_id = history.record(history_path, record)
     past = history.runs(history_path, cfg.recipe)
     key = task.main_metric
     trend = stats.cusum([r["metrics"][key] for r in past], [r["gold_rows"] for r in past],
@@ -109,7 +109,7 @@ def monitor(cfg) -> dict:
                        "reason": f"CUSUM of {key} shortfalls over {len(past)} gold audits is {trend['statistic']:.2f} "
                                  f"> h={trend['h']} (reference {past[0]['metrics'][key]:.3f}, now "
                                  f"{systems['student'][key]:.3f})", "mitigation": drift.MITIGATION["cusum"]})
-        history.record(history_path, {**run, "alerts": alerts})
+        history.record(history_path, {**record, "alerts": alerts})
 
     report = {
         "recipe": cfg.recipe, "task": task.kind, "time": now, "gold_rows": len(truth), "headline": list(task.headline),
@@ -131,12 +131,11 @@ def monitor(cfg) -> dict:
     }
     report["exit_status"] = 1 if drift.fails(alerts, mcfg.fail_on) else 0
 
-    out = run_dir / "monitor"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    report["report_html"] = str(write_html(report, past, out / "report.html"))
-    if (run_dir / "student" / "student.json").exists():
-        write_card(cfg, run_dir)
+    run.metrics.parent.mkdir(parents=True, exist_ok=True)
+    run.metrics.write_text(json.dumps(report, indent=2))
+    report["report_html"] = str(write_html(report, past, run.report))
+    if run.student_files.record.exists():
+        write_card(cfg, run)
     print(format_report(report))
     return report
 
@@ -230,7 +229,7 @@ def _baseline(choice: str, past: list[dict], student: str | None, gold_key: str,
     """(name, gold labels, confidences) of the system the student is paired against; `teacher` is
     the teacher's aligned (labels, confidences or None) when it labeled gold."""
     if choice not in ("auto", "previous", "teacher", "none"):
-        gold_labels = Path(choice) / "labels" / "gold.parquet"
+        gold_labels = RunDir(choice).labels("gold")
         if not gold_labels.exists():
             raise ConfigError(f"monitor.baseline {choice!r} is unknown; choose auto, previous, teacher, none or "
                               "a run directory whose student labeled gold (it has labels/gold.parquet)")
@@ -252,16 +251,16 @@ def _baseline(choice: str, past: list[dict], student: str | None, gold_key: str,
     return None, None, None
 
 
-def _embeddings(cfg, task, gold, run_dir: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _embeddings(cfg, task, gold, run: RunDir) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The student's encoder embeddings of up to monitor.embed_rows gold and corpus inputs."""
-    if not (run_dir / "student" / "student.json").exists():
+    if not run.student_files.record.exists():
         return None, None
     from distill.students import student_class
 
     rows, rng = int(cfg.monitor.embed_rows), np.random.default_rng(int(cfg.monitor.seed))
     corpus = load_split(cfg, "corpus", task, labels=False)
     pick = lambda n: sorted(rng.choice(n, size=min(n, rows), replace=False).tolist())  # noqa: E731
-    student = student_class(cfg.student).load(cfg.student, task, run_dir / "student")
+    student = student_class(cfg.student).load(cfg.student, task, run.student)
     return (student.embed(gold.select(pick(len(gold)))["text"], int(cfg.label.batch_size)),
             student.embed(corpus.select(pick(len(corpus)))["text"], int(cfg.label.batch_size), progress=True))
 

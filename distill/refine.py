@@ -26,6 +26,7 @@ if __name__ == "__main__" and not __package__:
 
     sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
+import hashlib
 import json
 import shutil
 import sys
@@ -34,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from omegaconf import OmegaConf
 
+from distill.api import agreement, fit, predict
 from distill.data import load_split, prepare_data, read_json, read_jsonl, write_atomic
 from distill.errors import ConfigError
-from distill.grow import round_config
 from distill.route import audit_ids
-from distill.students import student_class
+from distill.rundir import RunDir, StudentDir, finish, resume
 from distill.tasks import build_task
 from distill.teacher import open_teacher
 from distill.teacher.client import label_summary
@@ -58,8 +60,8 @@ def check(cfg) -> None:
 
 
 def refine(cfg) -> dict:
-    run_dir, r = Path(cfg.run_dir), cfg.refine
-    out = run_dir / "refine"
+    run, r = RunDir(cfg.run_dir), cfg.refine
+    out = run.refine
     task = build_task(cfg.task)
     check(cfg)
 
@@ -67,93 +69,102 @@ def refine(cfg) -> dict:
     prepare_data(cfg)
     corpus = list(load_split(cfg, "corpus", task, labels=False))
     by_id = {row["id"]: row for row in corpus}
-    if not (run_dir / "student" / "student.json").exists():
+    if not run.student_files.record.exists():
         train(cfg)
-    seed = teacher_labels(run_dir, task)
+    seed = teacher_labels(run, task)
     rounds, quota = int(r.rounds), max(1, round(float(r.fraction) * len(corpus) / int(r.rounds)))
 
     with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
         # the audit slice: random, answered first, never trained on
         audited = audit_ids(by_id, float(cfg.label.audit_fraction), int(cfg.label.audit_max_rows),
                             int(cfg.label.audit_seed))
+        out.dir.mkdir(parents=True, exist_ok=True)
         if audited:
-            teacher.label([by_id[i] for i in audited], out / "audit.jsonl", "teacher: audit slice")
-        audit = {a["id"]: a["label"] for a in read_jsonl(out / "audit.jsonl") if a["label"] is not None}
+            teacher.label([by_id[i] for i in audited], out.audit_slice, "teacher: audit slice")
+        audit = {a["id"]: a["label"] for a in read_jsonl(out.audit_slice) if a["label"] is not None}
 
-        records, student_dir, stopped, so_far = [], run_dir / "student", "rounds", set()  # so_far: rows asked
+        records, student_dir, stopped, so_far = [], run.student, "rounds", set()  # so_far: rows asked
         for k in range(1, rounds + 1):
-            rd = out / f"round{k}"
-            done = read_json(rd / "round.json")
-            if done:
-                print(f"refine: round {k} already done ({rd})")
+            rd = out.round(k)
+            done = resume(rd.dir, round_fingerprint(cfg, quota, so_far, audited, student_dir),
+                          f"refine: round {k} was made from other rows or settings; doing it afresh",
+                          record=rd.record)
+            if done and done["stop"] is None:  # one that stopped (gain, budget) is looked at again
+                print(f"refine: round {k} already done ({rd.dir})")
                 records.append(done)
-                so_far.update(read_ids(rd / "asked.jsonl"))
-                student_dir = rd / "student"
-                if done["stop"]:
-                    stopped = done["stop"]
-                    break
+                so_far.update(read_ids(rd.asked))
+                student_dir = rd.student
                 continue
-            rd.mkdir(parents=True, exist_ok=True)
 
             # the current student labels the corpus; a round that gains too little on the audit slice stops
-            preds = predictions(cfg, task, student_dir, corpus, rd / "predictions.jsonl")
-            agreement = agreement_on(task, audit, preds)
+            preds = predict(cfg, task, student_dir, corpus, rd.predictions)
+            gained = agreement(task, audit, preds)
             before = records[-1]["agreement_before"] if records else None
-            if before is not None and agreement is not None and agreement - before < float(r.min_gain):
+            if before is not None and gained is not None and gained - before < float(r.min_gain):
                 stopped = "gain"
-                write_atomic(rd / "round.json", json.dumps({"round": k, "stop": "gain", "agreement_before": agreement}))
+                finish(rd.record, {"round": k, "stop": "gain", "agreement_before": gained})
                 break
 
             # the rows: picked once, written before any is sent, so a rerun asks the same ones
-            if not (rd / "asked.jsonl").exists():
+            if not rd.asked.exists():
                 picked = pick(preds, so_far | set(audited), quota, float(r.explore), int(cfg.seed) + k)
-                write_atomic(rd / "asked.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in picked))
-            asked = read_ids(rd / "asked.jsonl")
+                write_atomic(rd.asked, "".join(json.dumps({"id": i}) + "\n" for i in picked))
+            asked = read_ids(rd.asked)
             this_round = set(asked)
-            stats = teacher.label([by_id[i] for i in asked], out / "answers.jsonl", f"teacher: refine round {k}")
+            stats = teacher.label([by_id[i] for i in asked], out.answers, f"teacher: refine round {k}")
 
             # a new student on the seed labels and every answer so far
             so_far.update(asked)
-            replies = read_jsonl(out / "answers.jsonl")
+            replies = read_jsonl(out.answers)
             answers = [a for a in replies if a["id"] in so_far and a["label"] is not None]
             rows = training_rows(seed, answers, task, by_id)
-            write_atomic(rd / "train_rows.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+            write_atomic(rd.train_rows, "".join(json.dumps(row) + "\n" for row in rows))
             print(f"refine: round {k}: {len(asked)} rows asked, training on {len(rows)} ({len(seed)} seed labels, "
                   f"{len(answers)} answers)")
-            train(round_config(cfg, rd), teach_first=False,
-                  trained_on=f"refine round {k}: the teacher's seed labels and {len(answers)} answers to corpus rows")
-            shutil.rmtree(rd / "student" / "checkpoints", ignore_errors=True)
+            fit(cfg, rows, rd.student,
+                f"refine round {k}: the teacher's seed labels and {len(answers)} answers to corpus rows")
+            shutil.rmtree(StudentDir(rd.student).checkpoints, ignore_errors=True)
             budget = stats.get("stopped") == "budget"
-            record = {"round": k, "asked": len(asked), "answered": len(answers), "train_rows": len(rows),
-                      "agreement_before": agreement, "stop": "budget" if budget else None,
-                      "ledger": label_summary([a for a in replies if a["id"] in this_round])}
-            write_atomic(rd / "round.json", json.dumps(record, indent=2))  # the round is done once this file is whole
+            record = finish(rd.record, {
+                "round": k, "asked": len(asked), "answered": len(answers), "train_rows": len(rows),
+                "agreement_before": gained, "stop": "budget" if budget else None,
+                "ledger": label_summary([a for a in replies if a["id"] in this_round])})
             records.append(record)
-            student_dir = rd / "student"
+            student_dir = rd.student
             if budget:
                 stopped = "budget"
                 break
 
     # the labels: the teacher's answers where it gave one, the last student's elsewhere
-    final = predictions(cfg, task, student_dir, corpus, out / "final_predictions.jsonl")
-    answered = {a["id"]: a for a in read_jsonl(out / "answers.jsonl") if a["label"] is not None}
-    write_labels(out / "corpus.parquet", corpus, final, answered, task)
-    if student_dir != run_dir / "student":
-        shutil.copytree(student_dir, run_dir / "student", dirs_exist_ok=True)
+    final = predict(cfg, task, student_dir, corpus, out.final_predictions)
+    answered = {a["id"]: a for a in read_jsonl(out.answers) if a["label"] is not None}
+    write_labels(out.labels, corpus, final, answered, task)
+    if student_dir != run.student:
+        shutil.copytree(student_dir, run.student, dirs_exist_ok=True)
     ledger = {"rounds": [{"round": rec["round"], **rec["ledger"]} for rec in records if "ledger" in rec],
-              "audit": label_summary(read_jsonl(out / "audit.jsonl"))}
+              "audit": label_summary(read_jsonl(out.audit_slice))}
     ledger["total"] = {"rows": sum(x["rows"] for x in ledger["rounds"]) + ledger["audit"]["rows"],
                        "usd": round(sum(x["cost_usd"] for x in ledger["rounds"]) + ledger["audit"]["cost_usd"], 6)}
-    write_atomic(out / "ledger.json", json.dumps(ledger, indent=2))
+    write_atomic(out.ledger, json.dumps(ledger, indent=2))
     summary = {"rounds": len([rec for rec in records if "ledger" in rec]), "stopped": stopped,
                "teacher_rows": len(answered), "audit_rows": len(audit),
-               "agreement": agreement_on(task, audit, final), "ledger": ledger, "labels": str(out / "corpus.parquet")}
-    write_atomic(out / "refine.json", json.dumps(summary, indent=2))
+               "agreement": agreement(task, audit, final), "ledger": ledger, "labels": str(out.labels)}
+    write_atomic(out.summary, json.dumps(summary, indent=2))
     agree = f", agreement with the teacher on {len(audit)} audit rows {summary['agreement']:.3f}" \
         if summary["agreement"] is not None else ""
     print(f"refine: {summary['rounds']} rounds ({stopped}), {len(answered)} corpus rows answered by the teacher "
-          f"(${ledger['total']['usd']:.4f}){agree} -> {out / 'corpus.parquet'}")
+          f"(${ledger['total']['usd']:.4f}){agree} -> {out.labels}")
     return summary
+
+
+def round_fingerprint(cfg, quota: int, so_far: set, audited: list[str], student_dir: Path) -> dict:
+    """What a round's picks and student depend on: the rows asked before it, the student that
+    picks them, and the settings of picking and training."""
+    before = hashlib.sha256(json.dumps(sorted(so_far)).encode()).hexdigest()[:16]
+    return {"asked_before": before, "audit": hashlib.sha256(json.dumps(audited).encode()).hexdigest()[:16],
+            "student": read_json(StudentDir(student_dir).record).get("adapter_hash"), "quota": quota,
+            "explore": float(cfg.refine.explore), "seed": int(cfg.seed),
+            **{key: OmegaConf.to_container(cfg[key]) for key in ("student", "train", "task")}}
 
 
 def pick(preds: dict, taken: set, quota: int, explore: float, seed: int) -> list[str]:
@@ -185,27 +196,6 @@ def training_rows(seed: list[dict], answers: list[dict], task, corpus: dict) -> 
             source = {**corpus.get(row["id"], {}), **row}  # a corpus row's input fields (NER: tokens)
             rows.append({k: source[k] for k in ("id", "text", *task.input_fields(), "label")})
     return rows
-
-
-def predictions(cfg, task, student_dir: Path, corpus: list[dict], path: Path) -> dict:
-    """{id: {label, confidence}} of a student on the corpus, kept in `path` for a rerun."""
-    meta = read_json(student_dir / "student.json")
-    stored = read_jsonl(path)
-    if stored and stored[0].get("student") == meta.get("adapter_hash") and len(stored) == len(corpus) + 1:
-        return {p["id"]: p for p in stored[1:]}
-    student = student_class(cfg.student).load(cfg.student, task, student_dir)
-    preds = student.predict(corpus, int(cfg.label.batch_size), progress=True)
-    out = {row["id"]: {"id": row["id"], "label": p["label"], "confidence": p["confidence"]}
-           for row, p in zip(corpus, preds)}
-    write_atomic(path, "".join(json.dumps(x) + "\n" for x in [{"student": meta.get("adapter_hash")}, *out.values()]))
-    return out
-
-
-def agreement_on(task, audit: dict, preds: dict) -> float | None:
-    ids = [i for i in audit if i in preds]
-    if not ids:
-        return None
-    return float(task.correct([audit[i] for i in ids], [preds[i]["label"] for i in ids]).mean())
 
 
 def write_labels(path: Path, corpus: list[dict], preds: dict, answered: dict, task) -> None:

@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 from distill.cascade import check_routing, resolve_threshold, routes_any
 from distill.data import read_jsonl
 from distill.errors import ConfigError, DataError
-from distill.shards import audit_path, join, label_files, report, schema, tally, teacher_answers_path
+from distill.rundir import Review, RunDir
+from distill.shards import join, label_files, report, schema, tally
 from distill.tasks import build_task
 from distill.teacher import Teacher, open_teacher
 from distill.teacher.simulator import sim_rows
@@ -56,7 +57,7 @@ def unsure_rows(task, files: list[Path], threshold: float) -> list[dict]:
     return low
 
 
-def overlay(cfg, task, files: list[Path], threshold: float, run_dir: Path,
+def overlay(cfg, task, files: list[Path], threshold: float, run: RunDir,
             asked: list[dict] | None = None) -> tuple[dict, dict]:
     """Rows under the threshold: {id: fields to overwrite}, and counts. The teacher's answers are
     those `distill route` already wrote; nothing here asks (or pays) the teacher. `asked`: the
@@ -66,7 +67,7 @@ def overlay(cfg, task, files: list[Path], threshold: float, run_dir: Path,
     asked = {r["id"] for r in asked or []}
     out, review, stats = {}, [], {"rows_under_threshold": len(low)}
     if cfg.label.route == "teacher" and low:
-        answers = {r["id"]: r for r in read_jsonl(teacher_answers_path(run_dir))}
+        answers = {r["id"]: r for r in read_jsonl(run.routed_answers)}
         stats["not_asked"] = sum(r["id"] not in answers and r["id"] not in asked for r in low)
         for row in low:
             answer = answers.get(row["id"])
@@ -85,7 +86,7 @@ def overlay(cfg, task, files: list[Path], threshold: float, run_dir: Path,
         out = {row["id"]: {"route": "review"} for row in low}
         review = low
     if review:
-        stats["review_files"] = write_review(run_dir / "labels" / "review", "corpus", review, task)
+        stats["review_files"] = write_review(run.review, "corpus", review, task)
     stats["review_rows"] = len(review)
     return out, stats
 
@@ -96,18 +97,18 @@ def _time(epoch: float | None):
 
 # -- review files -----------------------------------------------------------------------------
 
-def write_review(out_dir: Path, split: str, rows: list[dict], task) -> list[str]:
+def write_review(out: Review, split: str, rows: list[dict], task) -> list[str]:
     """Rows for people to check, with the student's answer as a pre-annotation: a Label Studio
     task file with its labeling config, and an Argilla record file with its dataset settings."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out.dir.mkdir(parents=True, exist_ok=True)
     tasks, records = [], []
     for row in rows:
         result, suggestion = task.review_prediction(row)
         tasks.append({"data": {"text": row["text"], "distill_id": row["id"]},
                       "predictions": [{"model_version": row["student"], "score": row["confidence"], "result": result}]})
         records.append({"id": row["id"], "text": row["text"], "label": suggestion, "score": row["confidence"]})
-    files = {"ls": out_dir / f"{split}.label_studio.json", "ar": out_dir / f"{split}.argilla.jsonl",
-             "xml": out_dir / "label_config.xml", "settings": out_dir / "argilla_settings.json"}
+    files = {"ls": out.label_studio(split), "ar": out.argilla(split), "xml": out.label_config,
+             "settings": out.argilla_settings}
     files["ls"].write_text(json.dumps(tasks, indent=1))
     files["ar"].write_text("".join(json.dumps(r) + "\n" for r in records))
     files["xml"].write_text(task.label_studio_config())
@@ -120,16 +121,16 @@ def apply_routes(cfg, summary: dict, threshold: float | None = None, asked: list
     """Corpus rows under the threshold take the teacher's answer `distill route` fetched (`asked`:
     the rows it just sent), or go to review: labels/corpus.parquet is rewritten with them and the
     summary's counts follow. Nothing here asks (or pays) the teacher."""
-    run_dir = Path(cfg.run_dir)
-    files = label_files(run_dir / "labels" / "corpus")
+    run = RunDir(cfg.run_dir)
+    files = label_files(run.label_shards("corpus"))
     if threshold is None:
         threshold = resolve_threshold(cfg, files)
     summary.update(threshold=threshold, route=cfg.label.route if threshold is not None else None)
     if threshold is None or "corpus" not in summary:
         return summary
     task = build_task(cfg.task)
-    routed, stats = overlay(cfg, task, files, threshold, run_dir, asked)
-    path = run_dir / "labels" / "corpus.parquet"
+    routed, stats = overlay(cfg, task, files, threshold, run, asked)
+    path = run.labels("corpus")
     if routed:
         table_schema = schema(task)
         with pq.ParquetWriter(path.with_suffix(".tmp"), table_schema) as writer:
@@ -185,13 +186,13 @@ def audit_rows(task, files: list[Path], fraction: float, max_rows: int, seed: in
 
 
 def route(cfg) -> dict:
-    run_dir = Path(cfg.run_dir)
+    run = RunDir(cfg.run_dir)
     task = build_task(cfg.task)
     check_route(cfg, task)
 
-    files = label_files(run_dir / "labels" / "corpus")
+    files = label_files(run.label_shards("corpus"))
     if not files:
-        raise DataError(f"{run_dir / 'labels' / 'corpus'} has no labels to route: run distill label "
+        raise DataError(f"{run.label_shards('corpus')} has no labels to route: run distill label "
                         f"recipe={cfg.recipe} first")
     threshold = resolve_threshold(cfg, files)
 
@@ -205,17 +206,17 @@ def route(cfg) -> dict:
     if asked or audit:
         with open_teacher(cfg.teacher, task, sim_rows(cfg, task) if cfg.teacher.simulated else ()) as teacher:
             if asked:
-                stats = teacher.label(asked, teacher_answers_path(run_dir), "teacher: low-confidence rows")
+                stats = teacher.label(asked, run.routed_answers, "teacher: low-confidence rows")
             if audit:  # a row both unsure and audited is one cached request
-                audit_stats = teacher.label(audit, audit_path(run_dir), "teacher: audit slice")
+                audit_stats = teacher.label(audit, run.audit_slice, "teacher: audit slice")
 
     # the answers go into labels/corpus.parquet; rows without one go to review files
     summary = apply_routes(cfg, join(cfg), threshold, asked)
     if summary["corpus"]["cascade"] is not None:
         summary["corpus"]["cascade"]["teacher"] = stats
     summary["corpus"]["audit"] = {"rows": len(audit), "fraction": float(cfg.label.audit_fraction),
-                                  "file": str(audit_path(run_dir)), "teacher": audit_stats}
-    report(summary, run_dir, cfg.label.splits)
+                                  "file": str(run.audit_slice), "teacher": audit_stats}
+    report(summary, run, cfg.label.splits)
     return summary
 
 

@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.errors import DataError
+from distill.rundir import RunDir
 from distill.tasks import Task, build_task
 
 ABSORBED = b"distill.absorbed_parts"  # shard metadata: the part files it replaced
-
-
-def teacher_answers_path(run_dir: Path) -> Path:
-    """The teacher's answers to the corpus rows `distill route` sent."""
-    return Path(run_dir) / "labels" / "teacher" / "corpus.jsonl"
-
-
-def audit_path(run_dir: Path) -> Path:
-    """The teacher's answers to the audit slice `distill route` sent."""
-    return Path(run_dir) / "labels" / "teacher" / "audit.jsonl"
 
 
 def schema(task: Task) -> pa.Schema:
@@ -71,6 +63,11 @@ def written_ids(out_dir: Path) -> set[str]:
     return ids
 
 
+def part_path(out_dir: Path, prefix: str, start: int) -> Path:
+    """A new part file of a shard: the rows from `start` of a window, named uniquely."""
+    return out_dir / "parts" / f"{prefix}-{start:012d}-{uuid.uuid4().hex[:8]}.parquet"
+
+
 def join_parts(out_dir: Path, prefix: str, task: Task) -> None:
     """This process's parts (and any earlier shard of the same name) become one shard file.
     The shard names the parts it absorbed, so a kill before they are deleted repeats nothing."""
@@ -96,12 +93,12 @@ def join_parts(out_dir: Path, prefix: str, task: Task) -> None:
 def join(cfg, per_rank: list[dict] | None = None) -> dict:
     """Shards of each split -> manifest.json and labels/{split}.parquet, rows in shard order, each
     id once: the student's labels as written. `distill route` overlays the teacher's answers after."""
-    run_dir = Path(cfg.run_dir)
+    run = RunDir(cfg.run_dir)
     task = build_task(cfg.task)
     table_schema = schema(task)
     summary = {"model": None, "world_size": len(per_rank) if per_rank else None}
     for split in cfg.label.splits:
-        out_dir = run_dir / "labels" / split
+        out_dir = run.label_shards(split)
         files = label_files(out_dir)
         if not files:
             raise DataError(f"{out_dir} has no labels to merge: run distill label recipe={cfg.recipe} first")
@@ -110,7 +107,7 @@ def join(cfg, per_rank: list[dict] | None = None) -> dict:
         manifest["rows"] = sum(f["rows"] for f in manifest["files"])
         (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
-        path = run_dir / "labels" / f"{split}.parquet"
+        path = run.labels(split)
         seen, repeats = set(), 0
         with pq.ParquetWriter(path.with_suffix(".tmp"), table_schema) as writer:
             for f in files:
@@ -146,11 +143,11 @@ def tally(path: Path) -> dict:
             "teacher_cost_usd": round(sum(c or 0.0 for c in t.column("cost_usd").to_pylist()), 6)}
 
 
-def report(summary: dict, run_dir: Path, splits) -> None:
+def report(summary: dict, run: RunDir, splits) -> None:
     """Write labels/summary.json and print a line per split."""
-    (Path(run_dir) / "labels" / "summary.json").write_text(json.dumps(summary, indent=2))
+    run.labels_summary.write_text(json.dumps(summary, indent=2))
     for split in splits:
-        print(format_line(split, summary[split], Path(run_dir) / "labels" / f"{split}.parquet"))
+        print(format_line(split, summary[split], run.labels(split)))
 
 
 def format_line(split: str, s: dict, path: Path) -> str:

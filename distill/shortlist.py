@@ -25,6 +25,7 @@ import numpy as np
 from distill.config import save_config
 from distill.data import content_id, load_split, prepare_data
 from distill.errors import ConfigError
+from distill.rundir import RunDir, StudentDir
 from distill.students import student_class
 from distill.students.base import free_memory
 from distill.tasks import build_task
@@ -46,8 +47,8 @@ def check(cfg, task) -> int | None:
 
 def label_scores(cfg, task, rows: list[dict]) -> tuple[np.ndarray, str]:
     """[rows, labels] scores, higher for likelier labels, and where they came from."""
-    cls, student_dir = student_class(cfg.student), Path(cfg.run_dir) / "student"
-    if (student_dir / "student.json").is_file():
+    cls, student_dir = student_class(cfg.student), RunDir(cfg.run_dir).student
+    if StudentDir(student_dir).record.is_file():
         student = cls.load(cfg.student, task, student_dir)
         scores = student.class_scores(rows, cfg.label.batch_size, progress=True)
         del student
@@ -93,8 +94,8 @@ def shortlist(cfg) -> dict:
     target = float(cfg.task.get("shortlist_target", 0.95))
     if not 0 < target <= 1:
         raise ConfigError(f"task.shortlist_target={target}: a share of gold rows in (0, 1]")
-    out = Path(cfg.run_dir) / "shortlist"
-    save_config(cfg, Path(cfg.run_dir))
+    run = RunDir(cfg.run_dir)
+    save_config(cfg, run.root)
     prepare_data(cfg)
     gold = list(load_split(cfg, "gold", task, labels=True))
     scores, source = label_scores(cfg, task, gold)
@@ -112,14 +113,14 @@ def shortlist(cfg) -> dict:
               "held_out": chosen["held_out_recall"], "dev_rows": int(dev.sum()), "held_out_rows": int((~dev).sum()),
               "prompt_tokens": {"all_labels": table[-1]["prompt_tokens"], "shortlist": chosen["prompt_tokens"]},
               "table": table}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "shortlist.json").write_text(json.dumps(result, indent=2))
-    plot(result, len(task.labels), out / "shortlist.png")
+    run.shortlist.parent.mkdir(parents=True, exist_ok=True)
+    run.shortlist.write_text(json.dumps(result, indent=2))
+    plot(result, len(task.labels), run.shortlist_plot)
     print(f"shortlist ({source}): K={result['k']} holds the gold label on {result['promised']:.1%} of "
           f"{result['dev_rows']} dev gold rows (target {target:.0%}) and {result['held_out']:.1%} of "
           f"{result['held_out_rows']} held-out ones; the system prompt shrinks from about "
           f"{result['prompt_tokens']['all_labels']} to {result['prompt_tokens']['shortlist']} tokens.\n"
-          f"shortlist: set task.shortlist={result['k']}  ({out / 'shortlist.json'}, {out / 'shortlist.png'})")
+          f"shortlist: set task.shortlist={result['k']}  ({run.shortlist}, {run.shortlist_plot})")
     return result
 
 

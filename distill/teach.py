@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import sys
 from functools import partial
-from pathlib import Path
 
 from distill.config import save_config
 from distill.data import check_held_out, load_split, prepare_data, read_jsonl
+from distill.rundir import RunDir
 from distill.shortlist import check as shortlist_size
 from distill.shortlist import with_shortlists
 from distill.tasks import build_task
@@ -22,8 +22,8 @@ from distill.teacher.client import finished, label_summary
 
 
 def teach(cfg) -> dict:
-    run_dir = Path(cfg.run_dir)
-    save_config(cfg, run_dir)
+    run = RunDir(cfg.run_dir)
+    save_config(cfg, run.root)
     task = build_task(cfg.task)
     prepare_data(cfg)
 
@@ -37,14 +37,14 @@ def teach(cfg) -> dict:
     jobs = {"seed": (seed, "teacher: seed pool")}
     if cfg.monitor.score_teacher:
         jobs["gold"] = (gold, "teacher: gold texts")
-    paths = {name: run_dir / "teacher" / f"{name}.jsonl" for name in jobs}
+    paths = {name: run.teacher(name) for name in jobs}
     records = {name: read_jsonl(path) for name, path in paths.items()}
     done = {name: {r["id"] for r in records[name] if finished(r)} for name in jobs}
     pending = {name: [r for r in rows if r["id"] not in done[name]] for name, (rows, _) in jobs.items()}
     if (k := shortlist_size(cfg, task)) and any(pending.values()):
         # task.shortlist: each row offers the teacher only its k likeliest labels
         listed = iter(with_shortlists(cfg, task, [r for rows in pending.values() for r in rows], k,
-                                      run_dir / "teacher" / "shortlists.jsonl"))
+                                      run.teacher_shortlists))
         pending = {name: [next(listed) for _ in rows] for name, rows in pending.items()}
     stats = dict.fromkeys(jobs)
     stopped = None
@@ -70,7 +70,7 @@ def teach(cfg) -> dict:
                   for name, rows in records.items()}}
     if simulated:
         summary["sim"] = {k: cfg.teacher.sim.get(k) for k in ("accuracy", "noise", "auroc", "hardness")}
-    (run_dir / "teacher" / "summary.json").write_text(json.dumps(summary, indent=2))
+    run.teacher_summary.write_text(json.dumps(summary, indent=2))
     print(format_summary(summary, cfg))
     return summary
 

@@ -31,15 +31,9 @@ from omegaconf import OmegaConf
 
 from distill.card import write_card
 from distill.clean import check_clean, noisy_rows, write_record
-from distill.data import (
-    check_held_out,
-    load_split,
-    prepare_data,
-    read_json,
-    read_jsonl,
-    start_afresh_if_changed,
-)
+from distill.data import check_held_out, load_split, prepare_data, read_json, read_jsonl
 from distill.errors import ConfigError, DataError
+from distill.rundir import RunDir, StudentDir, resume
 from distill.students import student_class
 from distill.students.base import PROCESS_GROUP_TIMEOUT, check_method, free_memory, weights_hash
 from distill.students.calibration import TARGETS
@@ -53,15 +47,12 @@ from distill.tasks import build_task
 from distill.teach import teach
 
 
-def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dict:
-    """Train the student on the teacher's valid seed labels, or on the rows of `train.rows` (a
-    JSONL file: id, text, label and `tokens` for token-level tasks) when set: the collapse audit
-    trains later generations on earlier students' labels that way, described by `trained_on` in
-    student.json and the model card."""
-    # rank 0 exports and calibrates alone at the end while the others wait at a collective
+def train(cfg, teach_first: bool = True) -> dict:
+    """The train stage: the teacher's valid seed labels (less what `train.clean` leaves out), or
+    the rows of `train.rows` when set (a JSONL file: id, text, label and `tokens` for token-level
+    tasks), fitted into the run directory's student/."""
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT))
-    run_dir = Path(cfg.run_dir)
-    student_dir = run_dir / "student"
+    run = RunDir(cfg.run_dir)
     task = build_task(cfg.task)
     check_method(cfg.student)  # before the teacher is paid
     check_clean(cfg, task)
@@ -74,22 +65,34 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
     if cfg.teacher.dry_run:  # the estimate is all that was asked for
         return {"dry_run": True}
 
-    # data: the teacher's valid labels (and rationales) less what train.clean leaves out, or the rows given;
-    # a dev split of them, never of gold, for evaluation each epoch, the best checkpoint, early stopping and
-    # calibration
+    # data: the teacher's valid labels (and rationales) less what train.clean leaves out, or the rows given
     cleaning = None
     if cfg.train.rows:
-        rows = given_rows(Path(cfg.train.rows), task)
-        if trained_on == "the teacher":  # the provenance a user's own file gets in student.json and the card
-            trained_on = f"the labeled rows of {cfg.train.rows}"
+        rows, trained_on = given_rows(Path(cfg.train.rows), task), f"the labeled rows of {cfg.train.rows}"
     else:
-        rows = teacher_labels(run_dir, task)
+        rows, trained_on = teacher_labels(run, task), "the teacher"
         if not rows:
-            raise DataError(f"{run_dir}/teacher/seed.jsonl has no valid teacher labels to train on "
-                            f"({len(read_jsonl(run_dir / 'teacher' / 'seed.jsonl'))} rows, all with errors)")
-        rows, cleaning = cleaned(cfg, task, rows, student_dir, state)
+            raise DataError(f"{run.teacher('seed')} has no valid teacher labels to train on "
+                            f"({len(read_jsonl(run.teacher('seed')))} rows, all with errors)")
+        rows, cleaning = cleaned(cfg, task, rows, run, state)
+    return fit(cfg, rows, run.student, trained_on, cleaning=cleaning)
+
+
+def fit(cfg, rows: list[dict], student_dir: Path, trained_on: str, cleaning: dict | None = None) -> dict:
+    """Train a student on `rows` (id, text, label, and a task's input fields such as `tokens`),
+    calibrate it and export it to `student_dir`, resuming from its last checkpoint of these same
+    rows and settings; `trained_on` names where the labels came from in student.json and the model
+    card. A dev split of the rows, never of gold, serves evaluation each epoch, the best checkpoint,
+    early stopping and calibration. Returns student.json. Grow, refine and the collapse audit call
+    this for their students, and so can a script."""
+    # rank 0 exports and calibrates alone at the end while the others wait at a collective
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT))
+    student_dir, files = Path(student_dir), StudentDir(student_dir)
+    task = build_task(cfg.task)
+    check_method(cfg.student)
+    check_balance(cfg)
     if not rows:
-        raise DataError(f"{run_dir}: no rows to train on ({trained_on} gave no valid labels"
+        raise DataError(f"{student_dir}: no rows to train on ({trained_on} gave no valid labels"
                         + (f", or train.clean.method={cleaning['method']} left them all out)" if cleaning else ")"))
     rows = [{"rationale": None, **r} for r in rows]
     prepare_data(cfg)
@@ -111,7 +114,7 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
     # model: base (hub, local or tiny random), with LoRA / QLoRA unless student.method=full; the
     # trainer's arguments first, so that DeepSpeed ZeRO-3 shards the weights as they load
     cls = student_class(cfg.student)
-    checkpoints = student_dir / "checkpoints"
+    checkpoints = files.checkpoints
     train_cfg = with_min_steps(cfg.train, len(train_rows), state.num_processes)
     args = cls.training_args(cfg.student, train_cfg, checkpoints, has_dev=bool(dev_rows))
     student = cls.create(cfg.student, task, cfg.seed, texts=[r["text"] for r in train_rows])
@@ -135,7 +138,7 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
         exported = student.export(student_dir)
         calibration = cls.load(cfg.student, task, student_dir).calibrate(dev_rows, cfg.label.batch_size,
                                                                           cfg.train.calibration)
-        (student_dir / "calibration.json").write_text(json.dumps(calibration, indent=2))
+        files.calibration.write_text(json.dumps(calibration, indent=2))
         meta = {
             "kind": cfg.student.kind, "name": student.name, "base_model": student.name,
             "method": cfg.student.method, "merged": exported["merged"],
@@ -154,8 +157,8 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
             "rows_on_several_processes": len(set.intersection(*map(set, seen))) if len(seen) > 1 else 0,
             "data_hashes": data_hashes,
         }
-        (student_dir / "student.json").write_text(json.dumps(meta, indent=2))
-        write_card(cfg, run_dir)
+        files.record.write_text(json.dumps(meta, indent=2))
+        write_card(cfg, RunDir(cfg.run_dir), student_dir)
         if cfg.train.push_to_hub:
             push_to_hub(cfg, student_dir)
         print(f"student saved to {student_dir} ({cfg.student.method}, weights {meta['adapter_hash']}): "
@@ -164,7 +167,7 @@ def train(cfg, teach_first: bool = True, trained_on: str = "the teacher") -> dic
               f"{meta['temperature']} (dev ECE {calibration.get('ece_before', float('nan')):.3f} -> "
               f"{calibration.get('ece_after', float('nan')):.3f})")
     state.wait_for_everyone()
-    return read_json(student_dir / "student.json")
+    return read_json(files.record)
 
 
 def release(trainer, student) -> None:
@@ -180,11 +183,11 @@ def release(trainer, student) -> None:
     free_memory()
 
 
-def cleaned(cfg, task, rows: list[dict], student_dir: Path, state) -> tuple[list[dict], dict | None]:
+def cleaned(cfg, task, rows: list[dict], run: RunDir, state) -> tuple[list[dict], dict | None]:
     """The teacher's rows without those `train.clean` finds likely wrong. Rank 0 decides and
     records them in student/cleaning.json; every rank reads that."""
     method = check_clean(cfg, task)
-    record = student_dir / "cleaning.json"
+    record = run.student_files.cleaning
     if method is None:
         if state.is_main_process:
             record.unlink(missing_ok=True)  # from an earlier run that cleaned
@@ -261,10 +264,10 @@ def with_min_steps(train_cfg, n_rows: int, world_size: int):
     return OmegaConf.merge(train_cfg, {"epochs": max(train_cfg.epochs, math.ceil(train_cfg.min_steps / per_epoch))})
 
 
-def teacher_labels(run_dir: Path, task) -> list[dict]:
+def teacher_labels(run: RunDir, task) -> list[dict]:
     """The teacher's valid seed labels (with rationales when the task distills them)."""
     return [{**r, "rationale": task.rationale_of(r["raw"]) if task.rationale else None}
-            for r in read_jsonl(run_dir / "teacher" / "seed.jsonl") if r["label"] is not None]
+            for r in read_jsonl(run.teacher("seed")) if r["label"] is not None]
 
 
 def given_rows(path: Path, task) -> list[dict]:
@@ -295,8 +298,8 @@ def resume_point(cfg, checkpoints: Path, data_hashes: dict, state) -> Path | Non
                    "task": OmegaConf.to_container(cfg.task), "seed": cfg.seed,
                    "data": [data_hashes["train"], data_hashes["dev"]]}
     if state.is_main_process:
-        start_afresh_if_changed(checkpoints, fingerprint, f"train: {checkpoints} holds checkpoints of another "
-                                                          "configuration or data; starting afresh")
+        resume(checkpoints, fingerprint, f"train: {checkpoints} holds checkpoints of another configuration or "
+                                         "data; starting afresh")
     state.wait_for_everyone()
     last = last_checkpoint(checkpoints)
     if last is not None and state.is_main_process:

@@ -178,6 +178,7 @@ def seed_file(cfg, n: int, path: Path) -> list[dict]:
 
 def run_method(method: str, base: list[str], run: Path, n: int, k: int, grow_settings: list[str], share: float,
                cell: dict, key: str) -> dict:
+    from distill.api import fit
     from distill.data import read_jsonl
     from distill.grow import grow
     from distill.teach import teach
@@ -200,10 +201,8 @@ def run_method(method: str, base: list[str], run: Path, n: int, k: int, grow_set
     if method == "gold_ceiling":
         run_dir = run / method
         rows = seed_file(config(base, run_dir), n, seed)
-        (run_dir / "rows.jsonl").parent.mkdir(parents=True, exist_ok=True)
-        (run_dir / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        cfg = config([*base, f"train.rows={run_dir / 'rows.jsonl'}"], run_dir)
-        train(cfg, teach_first=False, trained_on="human gold")
+        cfg = config(base, run_dir)
+        fit(cfg, rows, run_dir / "student", "human gold")
         return {method: {**evaluate(cfg, run_dir / "student"), "tokens": 0, "usd": 0.0, "train_rows": len(rows)}}
     if method == "author":
         return {}  # measured with grow: its first round's student

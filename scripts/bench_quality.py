@@ -197,17 +197,12 @@ def train_and_label(cfg, rows, task, ids: list[str], truth: list) -> dict:
     from distill.students.calibration import ece
     from distill.train import train
 
-    if rows is not None:  # the gold-trained ceiling: the rows go through train.rows like any user's file
-        from omegaconf import open_dict
+    if rows is None:
+        meta = train(cfg, teach_first=False)
+    else:  # the gold-trained ceiling
+        from distill.api import fit
 
-        from distill.data import write_atomic
-
-        path = Path(cfg.run_dir) / "train_rows.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-        with open_dict(cfg):
-            cfg.train.rows = str(path)
-    meta = train(cfg, teach_first=False, trained_on="the teacher" if rows is None else "human gold")
+        meta = fit(cfg, rows, Path(cfg.run_dir) / "student", "human gold")
     shutil.rmtree(Path(cfg.run_dir) / "labels", ignore_errors=True)  # label afresh: its speed is measured
     summary = label(cfg)
     labels = {r["id"]: r for r in read_parquet(Path(cfg.run_dir) / "labels" / "gold.parquet",

@@ -34,9 +34,14 @@ def billed(monkeypatch):
 
 
 def record_training(monkeypatch, module) -> list[str]:
-    """The run directory names `module.train` is called with, in order (it still trains)."""
-    real, names = module.train, []
-    monkeypatch.setattr(module, "train", lambda cfg, **kw: (names.append(Path(cfg.run_dir).name), real(cfg, **kw))[1])
+    """The folders (round1, ...) whose student `module.fit` trains, in order (it still trains)."""
+    real, names = module.fit, []
+
+    def fit(cfg, rows, student_dir, *args, **kw):
+        names.append(Path(student_dir).parent.name)
+        return real(cfg, rows, student_dir, *args, **kw)
+
+    monkeypatch.setattr(module, "fit", fit)
     return names
 
 

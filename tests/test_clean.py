@@ -84,6 +84,7 @@ def test_training_leaves_out_doubtful_teacher_rows_and_learns_from_the_rest(tmp_
 def test_cleanlab_cleaning_embeds_with_the_untrained_student_and_records_its_choice(tmp_path):
     from accelerate import PartialState
 
+    from distill.rundir import RunDir
     from distill.train import cleaned
 
     run_dir = tmp_path / "run"
@@ -91,16 +92,16 @@ def test_cleanlab_cleaning_embeds_with_the_untrained_student_and_records_its_cho
     teach(cfg)
     task = build_task(cfg.task)
     teacher = [r for r in read_jsonl(run_dir / "teacher" / "seed.jsonl") if r["label"] is not None]
-    kept, summary = cleaned(cfg, task, list(reversed(teacher)), run_dir / "student", PartialState(cpu=True))
+    kept, summary = cleaned(cfg, task, list(reversed(teacher)), RunDir(run_dir), PartialState(cpu=True))
     record = json.loads((run_dir / "student" / "cleaning.json").read_text())
     dropped = {d["id"] for d in record["rows_dropped"]}
     assert summary == {"method": "cleanlab", "rows": len(teacher), "dropped": len(dropped), "kept": len(kept)}
     assert {r["id"] for r in kept} == {r["id"] for r in teacher} - dropped and len(kept) == len(teacher) - len(dropped)
     assert all("cross-validated probe says" in d["reason"] for d in record["rows_dropped"])
     # the order the teacher's replies arrived in does not change the choice
-    again, _ = cleaned(cfg, task, teacher, run_dir / "student", PartialState(cpu=True))
+    again, _ = cleaned(cfg, task, teacher, RunDir(run_dir), PartialState(cpu=True))
     assert [r["id"] for r in again] == [r["id"] for r in kept]
     # switched off, the record of an earlier cleaning goes
     off = load_config(["recipe=demo", f"run_dir={run_dir}"])
-    assert cleaned(off, task, teacher, run_dir / "student", PartialState(cpu=True)) == (teacher, None)
+    assert cleaned(off, task, teacher, RunDir(run_dir), PartialState(cpu=True)) == (teacher, None)
     assert not (run_dir / "student" / "cleaning.json").exists()

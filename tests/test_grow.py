@@ -14,6 +14,7 @@ from conftest import record_training
 from distill.data import load_split, prepare_data, read_json, read_jsonl
 from distill.errors import ConfigError, TeacherError
 from distill.grow import grow
+from distill.rundir import RunDir
 from distill.shortlist import shortlist
 from distill.tasks import build_task
 from distill.tasks.requests import Judge
@@ -266,16 +267,14 @@ def test_candidates_are_drawn_from_depth_times_top_likeliest_rows_never_those_ta
     corpus = [{"id": f"r{i}", "text": f"row {i}"} for i in range(60)]
     accepted = [{"id": "r0", "label": "science", "source": "judge"}]
     task = build_task(make_cfg("demo").task)
-    judged_before = tmp_path / "grow" / "round1"
-    judged_before.mkdir(parents=True)
-    (judged_before / "judge.jsonl").write_text(json.dumps({"meta": {"text_id": "r1"}, "asked": task.labels[0]}) + "\n")
-
     def picked(depth: int) -> dict[str, list[int]]:
         cfg = make_cfg("demo", "grow.top=4", f"grow.depth={depth}", "grow.explore=0", "label.window=25")
-        rd = tmp_path / "grow" / f"round2-depth{depth}"
-        rd.mkdir()
-        grow_module.candidates(cfg, task, rd, 2, corpus, accepted)
-        asked = read_jsonl(rd / "candidates.jsonl")
+        out = RunDir(tmp_path / f"depth{depth}").grow
+        for k in (1, 2):
+            out.round(k).dir.mkdir(parents=True)
+        out.round(1).judge.write_text(json.dumps({"meta": {"text_id": "r1"}, "asked": task.labels[0]}) + "\n")
+        grow_module.candidates(cfg, task, out, 2, corpus, accepted)
+        asked = read_jsonl(out.round(2).candidates)
         # labels take turns: a budget that runs out mid-round has asked about each as often
         assert [r["asked"] for r in asked] == [task.labels[j % len(task.labels)] for j in range(len(asked))]
         out: dict[str, list[int]] = {}

@@ -1,14 +1,17 @@
 """The boundaries that keep the code one place to change: stages reach tasks only through the Task
 interface, no stage imports the command line, only the stages that may pay the teacher reach it,
-and one routing path: route overlays answers and writes review files, the shards are only joined,
-the cascade only picks thresholds."""
+one routing path (route overlays answers and writes review files, the shards are only joined,
+the cascade only picks thresholds), one module names the run directory's files and one rule
+resumes every step, and grow, refine and the audit build students through the library layer."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
+from distill import api
 from distill.tasks import KINDS
 from distill.tasks.base import Task
 
@@ -80,3 +83,52 @@ def test_one_routing_path():
         assert not {"overlay", "write_review", "unsure_rows"} & defined(PACKAGE / name), name
     assert not {n for n in imported(PACKAGE / "shards.py") if n.startswith(("distill.route", "distill.cascade"))}
     assert not {n for n in imported(PACKAGE / "cascade.py") if n.startswith(("distill.route", "distill.label"))}
+
+
+# the run directory's files and folders, as a stage would name them in a path join
+RUN_FILE = re.compile(r"\.(json|jsonl|parquet|sqlite|html|png|yaml|txt|xml)$")
+RUN_FOLDERS = {"teacher", "student", "labels", "cascade", "monitor", "grow", "refine", "audit", "shortlist", "review",
+               "checkpoints", "superseded"}
+# modules that lay out the inside of a folder they own, or files outside the run directory
+OWN_LAYOUT = {"rundir.py", "shards.py", "demo.py", "config.py"}
+
+
+def joined_names(path: Path) -> list[tuple[int, str]]:
+    """(line, name) of every `x / "name"` (or f-string) in a module."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            right = node.right
+            if isinstance(right, ast.Constant) and isinstance(right.value, str):
+                out.append((node.lineno, right.value))
+            elif isinstance(right, ast.JoinedStr):
+                out.append((node.lineno, "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in right.values)))
+    return out
+
+
+def test_one_module_names_the_run_directory():
+    offenders = [f"{p.relative_to(PACKAGE)}:{line} {name}" for p in modules()
+                 if p.name not in OWN_LAYOUT and p.parent.name not in ("students", "teacher")
+                 for line, name in joined_names(p) if RUN_FILE.search(name) or name in RUN_FOLDERS]
+    assert offenders == []
+    # and the scan sees a join: rundir.py itself names them
+    assert any(name == "round.json" for _, name in joined_names(PACKAGE / "rundir.py"))
+
+
+def test_one_resume_rule():
+    # the stamp and the step records are named once; the stages that resume steps go through rundir.resume
+    for path in modules():
+        if path.name != "rundir.py":
+            text = path.read_text()
+            for name in ("fingerprint.json", "round.json", "generation.json"):
+                assert f'"{name}"' not in text, f"{path.relative_to(PACKAGE)} names {name}"
+    for name in ("train.py", "label.py", "grow.py", "refine.py", "audit.py"):
+        assert "distill.rundir.resume" in imported(PACKAGE / name), name
+
+
+def test_grow_refine_and_audit_build_students_through_the_library():
+    for name in ("grow.py", "refine.py", "audit.py"):
+        names, text = imported(PACKAGE / name), (PACKAGE / name).read_text()
+        assert "distill.api.fit" in names, name
+        assert "train.rows" not in text and "round_config" not in text, name
+    assert {"fit", "predict", "score", "agreement"} <= set(api.__all__)

@@ -16,6 +16,7 @@ from distill import stats
 from distill.card import write_card
 from distill.data import load_split, prepare_data
 from distill.errors import ConfigError
+from distill.rundir import RunDir
 from distill.students import student_class
 from distill.students.base import check_method
 from distill.students.calibration import ece, fit_temperature
@@ -326,7 +327,7 @@ def test_model_card_names_teacher_data_recipe_dev_metrics_and_calibration(make_c
     (student_dir / "student.json").write_text(json.dumps(meta))
     (student_dir / "calibration.json").write_text(json.dumps({"temperature": 1.7, "dev_rows": 40,
                                                               "ece_before": 0.2, "ece_after": 0.05}))
-    paths = write_card(cfg, tmp_path / "run")
+    paths = write_card(cfg, RunDir(tmp_path / "run"))
     assert [p.parent.name for p in paths] == ["adapter", "merged"]
     card = paths[0].read_text()
     for needle in ("simulated-gpt-4", "recipe: `demo`", "360 rows labeled by the teacher", "40 more as the dev split",

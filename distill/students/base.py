@@ -25,6 +25,7 @@ from transformers import (
 
 from distill.data import read_json
 from distill.errors import ConfigError, OutputError
+from distill.rundir import StudentDir
 from distill.students.calibration import fit_temperature, mean_over, top_confidence
 from distill.students.trainer import Collator, MinSteps, SaveEvery
 from distill.tasks import Task
@@ -283,7 +284,7 @@ class Student:
     def load(cls, cfg, task: Task, student_dir: Path, on: torch.device | None = None) -> "Student":
         """The merged model when exported, else the adapter on its base; with its calibration."""
         student_dir = Path(student_dir)
-        meta = read_json(student_dir / "student.json")
+        meta = read_json(StudentDir(student_dir).record)
         dtype = default_dtype()
         if (student_dir / "merged" / "config.json").exists():
             tokenizer = AutoTokenizer.from_pretrained(student_dir / "merged")
@@ -295,7 +296,7 @@ class Student:
                                               student_dir / "adapter")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        calibration = read_json(student_dir / "calibration.json")
+        calibration = read_json(StudentDir(student_dir).calibration)
         student = cls(cfg, task, model.to(on or device()).eval(), tokenizer, meta.get("name", cfg.model),
                       calibration.get("temperature", 1.0))
         student.calibration = calibration
