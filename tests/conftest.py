@@ -1,4 +1,6 @@
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,24 @@ def record_training(monkeypatch, module) -> list[str]:
 def same(before: torch.Tensor, now: torch.Tensor) -> bool:
     """Equal, compared on the device the weight lives on now (the trainer moves the model)."""
     return torch.equal(before.to(now.device), now)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`distill run recipe=demo` through the real CLI, once per session: (run_dir, its output)."""
+    run_dir = tmp_path_factory.mktemp("demo") / "demo"
+    proc = subprocess.run(["distill", "run", "recipe=demo", f"run_dir={run_dir}"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]  # the run succeeds whatever the monitor says
+    return run_dir, proc
+
+
+@pytest.fixture
+def demo_copy(demo_run, tmp_path):
+    """A copy of the session's demo run that a test may change."""
+    run_dir = tmp_path / "demo"
+    shutil.copytree(demo_run[0], run_dir)
+    return run_dir
 
 
 @pytest.fixture(scope="module")

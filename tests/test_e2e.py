@@ -21,9 +21,8 @@ def run(*args, cwd=ROOT):
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_student_beats_majority(tmp_path):
-    run_dir = tmp_path / "demo"
-    proc = run("distill", "run", "recipe=demo", f"run_dir={run_dir}")
+def test_demo_end_to_end_student_beats_majority(demo_run):
+    run_dir, proc = demo_run
     cfg = load_config(["recipe=demo", f"run_dir={run_dir}"])
     task = build_task(cfg.task)
 
