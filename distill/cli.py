@@ -1,4 +1,4 @@
-"""`distill teach|train|label|route|monitor|run recipe=NAME [key=value ...]`."""
+"""`distill STAGE recipe=NAME [key=value ...]` and `distill recipes`."""
 
 from __future__ import annotations
 
@@ -35,10 +35,14 @@ stages:
             writes refine/corpus.parquet, refine/ledger.json and the last student to student/
   shortlist pick task.shortlist=K (labels offered per row) on gold for task.shortlist_target
   simulate  serve the recipe's simulated teacher over HTTP (teacher.sim.port=8000)
+  recipes   list the recipes and config options, and the file each comes from
+
+Your own recipes: --recipes DIR (or DISTILL_RECIPES=DIR1:DIR2) is searched before the recipes
+that ship with distill; DIR may hold config groups too (DIR/student/NAME.yaml).
 
 Any key=value overrides the recipe, e.g. train.epochs=3 teacher.model=gpt-4o-mini.
-Multi-process training: accelerate launch [--config_file configs/accelerate/X.yaml] distill/train.py recipe=NAME
-Multi-process labeling: accelerate launch --num_processes N distill/label.py recipe=NAME"""
+Multi-process training: accelerate launch [--config_file distill/configs/accelerate/X.yaml] -m distill.train recipe=NAME
+Multi-process labeling: accelerate launch --num_processes N -m distill.label recipe=NAME"""
 
 
 def run_all(cfg) -> dict:
@@ -59,12 +63,38 @@ def run_all(cfg) -> dict:
     return {**monitor(cfg), "exit_status": 0}
 
 
+def list_recipes(argv: list[str]) -> None:
+    """Every recipe (with its first comment line) and config option, and where each comes from."""
+    from distill.config import GROUPS, PACKAGE, available_recipes, group_files
+    from distill.errors import ConfigError
+    from distill.runner import take_recipes_option
+
+    try:
+        if rest := take_recipes_option(argv):
+            raise ConfigError(f"distill recipes takes only --recipes DIR, not {' '.join(rest)}")
+    except ConfigError as e:
+        print(f"distill: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    recipes = available_recipes()
+    width = max(map(len, recipes))
+    print("recipes (distill STAGE recipe=NAME):")
+    for name, path in recipes.items():
+        about = path.read_text().partition("\n")[0].lstrip("# ").strip()
+        print(f"  {name:<{width}}  {about}\n  {'':<{width}}  {path}")
+    print(f"\nconfig groups (GROUP=OPTION); built in unless a folder is named: {PACKAGE / 'configs'}")
+    for group in GROUPS:
+        options = [n if p.is_relative_to(PACKAGE) else f"{n} ({p})" for n, p in group_files(group).items()]
+        print(f"  {group}: {', '.join(options)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
     stage, rest = argv[0], argv[1:]
+    if stage == "recipes":
+        return list_recipes(rest)
     from distill.audit import audit
     from distill.cascade import cascade
     from distill.grow import grow

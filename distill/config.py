@@ -1,9 +1,11 @@
 """Recipe loading with Hydra's compose API.
 
-`recipe=NAME` picks `recipes/NAME.yaml`, which composes groups from `configs/`. Every other
-`key=value` overrides a key, `group=option` swaps a config group. Unknown keys, groups and recipes
-are errors that list the valid choices. The run directory is derived from the config alone, so
-every rank of a multi-process launch agrees on it.
+`recipe=NAME` picks `NAME.yaml` from the user's recipe folders (`--recipes DIR` or
+`DISTILL_RECIPES`, searched first) or from the recipes that ship in the package
+(`distill/recipes/`); a recipe composes groups from `GROUP/OPTION.yaml` in those folders and in
+`distill/configs/`. Every other `key=value` overrides a key, `group=option` swaps a config group.
+Unknown keys, groups and recipes are errors that list the valid choices. The run directory is
+derived from the config alone, so every rank of a multi-process launch agrees on it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parent
 GROUPS = ("teacher", "student", "train", "monitor", "label", "audit", "grow", "refine")
 SPLITS = ("seed", "corpus", "gold", "author_pool")  # author_pool: the simulated author's texts (distill grow)
 OPEN = ("teacher.sim.confusions", "teacher.sim.key_faults")  # label or key names: any may be added
@@ -28,20 +30,46 @@ SPLIT_KEYS = {"path": None, "format": None, "text_column": "text", "tokens_colum
               "max_chars": 1_000_000}  # a longer row is refused: no teacher or student takes it
 
 
-def recipes_dir() -> Path:
-    return Path(os.environ.get("DISTILL_RECIPES", ROOT / "recipes")).resolve()
+def user_dirs() -> list[Path]:
+    """The user's own recipe folders, searched before the package's: `--recipes DIR` (the CLI puts
+    it in front of DISTILL_RECIPES) and DISTILL_RECIPES, a list like PATH. A folder holds recipes
+    (`NAME.yaml`) and may hold config groups of its own (`student/NAME.yaml`, ...)."""
+    return [Path(p).expanduser().resolve() for p in os.environ.get("DISTILL_RECIPES", "").split(os.pathsep) if p]
 
 
-def configs_dir() -> Path:
-    return Path(os.environ.get("DISTILL_CONFIGS", ROOT / "configs")).resolve()
+def recipe_dirs() -> list[Path]:
+    return [*user_dirs(), PACKAGE / "recipes"]
 
 
-def available_recipes() -> list[str]:
-    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+def config_dirs() -> list[Path]:
+    return [*user_dirs(), PACKAGE / "configs"]
+
+
+def _first(dirs: list[Path], pattern: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in dirs:
+        for p in sorted(d.glob(pattern)):
+            found.setdefault(p.stem, p)
+    return dict(sorted(found.items()))
+
+
+def available_recipes() -> dict[str, Path]:
+    """Each recipe name and the file it comes from (a user's folder hides a shipped recipe)."""
+    return _first(recipe_dirs(), "*.yaml")
+
+
+def group_files(group: str) -> dict[str, Path]:
+    """Each option of a config group and the file it comes from."""
+    return _first(config_dirs(), f"{group}/*.yaml")
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (configs_dir() / group).glob("*.yaml"))
+    return list(group_files(group))
+
+
+def config_file(name: str) -> Path:
+    """A top-level file of the configs (prices.yaml), a user's folder first."""
+    return next((d / name for d in config_dirs() if (d / name).is_file()), PACKAGE / "configs" / name)
 
 
 def _leaf_keys(node, prefix: str = "") -> list[str]:
@@ -53,8 +81,11 @@ def _leaf_keys(node, prefix: str = "") -> list[str]:
 
 
 def _compose(recipe: str, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(recipes_dir()), version_base=None):
-        return compose(recipe, overrides=[f"hydra.searchpath=[file://{configs_dir()}]", *overrides])
+    # the recipe's own folder is Hydra's primary one, so its groups win; then the user's, then ours
+    home = available_recipes()[recipe].parent
+    search = ",".join(repr(f"file://{d}") for d in config_dirs() if d != home)
+    with initialize_config_dir(config_dir=str(home), version_base=None):
+        return compose(recipe, overrides=[f"hydra.searchpath=[{search}]", *overrides])
 
 
 def _is_open(base: DictConfig, key: str) -> bool:

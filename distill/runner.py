@@ -25,7 +25,7 @@ def run_stage(fn, argv: list[str]):
     from distill.data import remove_leftovers
 
     try:
-        cfg = load_config(argv)
+        cfg = load_config(take_recipes_option(argv))
         if Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
             raise ConfigError(f"run_dir {cfg.run_dir} is a file, not a directory")
         if os.environ.get("RANK", "0") == "0":  # before any rank writes: the others wait on rank 0
@@ -46,6 +46,25 @@ def run_stage(fn, argv: list[str]):
     if isinstance(result, dict) and result.get("exit_status"):
         sys.exit(result["exit_status"])  # the monitor raised an alert: fail cron and CI gates
     return result
+
+
+def take_recipes_option(argv: list[str]) -> list[str]:
+    """Drop `--recipes DIR` (or `--recipes=DIR`) from argv, putting DIR first in DISTILL_RECIPES so
+    that processes the stage starts search it too."""
+    rest, dirs, args = [], [], iter(argv)
+    for a in args:
+        if a == "--recipes" or a.startswith("--recipes="):
+            d = a.partition("=")[2] or next(args, None)
+            if not d:
+                raise ConfigError("--recipes needs a folder: --recipes DIR")
+            if not Path(d).is_dir():
+                raise ConfigError(f"--recipes {d}: no such folder")
+            dirs.append(str(Path(d).resolve()))
+        else:
+            rest.append(a)
+    if dirs:
+        os.environ["DISTILL_RECIPES"] = os.pathsep.join([*dirs, *filter(None, [os.environ.get("DISTILL_RECIPES")])])
+    return rest
 
 
 def _disk_error(e: Exception) -> bool:

@@ -1,7 +1,7 @@
 """Train stage: fine-tune the student on the teacher's seed labels, calibrate it, export it.
 
     accelerate launch distill/train.py recipe=NAME [key=value ...]
-    accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml distill/train.py recipe=NAME
+    accelerate launch --config_file distill/configs/accelerate/deepspeed_zero3.yaml distill/train.py recipe=NAME
     distill train recipe=NAME
 
 Runs the teacher first (rank 0 only) for any seed rows it has not labeled yet. Killing it and

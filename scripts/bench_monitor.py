@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
-    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "monitor" / "default.yaml"))
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "distill" / "configs" / "monitor" / "default.yaml"))
     start = time.perf_counter()
     jobs = [(s, n, args.reps, args.seed, cfg) for s in SCENARIOS for n in SIZES]
     with Pool(args.workers) as pool:

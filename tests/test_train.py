@@ -92,7 +92,7 @@ def test_a_changed_recipe_trains_afresh_instead_of_resuming(taught, tmp_path):
 def test_two_processes_train_on_different_rows_and_save_one_student(taught, tmp_path, student):
     run_dir = tmp_path / "ddp"
     shutil.copytree(taught, run_dir)
-    run("accelerate", "launch", "--config_file", "configs/accelerate/multi_gpu.yaml", "--num_processes", "2",
+    run("accelerate", "launch", "--config_file", "distill/configs/accelerate/multi_gpu.yaml", "--num_processes", "2",
         "--mixed_precision", "no", "distill/train.py", "recipe=demo", f"run_dir={run_dir}", f"student={student}",
         "train.epochs=1", "train.batch_size=12")
     meta = json.loads((run_dir / "student" / "student.json").read_text())
@@ -120,7 +120,7 @@ def test_rationale_mode_end_to_end(tmp_path):
     assert "distilling step-by-step" in (run_dir / "student" / "merged" / "README.md").read_text()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((ROOT / "distill" / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.stem)
 def test_launch_configs_are_valid_accelerate_configs(path):
     cfg = load_config_from_file(str(path))  # unknown keys are an error here
     expected = {"single_gpu": "NO", "multi_gpu": "MULTI_GPU", "deepspeed_zero2": "DEEPSPEED",

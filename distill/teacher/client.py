@@ -22,7 +22,7 @@ import openai
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from distill.config import configs_dir
+from distill.config import config_file
 from distill.data import read_jsonl, write_atomic
 from distill.errors import ConfigError, OutputError, TeacherError
 from distill.tasks import Task
@@ -74,10 +74,10 @@ class BudgetReached(Exception):
 
 
 def prices(model: str, override=None) -> dict | None:
-    """USD per 1M input/output tokens, from `teacher.price` or configs/prices.yaml."""
+    """USD per 1M input/output tokens, from `teacher.price` or distill/configs/prices.yaml."""
     if override:
         return {"input": float(override["input"]), "output": float(override["output"])}
-    table = OmegaConf.to_container(OmegaConf.load(configs_dir() / "prices.yaml"))
+    table = OmegaConf.to_container(OmegaConf.load(config_file("prices.yaml")))
     return table.get(model)
 
 
@@ -137,7 +137,7 @@ class Teacher:
         self.price = prices(cfg.model, cfg.get("price"))
         if cfg.get("budget_usd") is not None and self.price is None:
             raise ConfigError(f"teacher.budget_usd is set but model {cfg.model!r} has no price: add it to "
-                              f"{configs_dir() / 'prices.yaml'} or set teacher.price={{input: .., output: ..}}")
+                              f"{config_file('prices.yaml')} or set teacher.price={{input: .., output: ..}}")
         self.cache = Cache(cache_path or cfg.cache)
         # formats this endpoint refused in an earlier run are not offered again (a rerun sends nothing)
         self._format_note = f"format {self.base_url} {cfg.model} {self.mode}"
