@@ -1,7 +1,7 @@
 """Audit stage: do students collapse when each learns from the previous one's labels, and which
 retraining policy prevents it?
 
-    distill audit recipe=NAME [generations=5] [strategies=[replace,accumulate,anchor]] [anchor_fraction=0.1]
+    distill audit recipe=NAME [audit.generations=5] [audit.strategies=[replace,accumulate,anchor]] [audit.anchor_fraction=0.1]
 
 Generation 0 learns from the teacher's seed labels. Generation k learns from the labels generation
 k-1 gave the corpus (`replace`), from the teacher's labels and every earlier generation's corpus
@@ -40,7 +40,9 @@ from distill.api import fit
 from distill.config import save_config
 from distill.data import file_stamp, load_split, read_json, read_parquet, write_atomic
 from distill.drift import fmt_p
-from distill.errors import ConfigError, DataError
+from distill.errors import DataError
+from distill.schema import check_audit
+from distill.schema import strategies as chosen
 from distill.label import label
 from distill.monitor import monitor
 from distill.report import html_table, png_tag
@@ -50,7 +52,6 @@ from distill.tasks import build_task
 from distill.teach import teach
 from distill.train import rows_hash, teacher_labels
 
-STRATEGIES = ("replace", "accumulate", "anchor")
 LEARNS = {"replace": "replace: learns from the previous generation's corpus labels",
           "accumulate": "accumulate: from the teacher's and every earlier generation's labels",
           "anchor": "anchor: from the previous generation's corpus labels plus {} fixed teacher rows"}
@@ -60,13 +61,11 @@ COLLAPSE_TESTS = ("accuracy", "f1", "class_recall")  # monitor alerts that say t
 
 
 def audit(cfg) -> dict:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("distill audit runs in one process (each generation trains on one device); "
-                          "launch it without accelerate's --num_processes")
+    check_audit(cfg)
     run = RunDir(cfg.run_dir)
     out = run.audit
     task = build_task(cfg.task)
-    strategies, generations, fraction = check(cfg)
+    strategies, generations, fraction = chosen(cfg), cfg.audit.generations, float(cfg.audit.anchor_fraction)
 
     # the teacher labels the seed pool (and gold, to be scored too) once, in the recipe's run directory
     taught = teach(cfg)
@@ -106,24 +105,6 @@ def audit(cfg) -> dict:
     return result
 
 
-def check(cfg) -> tuple[list[str], int, float]:
-    if "generations" not in cfg:
-        raise ConfigError(f"recipe {cfg.recipe!r} has no audit settings: add `- audit: default` to its defaults")
-    strategies = [cfg.strategies] if isinstance(cfg.strategies, str) else list(cfg.strategies)
-    if not strategies or any(s not in STRATEGIES for s in strategies) or len(set(strategies)) < len(strategies):
-        raise ConfigError(f"strategies={strategies}: choose one or more distinct of {', '.join(STRATEGIES)}")
-    try:
-        generations, fraction = int(cfg.generations), float(cfg.anchor_fraction)
-    except (TypeError, ValueError):
-        raise ConfigError(f"generations={cfg.generations} must be a whole number and anchor_fraction="
-                          f"{cfg.anchor_fraction} a number") from None
-    if generations < 1:
-        raise ConfigError(f"generations={generations}: at least 1 generation after generation 0")
-    if "anchor" in strategies and not 0 < fraction <= 1:
-        raise ConfigError(f"anchor_fraction={fraction}: a share of the seed rows in (0, 1]")
-    return strategies, generations, fraction
-
-
 # -- what each generation learns from ------------------------------------------------------------
 
 def keep(row: dict) -> dict:
@@ -145,7 +126,7 @@ def training_rows(strategy: str, seed: list[dict], corpus_labels: list[list[dict
         return seed + [r for labels in corpus_labels for r in labels]
     if strategy == "anchor":
         return corpus_labels[-1] + anchor
-    raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    raise ValueError(f"unknown strategy {strategy!r}")  # the schema allows only the three above
 
 
 # -- one generation: train, label, monitor --------------------------------------------------------
@@ -305,8 +286,8 @@ def describe(cfg, task, minority: int, gold_rows: int, seed_rows: int, anchored:
             "simulated_teacher": teacher.get("simulated"), "teacher_seed_rows": seed_rows,
             "teacher_on_gold": {k: on_gold[k] for k in ("accuracy", "macro_f1")} if on_gold else None,
             "gold_entropy": stats.entropy_bits(gold_support),
-            "anchor_rows": anchored if "anchor" in cfg.strategies else None,
-            "generations": int(cfg.generations), "strategies": list(cfg.strategies)}
+            "anchor_rows": anchored if "anchor" in chosen(cfg) else None,
+            "generations": int(cfg.audit.generations), "strategies": chosen(cfg)}
 
 
 # -- output ------------------------------------------------------------------------------------------

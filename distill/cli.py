@@ -25,10 +25,10 @@ stages:
   run       teach, train, label, route (when routing or an audit slice is set) and monitor
             (exits 0 on alerts: gate on distill monitor)
   audit     model-collapse audit: students retrained on students' labels for N generations, with
-            generations=5 strategies=[replace,accumulate,anchor] anchor_fraction=0.1; writes
+            audit.generations=5 audit.strategies=[replace,accumulate,anchor] audit.anchor_fraction=0.1; writes
             audit/audit.json and audit/audit.html with a verdict per strategy; resumable
   grow      training data from the taxonomy: the teacher writes texts per label, a student trained
-            on them finds matching corpus rows, the teacher judges them (yes/no), in rounds=N;
+            on them finds matching corpus rows, the teacher judges them (yes/no), in grow.rounds=N;
             writes grow/ (ledger, judgments) and the last student to student/; resumable
   refine    rounds that send the least sure corpus rows (and a random slice) to the teacher and
             retrain the student on every answer so far: refine.rounds=2 refine.fraction=0.2;
@@ -70,10 +70,11 @@ def list_recipes(argv: list[str]) -> None:
     from distill.runner import take_recipes_option
 
     try:
-        if rest := take_recipes_option(argv):
-            raise ConfigError(f"distill recipes takes only --recipes DIR, not {' '.join(rest)}")
+        rest = take_recipes_option(argv)
     except ConfigError as e:
-        print(f"distill: error: {e}", file=sys.stderr)
+        rest = [str(e)]
+    if rest:
+        print(f"distill: error: distill recipes takes --recipes DIR only ({' '.join(rest)})", file=sys.stderr)
         sys.exit(2)
     recipes = available_recipes()
     width = max(map(len, recipes))

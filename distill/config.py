@@ -17,11 +17,12 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from distill import schema
 from distill.errors import ConfigError
+from distill.schema import SPLITS
 
 PACKAGE = Path(__file__).resolve().parent
 GROUPS = ("teacher", "student", "train", "monitor", "label", "audit", "grow", "refine")
-SPLITS = ("seed", "corpus", "gold", "author_pool")  # author_pool: the simulated author's texts (distill grow)
 OPEN = ("teacher.sim.confusions", "teacher.sim.key_faults")  # label or key names: any may be added
 # every key a data split takes, whichever of them its recipe lists (docs/recipes.md, "Your data")
 SPLIT_KEYS = {"path": None, "format": None, "text_column": "text", "tokens_column": "tokens",
@@ -129,19 +130,6 @@ def _check_overrides(recipe: str, overrides: list[str]) -> tuple[DictConfig, lis
     return base, out
 
 
-def _check_types(base: DictConfig, cfg: DictConfig, overrides: list[str]) -> None:
-    """A number or a switch in the recipe stays one: `train.epochs=three` stops here, not mid-run."""
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
-        old, new = OmegaConf.select(base, key), OmegaConf.select(cfg, key)
-        if not isinstance(old, (bool, int, float)) or new is None or type(old) is type(new):
-            continue
-        if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
-            continue
-        kind = "true or false" if isinstance(old, bool) else "a whole number" if isinstance(old, int) else "a number"
-        raise ConfigError(f"{key} must be {kind} (the recipe has {old!r}), not {new!r}")
-
-
 def load_config(args: list[str]) -> DictConfig:
     """Compose the recipe named by `recipe=NAME` plus overrides into one resolved config."""
     recipe = next((a.split("=", 1)[1] for a in args if a.startswith("recipe=")), None)
@@ -154,12 +142,12 @@ def load_config(args: list[str]) -> DictConfig:
         cfg = _compose(recipe, [f"+recipe={recipe}", *overrides])
     except HydraException as e:
         raise ConfigError(str(e).splitlines()[0]) from None
-    _check_types(base, cfg, [o for o in overrides if o.split("=", 1)[0] not in GROUPS])
     with open_dict(cfg):
         for split in SPLITS:
             if OmegaConf.select(cfg, f"data.{split}") is not None:
                 cfg.data[split] = OmegaConf.merge(SPLIT_KEYS, cfg.data[split])
     OmegaConf.resolve(cfg)
+    schema.check(cfg, base)
     OmegaConf.set_struct(cfg, True)
     return cfg
 

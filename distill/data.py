@@ -123,12 +123,7 @@ def _plain(cfg):
 
 
 def _bounds(value, name: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        lo, hi = 1.0, 0.0
-    if not 0 <= lo < hi <= 1:
-        raise DataError(f"data.{name}.slice must be [lo, hi] with 0 <= lo < hi <= 1, got {value}")
+    lo, hi = (float(v) for v in value)  # the schema checked 0 <= lo < hi <= 1
     return lo, hi
 
 
@@ -176,8 +171,6 @@ def load_split(cfg, name: str, task: Task, labels: bool | None = None) -> datase
             raise DataError(f"{name} data: file {f} does not exist (set data.{name}.path=...)")
         if f.stat().st_size == 0:
             raise DataError(f"{f}: the file is empty (data.{name}.path)")
-    if spec.get("limit") is not None and (not isinstance(spec.limit, int) or spec.limit < 1):
-        raise DataError(f"data.{name}.limit must be a positive number of rows or null, not {spec.limit!r}")
     try:
         raw = _read(path, files, spec)
     except DataError:

@@ -1,6 +1,6 @@
 """Grow stage: training data from a taxonomy, in rounds, for a fraction of what labeling costs.
 
-    distill grow recipe=NAME [rounds=2] [grow.top=10] [grow.explore=2] [teacher.budget_usd=5]
+    distill grow recipe=NAME [grow.rounds=2] [grow.top=10] [grow.explore=2] [teacher.budget_usd=5]
 
 1. Author: for each label the teacher writes `grow.texts` texts per request, `grow.requests`
    requests each of another length and style, about a sub-topic it chooses. It then labels each
@@ -13,7 +13,7 @@
    top ones at depth 1), and `grow.explore` random ones, go to the teacher as yes/no questions;
    yes answers join the accepted rows. With `grow.next_labels=R`, a text judged no is asked about
    again under the student's next likeliest label, up to R more times: the rows it gets wrong.
-3. It stops after `rounds` judging rounds, when the teacher's budget is spent, or when a round's
+3. It stops after `grow.rounds` judging rounds, when the teacher's budget is spent, or when a round's
    student gains less than `grow.min_gain` accuracy over the previous one on the judged dev rows
    neither chose. A last round then trains a student on every accepted row, dev rows included,
    and judges nothing; it is copied to {run_dir}/student, where distill label finds it.
@@ -21,7 +21,7 @@
 A round is finished once its round.json is written: a killed grow resumes at the next unfinished
 round (within one, at its judging, from the candidates it wrote), and any question asked before is
 answered by the teacher's cache without being billed again. A round that stopped is looked at
-again on every run, so a higher `rounds` or budget goes on from it. grow/judgments.jsonl keeps every
+again on every run, so a higher `grow.rounds` or budget goes on from it. grow/judgments.jsonl keeps every
 verdict, grow/ledger.json the tokens and USD of each stage and round, grow/grow.json the summary.
 """
 
@@ -33,7 +33,6 @@ if __name__ == "__main__" and not __package__:
     sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
 
 import json
-import os
 import shutil
 import sys
 from contextlib import contextmanager
@@ -56,8 +55,9 @@ from distill.data import (
     text_key,
     write_atomic,
 )
-from distill.errors import ConfigError, DataError, TeacherError
-from distill.shortlist import check as shortlist_size
+from distill.errors import DataError, TeacherError
+from distill.schema import check_grow
+from distill.shortlist import size as shortlist_size
 from distill.shortlist import with_shortlists
 from distill.students import student_class
 from distill.students.base import free_memory
@@ -69,15 +69,9 @@ from distill.api import fit
 from distill.rundir import Grow, GrowRound, RunDir, StudentDir, finish, resume
 from distill.train import rows_hash
 
-DISAGREEMENTS = ("drop", "relabel")
-
-
 def grow(cfg) -> dict:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("distill grow runs in one process (each round trains on one device); "
-                          "launch it without accelerate's --num_processes")
     task = build_task(cfg.task)
-    check(cfg, task)
+    check_grow(cfg, task)
     run = RunDir(cfg.run_dir)
     out = run.grow
     out.dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +93,7 @@ def grow(cfg) -> dict:
         k, last = 0, None
         while True:
             k += 1
-            last = last or ("budget" if spent else "rounds" if k > cfg.rounds else None)
+            last = last or ("budget" if spent else "rounds" if k > cfg.grow.rounds else None)
             record = one_round(cfg, task, ask, out, k, corpus, accepted, last)
             if last:
                 break
@@ -120,29 +114,6 @@ def grow(cfg) -> dict:
     write_atomic(out.summary, json.dumps(summary, indent=2))
     print(format_summary(summary, out))
     return summary
-
-
-def check(cfg, task) -> None:
-    if "grow" not in cfg:
-        raise ConfigError(f"recipe {cfg.recipe!r} has no grow settings: add `- grow: default` to its defaults")
-    if not task.grows:
-        raise ConfigError(f"distill grow builds data for tasks with one label per text, not {task.kind}")
-    g = cfg.grow
-    whole = {"rounds": cfg.rounds, "grow.texts": g.texts, "grow.requests": g.requests, "grow.top": g.top,
-             "grow.depth": g.depth, "grow.explore": g.explore, "grow.next_labels": g.next_labels}
-    for key, value in whole.items():
-        least = 0 if key in ("grow.explore", "grow.next_labels") else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"{key}={value!r} must be a whole number of at least {least}")
-    if g.disagreements not in DISAGREEMENTS:
-        raise ConfigError(f"grow.disagreements={g.disagreements!r}: choose one of {', '.join(DISAGREEMENTS)}")
-    if not 0 <= float(g.dev_fraction) < 1:
-        raise ConfigError(f"grow.dev_fraction={g.dev_fraction}: a share in [0, 1)")
-    if cfg.teacher.mode == "batch":
-        raise ConfigError("distill grow asks the teacher online, round by round: set teacher.mode=online")
-    if not list(g.lengths) or not list(g.styles):
-        raise ConfigError("grow.lengths and grow.styles each need at least one entry")
-    shortlist_size(cfg, task)
 
 
 @contextmanager
@@ -443,11 +414,11 @@ def dry_run(cfg, task, corpus: list[dict]) -> dict:
     settings = {**OmegaConf.to_container(cfg.teacher, resolve=True), "samples": 1}
     estimates = {name: Teacher({**settings, **more}, request, simulated=bool(cfg.teacher.simulated),
                                need_key=False).estimate(rows) for name, (request, rows, more) in stages.items()}
-    total = {key: sum((e[key] or 0) * (cfg.rounds if name.startswith("judge") else 1) for name, e in estimates.items())
+    total = {key: sum((e[key] or 0) * (cfg.grow.rounds if name.startswith("judge") else 1) for name, e in estimates.items())
              for key in ("rows", "prompt_tokens", "completion_tokens", "cost_usd")}
     lines = [f"dry run: distill grow with teacher {cfg.teacher.model}, nothing was sent",
              f"{'stage':<16} {'requests':>9} {'prompt tok':>11} {'answer tok':>11} {'USD':>9}"]
-    for name, e in {**estimates, f"total, {cfg.rounds} rounds": total}.items():
+    for name, e in {**estimates, f"total, {cfg.grow.rounds} rounds": total}.items():
         usd_text = f"{e['cost_usd']:>9.4f}" if estimates["author"]["cost_usd"] is not None else f"{'no price':>9}"
         lines.append(f"{name:<16} {e['rows']:>9} {e['prompt_tokens']:>11} {e['completion_tokens']:>11} {usd_text}")
     uncounted = (f"; with grow.next_labels={g.next_labels} each no may add as many questions, not counted"

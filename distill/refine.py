@@ -39,7 +39,6 @@ from omegaconf import OmegaConf
 
 from distill.api import agreement, fit, predict
 from distill.data import load_split, prepare_data, read_json, read_jsonl, write_atomic
-from distill.errors import ConfigError
 from distill.route import audit_ids
 from distill.rundir import RunDir, StudentDir, finish, resume
 from distill.tasks import build_task
@@ -49,21 +48,10 @@ from distill.teacher.simulator import sim_rows
 from distill.train import teacher_labels, train
 
 
-def check(cfg) -> None:
-    r = cfg.refine
-    if int(r.rounds) < 1:
-        raise ConfigError(f"refine.rounds must be at least 1, not {r.rounds}")
-    if not 0 < float(r.fraction) <= 1:
-        raise ConfigError(f"refine.fraction must be a share of the corpus rows in (0, 1], not {r.fraction}")
-    if not 0 <= float(r.explore) <= 1:
-        raise ConfigError(f"refine.explore must be in [0, 1], not {r.explore}")
-
-
 def refine(cfg) -> dict:
     run, r = RunDir(cfg.run_dir), cfg.refine
     out = run.refine
     task = build_task(cfg.task)
-    check(cfg)
 
     # the corpus, and the first student (trained on the teacher's seed labels, teaching first if needed)
     prepare_data(cfg)

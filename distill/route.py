@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 
 from distill.cascade import check_routing, resolve_threshold, routes_any
 from distill.data import read_jsonl
-from distill.errors import ConfigError, DataError
+from distill.errors import DataError
+from distill.schema import needs_routing
 from distill.rundir import Review, RunDir
 from distill.shards import join, label_files, report, schema, tally
 from distill.tasks import build_task
@@ -150,14 +151,8 @@ def route_needed(cfg) -> bool:
 
 def check_route(cfg, task) -> None:
     """What picks the routed rows, and for a real teacher its API key, before anything is read or sent."""
+    needs_routing(cfg, route_needed(cfg))
     check_routing(cfg)
-    if not route_needed(cfg):
-        raise ConfigError("distill route needs label.threshold (a confidence in [0, 1], or auto to use the one "
-                          f"`distill cascade recipe={cfg.recipe}` picked on gold), label.route_fraction, "
-                          "label.route_budget_usd, or label.audit_fraction above 0")
-    if not 0 <= float(cfg.label.audit_fraction) <= 1 or int(cfg.label.audit_max_rows) < 0:
-        raise ConfigError(f"label.audit_fraction must be in [0, 1] and label.audit_max_rows >= 0, not "
-                          f"{cfg.label.audit_fraction} and {cfg.label.audit_max_rows}")
     if (cfg.label.route == "teacher" or float(cfg.label.audit_fraction)) and not cfg.teacher.simulated:
         Teacher(cfg.teacher, task, cache_path=":memory:")  # raises with the variable to export
 

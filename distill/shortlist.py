@@ -24,7 +24,7 @@ import numpy as np
 
 from distill.config import save_config
 from distill.data import content_id, load_split, prepare_data
-from distill.errors import ConfigError
+from distill.schema import check_shortlist
 from distill.rundir import RunDir, StudentDir
 from distill.students import student_class
 from distill.students.base import free_memory
@@ -33,16 +33,10 @@ from distill.tasks import build_task
 SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500)
 
 
-def check(cfg, task) -> int | None:
-    """task.shortlist as a number of labels (None: every label), refused where it cannot apply."""
+def size(cfg, task) -> int | None:
+    """task.shortlist as a number of labels (None: every label); the schema checked it."""
     k = cfg.task.get("shortlist")
-    if k is None:
-        return None
-    if not task.shortlists:
-        raise ConfigError(f"task.shortlist applies to tasks with one label per text, not {task.kind}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"task.shortlist must be a number of labels (1 to {len(task.labels)}) or null, not {k!r}")
-    return min(k, len(task.labels))
+    return None if k is None else min(k, len(task.labels))
 
 
 def label_scores(cfg, task, rows: list[dict]) -> tuple[np.ndarray, str]:
@@ -89,11 +83,8 @@ def dev_half(ids: list[str]) -> np.ndarray:
 
 def shortlist(cfg) -> dict:
     task = build_task(cfg.task)
-    if not task.shortlists:
-        raise ConfigError(f"distill shortlist applies to tasks with one label per text, not {task.kind}")
+    check_shortlist(task)
     target = float(cfg.task.get("shortlist_target", 0.95))
-    if not 0 < target <= 1:
-        raise ConfigError(f"task.shortlist_target={target}: a share of gold rows in (0, 1]")
     run = RunDir(cfg.run_dir)
     save_config(cfg, run.root)
     prepare_data(cfg)

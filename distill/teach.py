@@ -12,7 +12,7 @@ from functools import partial
 from distill.config import save_config
 from distill.data import check_held_out, load_split, prepare_data, read_jsonl
 from distill.rundir import RunDir
-from distill.shortlist import check as shortlist_size
+from distill.shortlist import size as shortlist_size
 from distill.shortlist import with_shortlists
 from distill.tasks import build_task
 from distill.teacher import Teacher, open_teacher

@@ -32,11 +32,10 @@ from omegaconf import OmegaConf
 from distill.card import write_card
 from distill.clean import check_clean, noisy_rows, write_record
 from distill.data import check_held_out, load_split, prepare_data, read_json, read_jsonl
-from distill.errors import ConfigError, DataError
+from distill.errors import DataError
 from distill.rundir import RunDir, StudentDir, resume
 from distill.students import student_class
 from distill.students.base import PROCESS_GROUP_TIMEOUT, check_method, free_memory, weights_hash
-from distill.students.calibration import TARGETS
 from distill.students.trainer import (
     checkpoint_step,
     final_loss,
@@ -56,7 +55,6 @@ def train(cfg, teach_first: bool = True) -> dict:
     task = build_task(cfg.task)
     check_method(cfg.student)  # before the teacher is paid
     check_clean(cfg, task)
-    check_balance(cfg)
 
     # teacher labels: rank 0 fills in what is missing while the other ranks wait
     if teach_first and not cfg.train.rows and state.is_main_process:
@@ -90,7 +88,6 @@ def fit(cfg, rows: list[dict], student_dir: Path, trained_on: str, cleaning: dic
     student_dir, files = Path(student_dir), StudentDir(student_dir)
     task = build_task(cfg.task)
     check_method(cfg.student)
-    check_balance(cfg)
     if not rows:
         raise DataError(f"{student_dir}: no rows to train on ({trained_on} gave no valid labels"
                         + (f", or train.clean.method={cleaning['method']} left them all out)" if cleaning else ")"))
@@ -208,15 +205,7 @@ def cleaned(cfg, task, rows: list[dict], run: RunDir, state) -> tuple[list[dict]
     return kept, summary
 
 
-BALANCE = ("auto", "none", "weighted", "oversample")
 AUTO_LARGEST = 3.0  # auto weights the loss when the largest class holds over 3 times an even share of the labels
-
-
-def check_balance(cfg) -> None:
-    if cfg.train.class_balance not in BALANCE:
-        raise ConfigError(f"train.class_balance {cfg.train.class_balance!r} is unknown; choose one of: {', '.join(BALANCE)}")
-    if cfg.train.calibration not in TARGETS:
-        raise ConfigError(f"train.calibration {cfg.train.calibration!r} is unknown; choose one of: {', '.join(TARGETS)}")
 
 
 def balanced(task, rows: list[dict], method: str, seed: int) -> tuple[list[dict], dict | None]:

@@ -47,7 +47,7 @@ def main() -> None:
             continue
         run_dir = work / name
         cmd = ["distill", "audit", *[o.format(data=args.data) for o in overrides], f"run_dir={run_dir}",
-               f"generations={args.generations}"]
+               f"audit.generations={args.generations}"]
         began = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         seconds = time.perf_counter() - began

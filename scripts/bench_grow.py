@@ -46,7 +46,7 @@ METHODS = ("labeler", "labeler_shortlist", "author", "grow", "gold_ceiling")
 # dataset -> recipe, folder under --data, overrides, {budget (labeler rows): grow settings}
 DATASETS = {
     # the corpus is half of train.csv (inside the seed pool), so that each round scores it in about a minute on CPU.
-    # Checked with --validate at N=800 (docs/bench_grow_val.json): grow.next_labels=1 and rounds=3 gained nothing
+    # Checked with --validate at N=800 (docs/bench_grow_val.json): grow.next_labels=1 and grow.rounds=3 gained nothing
     "banking77": ("banking", "banking77", ["data.dir={data}/banking77", "data.corpus.slice=[0.0,0.5]"],
                   {300: ["grow.texts=3", "grow.requests=1", "grow.top=2", "grow.explore=1"],
                    800: ["grow.texts=6", "grow.requests=1", "grow.top=10", "grow.explore=2"]}),
@@ -75,7 +75,7 @@ VALIDATE = {"ag_news": ["data.corpus.slice=[0.7,0.9]", "data.gold.path=${data.di
             "banking77": ["data.seed.slice=[0.0,0.5]", "data.gold.path=${data.dir}/train.csv",
                           "data.gold.slice=[0.5,0.8]"]}
 COMMON = ["teacher=simulated", "teacher.sim.noise=realistic", "student=minilm", "student.model={model}",
-          "monitor.score_teacher=false", "train.batch_size=16", "train.save_steps=100000", "rounds=2"]
+          "monitor.score_teacher=false", "train.batch_size=16", "train.save_steps=100000", "grow.rounds=2"]
 
 
 def main() -> None:

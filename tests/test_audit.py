@@ -37,7 +37,7 @@ def test_training_rows_follow_each_strategy():
     assert len({(r["id"], r["source"]) for r in acc}) == len(acc) == 140
     anc = training_rows("anchor", seed, gens, anchor)
     assert anc == gens[2] + anchor
-    with pytest.raises(ConfigError, match="unknown strategy"):
+    with pytest.raises(ValueError, match="unknown strategy"):
         training_rows("mix", seed, gens, anchor)
 
 
@@ -55,21 +55,23 @@ def test_paired_bootstrap_difference():
     assert lo < drop < hi < 0
 
 
-def test_bad_audit_settings_are_refused(make_cfg):
-    from distill.audit import check
+def test_bad_audit_settings_are_refused_as_the_recipe_loads(make_cfg):
+    from distill.schema import strategies
 
+    with pytest.raises(ConfigError, match=r"audit.strategies\[1\] must be one of \['replace', 'accumulate', 'anchor'\]"):
+        make_cfg("demo", "audit.strategies=[replace,forget]")
     with pytest.raises(ConfigError, match="choose one or more distinct of replace, accumulate, anchor"):
-        check(make_cfg("demo", "strategies=[replace,forget]"))
-    with pytest.raises(ConfigError, match="at least 1 generation"):
-        check(make_cfg("demo", "generations=0"))
-    with pytest.raises(ConfigError, match="anchor_fraction"):
-        check(make_cfg("demo", "anchor_fraction=0"))
-    with pytest.raises(ConfigError, match="must be a whole number"):
-        check(make_cfg("demo", "generations=two"))
-    assert check(make_cfg("demo", "strategies=accumulate"))[0] == ["accumulate"]
+        make_cfg("demo", "audit.strategies=[anchor,anchor]")
+    with pytest.raises(ConfigError, match=r"audit.generations must be at least 1 \(generations after generation 0\)"):
+        make_cfg("demo", "audit.generations=0")
+    with pytest.raises(ConfigError, match=r"audit.anchor_fraction must be a share of the seed rows in \(0, 1\]"):
+        make_cfg("demo", "audit.anchor_fraction=0")
+    with pytest.raises(ConfigError, match="audit.generations must be a whole number"):
+        make_cfg("demo", "audit.generations=two")
+    assert strategies(make_cfg("demo", "audit.strategies=accumulate")) == ["accumulate"]
 
 
-AUDIT = ["generations=2", "data.demo.sizes.seed=120", "data.demo.sizes.corpus=80", "data.demo.sizes.gold=60",
+AUDIT = ["audit.generations=2", "data.demo.sizes.seed=120", "data.demo.sizes.corpus=80", "data.demo.sizes.gold=60",
          "train.epochs=3"]
 
 

@@ -1,7 +1,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from distill.config import SPLIT_KEYS, available_recipes, group_options, load_config, save_config
+from distill.config import GROUPS, SPLIT_KEYS, available_recipes, group_options, load_config, save_config
 from distill.errors import ConfigError
 from distill.students import student_class
 from distill.tasks import build_task
@@ -20,11 +20,13 @@ def test_every_recipe_composes_and_validates(recipe):
     assert cfg.data.gold.label_column, "gold must carry human labels"
 
 
-@pytest.mark.parametrize("group", ["teacher", "student", "train", "monitor", "label", "audit"])
-def test_every_config_group_option_composes(group):
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_config_group_option_composes_under_its_own_key(group):
     for option in group_options(group):
         cfg = load_config(["recipe=demo", f"{group}={option}"])
-        assert (cfg.generations if group == "audit" else cfg[group]) is not None  # audit's keys are top-level
+        assert cfg[group] is not None and not set(cfg[group]) & {"generations", "strategies", "rounds"} - set(
+            {"audit": ["generations", "strategies"], "grow": ["rounds"], "refine": ["rounds"]}.get(group, []))
+    assert not {"generations", "strategies", "anchor_fraction", "rounds"} & set(load_config(["recipe=demo"]))
 
 
 def test_overrides_apply_and_config_is_saved(tmp_path):

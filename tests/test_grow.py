@@ -21,7 +21,7 @@ from distill.tasks.requests import Judge
 from distill.teach import teach
 from distill.teacher import Simulator, Teacher
 
-GROW = ("rounds=3", "grow.texts=3", "grow.requests=2", "grow.top=12", "grow.explore=3",
+GROW = ("grow.rounds=3", "grow.texts=3", "grow.requests=2", "grow.top=12", "grow.explore=3",
         "grow.next_labels=1", "grow.min_gain=-1", "student=tiny_encoder", "train.epochs=6",
         "teacher.sim.author_off_topic=0.3")
 STAGES = ["author.jsonl", "check.jsonl", *(f"round{k}/judge.jsonl" for k in (1, 2, 3))]  # what the teacher billed, by file
@@ -316,19 +316,21 @@ def test_follow_up_questions_come_in_candidate_order_whatever_order_the_replies_
 def test_grow_and_shortlist_refuse_what_they_cannot_do(make_cfg):
     with pytest.raises(ConfigError, match="one label per text"):
         grow(make_cfg("demo_ner"))
-    with pytest.raises(ConfigError, match="grow.top=0"):
-        grow(make_cfg("demo", "grow.top=0"))
-    with pytest.raises(ConfigError, match="grow.depth=0 must be a whole number of at least 1"):
-        grow(make_cfg("demo", "grow.depth=0"))
-    with pytest.raises(ConfigError, match="grow.next_labels=-1 must be a whole number of at least 0"):
-        grow(make_cfg("demo", "grow.next_labels=-1"))
+    with pytest.raises(ConfigError, match="grow.top must be at least 1, not 0"):
+        make_cfg("demo", "grow.top=0")
+    with pytest.raises(ConfigError, match="grow.depth must be a whole number"):
+        make_cfg("demo", "grow.depth=deep")
+    with pytest.raises(ConfigError, match="grow.next_labels must be at least 0, not -1"):
+        make_cfg("demo", "grow.next_labels=-1")
+    with pytest.raises(ConfigError, match="asks the teacher online"):
+        grow(make_cfg("demo", "teacher.mode=batch"))
     with pytest.raises(TeacherError, match="budget .* ran out while it wrote"):
         grow(make_cfg("demo", "teacher.budget_usd=0.001", run="poor"))
     dry = make_cfg("demo", "teacher.dry_run=true", run="dry")  # an estimate, and nothing sent
     estimate = grow(dry)
     assert estimate["dry_run"] and estimate["total"]["cost_usd"] > estimate["author"]["cost_usd"] > 0
     assert not (Path(dry.run_dir) / "grow" / "author.jsonl").exists()
-    with pytest.raises(ConfigError, match="task.shortlist must be"):
-        teach(make_cfg("demo", "task.shortlist=0"))
+    with pytest.raises(ConfigError, match="task.shortlist must be a number of labels, not 0"):
+        make_cfg("demo", "task.shortlist=0")
     messages = build_task(make_cfg("demo").task).messages({"text": "x", "shortlist": ["science", "weather"]})
     assert "science, weather." in messages[0]["content"] and "sports" not in messages[0]["content"]

@@ -313,10 +313,9 @@ def test_bad_thresholds_are_refused_clearly(tmp_path, monkeypatch):
         merge(cfg_for(tmp_path))
 
 
-def test_a_bad_token_budget_is_refused_before_any_work(make_cfg):
-    cfg = make_cfg("demo", "label.batch_tokens=0")
+def test_a_bad_token_budget_is_refused_as_the_recipe_loads(make_cfg):
     with pytest.raises(ConfigError, match="label.batch_tokens must be a positive token count or null, not 0"):
-        label(cfg)
+        make_cfg("demo", "label.batch_tokens=0")
 
 
 def test_route_fraction_sends_the_least_sure_share_asked_and_the_monitor_scores_the_audit_slice(trained, tmp_path):

@@ -132,3 +132,20 @@ def test_grow_refine_and_audit_build_students_through_the_library():
         assert "distill.api.fit" in names, name
         assert "train.rows" not in text and "round_config" not in text, name
     assert {"fit", "predict", "score", "agreement"} <= set(api.__all__)
+
+
+# config errors outside the schema: each needs more than the config (files, a model, the machine)
+NEEDS_MORE = {
+    "config.py": "the recipe folders: unknown recipes, config options and keys",
+    "runner.py": "the file system: run_dir is a file, --recipes names no folder",
+    "cascade.py": "the run directory: cascade/threshold.json, the seed rows' billed cost",
+    "monitor.py": "the baseline run directory's gold labels",
+    "base.py": "the machine: CUDA and bitsandbytes for QLoRA",
+    "encoder.py": "the model's tokenizer",
+}
+
+
+def test_config_values_are_checked_in_the_schema_alone():
+    raising = {p.name for p in modules() if re.search(r"raise ConfigError\b", p.read_text())}
+    assert raising - {"schema.py"} <= set(NEEDS_MORE), sorted(raising - {"schema.py"} - set(NEEDS_MORE))
+    assert "schema.py" in raising

@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
+from distill.config import load_config
 from distill.errors import ConfigError
 from distill.tasks import build_task
 from distill.tasks.ner import spans
@@ -76,8 +77,8 @@ def test_mistakes_concentrate_on_low_margin_rows_and_follow_the_weak_model(demo_
 
 def test_uniform_noise_stays_available_and_unknown_noise_is_refused(demo_rows):
     cfg, task, rows = demo_rows
-    with pytest.raises(ConfigError, match="teacher.sim.noise must be one of"):
-        Simulator(task, rows[:10], {**cfg.teacher.sim, "noise": "gaussian"})
+    with pytest.raises(ConfigError, match=r"teacher.sim.noise must be one of \['uniform', 'realistic'\]"):
+        load_config(["recipe=demo", "teacher.sim.noise=gaussian"])
     assert Simulator(task, rows[:10], {**cfg.teacher.sim, "noise": "uniform"}).plan == {}
 
 

@@ -47,7 +47,7 @@ def test_spam_collapse_audit(tmp_path):
     run_dir = tmp_path / "spam"
     proc = run(
         "distill", "audit", "recipe=spam", f"run_dir={run_dir}", "teacher=simulated", "student=tiny_t5",
-        "train=tiny", "train.epochs=5", "generations=1", f"data.file={SPAM / 'SMSSpamCollection'}",
+        "train=tiny", "train.epochs=5", "audit.generations=1", f"data.file={SPAM / 'SMSSpamCollection'}",
         "data.seed.limit=300", "data.corpus.limit=300", "data.gold.limit=400")
     result = json.loads((run_dir / "audit" / "audit.json").read_text())
     assert set(result) == {"replace", "accumulate", "anchor"}

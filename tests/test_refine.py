@@ -107,7 +107,7 @@ def test_a_killed_refine_resumes_bills_no_request_twice_and_trains_on_exactly_th
 
 
 def test_bad_refine_settings_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match="refine.fraction"):
-        refine(cfg_at(tmp_path, "refine.fraction=1.5"))
-    with pytest.raises(ConfigError, match="refine.rounds"):
-        refine(cfg_at(tmp_path, "refine.rounds=0"))
+    with pytest.raises(ConfigError, match=r"refine.fraction must be a share of the corpus rows in \(0, 1\], not 1.5"):
+        cfg_at(tmp_path, "refine.fraction=1.5")
+    with pytest.raises(ConfigError, match="refine.rounds must be at least 1, not 0"):
+        cfg_at(tmp_path, "refine.rounds=0")

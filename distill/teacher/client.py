@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from distill.config import config_file
 from distill.data import read_jsonl, write_atomic
-from distill.errors import ConfigError, OutputError, TeacherError
+from distill.errors import OutputError, TeacherError
+from distill.schema import MODES, check_teacher
 from distill.tasks import Task
 from distill.tasks.base import clip
 from distill.teacher.cache import Cache, request_key
@@ -37,9 +38,6 @@ from distill.teacher.limits import (
 )
 
 SIMULATED_KEY = "sk-simulated"
-MODES = ("json_schema", "json_object", "text")  # JSON answers, in fallback order
-OUTPUTS = (*MODES, "choice")  # choice: the bare label as plain text (tasks with choice_answers)
-PROMPTS = ("full", "compact")
 NO_KEY = "sk-no-key"  # teacher.api_key_env: null, for local servers that take any key
 # errors worth another try on a rerun (the endpoint failed us), as opposed to answers we judged invalid
 TRANSIENT = {"rate_limited", "server_error", "timeout", "connection_error", "auth_failed", "batch_failed",
@@ -121,23 +119,13 @@ class Teacher:
             raise TeacherError(f"the teacher's API key is not set: export {envs[0]}=... "
                                f"(teacher.api_key_env names the variable, or a list of them)")
         self._keys = keys
-        if cfg.output not in OUTPUTS:
-            raise ConfigError(f"teacher.output must be one of {list(OUTPUTS)}, not {cfg.output!r}")
-        if cfg.output == "choice" and (not task.choice_answers or task.rationale):
-            why = "a rationale" if task.choice_answers else f"{task.kind} answers"
-            raise ConfigError(f"teacher.output=choice asks for a bare label, but {why} need JSON: "
-                              f"set teacher.output to one of {list(MODES)}")
-        if cfg.get("prompt", "full") not in PROMPTS:
-            raise ConfigError(f"teacher.prompt must be one of {list(PROMPTS)}, not {cfg.prompt!r}")
+        self.price = prices(cfg.model, cfg.get("price"))
+        check_teacher(cfg, task, self.price)
         self.mode, self.choice = cfg.output, cfg.output == "choice"
         self.object_schema = False  # json_schema refused: the schema rides in json_object's `schema` field
         self.compact = cfg.get("prompt") == "compact"
         # what an invalid answer is asked again with: a question kind's own words, or the label's
         self.reask = getattr(task, "reask", None) or (REASK_CHOICE if self.choice else REASK)
-        self.price = prices(cfg.model, cfg.get("price"))
-        if cfg.get("budget_usd") is not None and self.price is None:
-            raise ConfigError(f"teacher.budget_usd is set but model {cfg.model!r} has no price: add it to "
-                              f"{config_file('prices.yaml')} or set teacher.price={{input: .., output: ..}}")
         self.cache = Cache(cache_path or cfg.cache)
         # formats this endpoint refused in an earlier run are not offered again (a rerun sends nothing)
         self._format_note = f"format {self.base_url} {cfg.model} {self.mode}"
