@@ -149,3 +149,29 @@ def test_config_values_are_checked_in_the_schema_alone():
     raising = {p.name for p in modules() if re.search(r"raise ConfigError\b", p.read_text())}
     assert raising - {"schema.py"} <= set(NEEDS_MORE), sorted(raising - {"schema.py"} - set(NEEDS_MORE))
     assert "schema.py" in raising
+
+
+def reads(path: Path, names: set[str]) -> list[tuple[str, str]]:
+    """(enclosing function, attribute) of each read of one of `names` in a module."""
+    found = []
+
+    def visit(node, where):
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else where
+            if isinstance(child, ast.Attribute) and child.attr in names:
+                found.append((where, child.attr))
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text()), "<module>")
+    return found
+
+
+def test_only_the_tasks_and_the_encoders_head_choice_read_the_task_shape(tmp_path):
+    shape = {"token_level", "multi_label"}
+    outside = {p.relative_to(PACKAGE).as_posix(): reads(p, shape) for p in modules()
+               if p.parent.name != "tasks" and reads(p, shape)}
+    assert set(outside) <= {"students/encoder.py"}, outside
+    assert {where for where, _ in outside.get("students/encoder.py", [])} <= {"for_task"}, outside
+    # the check sees a read where one is
+    (tmp_path / "stage.py").write_text("def pick(task):\n    return 2 if task.multi_label else 1\n")
+    assert reads(tmp_path / "stage.py", shape) == [("pick", "multi_label")]

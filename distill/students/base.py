@@ -109,6 +109,12 @@ class Student:
 
     # -- building -----------------------------------------------------------------------------
     @classmethod
+    def for_task(cls, task: Task) -> type["Student"]:
+        """The class that builds and loads this kind's student for `task` (a kind may have one per
+        task shape, as the encoder's heads)."""
+        return cls
+
+    @classmethod
     def tiny_model(cls, tiny_cfg, tokenizer, task: Task):
         raise NotImplementedError
 
@@ -128,6 +134,7 @@ class Student:
     def create(cls, cfg, task: Task, seed: int = 0, texts: list[str] = ()) -> "Student":
         """The base model (a hub id, a local directory, or a tiny random one), with LoRA unless
         `student.method=full`; QLoRA loads the base in 4-bit first."""
+        cls = cls.for_task(task)
         check_method(cfg)
         set_seed(seed)
         if cfg.get("tiny"):
@@ -275,6 +282,7 @@ class Student:
     @classmethod
     def load(cls, cfg, task: Task, student_dir: Path, on: torch.device | None = None) -> "Student":
         """The merged model when exported, else the adapter on its base; with its calibration."""
+        cls = cls.for_task(task)
         student_dir = Path(student_dir)
         meta = read_json(StudentDir(student_dir).record)
         dtype = default_dtype()

@@ -1,7 +1,8 @@
 """Encoder students (BERT, DeBERTa, ModernBERT families, or a decoder such as Llama or SmolLM2 with a
-classification head): a head over the text (softmax over the labels, or a sigmoid per label for
-multi-label tasks, with per-label thresholds tuned on the dev split), or over each word for NER.
-They give class probabilities in one forward pass: the cheapest labelers."""
+classification head). They give class probabilities in one forward pass: the cheapest labelers.
+Three heads, one class each, picked from the task's shape in `EncoderStudent.for_task` alone:
+`EncoderClassifier`, a softmax over the labels of the text; `EncoderMultiLabel`, a sigmoid per
+label with per-label thresholds tuned on the dev split; `EncoderTagger`, a tag per word (NER)."""
 
 from __future__ import annotations
 
@@ -90,15 +91,6 @@ def full_attention(backbone) -> None:
     backbone.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-def label_maps(task) -> dict:
-    """The classification head's config: one class per label (or per NER tag); a sigmoid and
-    binary cross-entropy per label for multi-label tasks."""
-    names = task.class_names()
-    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
-            "label2id": {n: i for i, n in enumerate(names)},
-            **({"problem_type": "multi_label_classification"} if task.multi_label else {})}
-
-
 THRESHOLDS = [round(0.05 * k, 2) for k in range(1, 20)]  # candidate per-label thresholds, 0.05 to 0.95
 
 
@@ -120,8 +112,21 @@ def tune_thresholds(probs: np.ndarray, truth: np.ndarray, min_positives: int = 3
 
 
 class EncoderStudent(Student):
+    """What the three heads share: the backbone, a word-level tiny tokenizer, a head per label."""
+
     kind = "encoder"
     generative = False
+    auto_class = AutoModelForSequenceClassification
+    tiny_class = BertForSequenceClassification
+    task_type = "SEQ_CLS"  # peft then trains the new head in full
+    collator = DataCollatorWithPadding
+    problem_type: dict = {}
+
+    @classmethod
+    def for_task(cls, task) -> type["EncoderStudent"]:
+        if cls is not EncoderStudent:
+            return cls
+        return EncoderTagger if task.token_level else EncoderMultiLabel if task.multi_label else EncoderClassifier
 
     def __init__(self, cfg, task, model, tokenizer, name: str, temperature: float = 1.0):
         super().__init__(cfg, task, model, tokenizer, name, temperature)
@@ -129,26 +134,20 @@ class EncoderStudent(Student):
         # head finds each row's last real token by the pad id
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
-        self.word_prefix = word_prefix(tokenizer) if task.token_level and tokenizer.is_fast else ""
-        self.case_marker = cfg.get("case_marker") if task.token_level else None
-        if self.case_marker and tokenizer.tokenize(self.case_marker) != [self.case_marker]:
-            raise ConfigError(f"student.case_marker {self.case_marker!r} is not one token of {name}'s vocabulary "
-                              f"(it tokenizes as {tokenizer.tokenize(self.case_marker)}); pick one that is, or null")
         if cfg.get("bidirectional"):
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             full_attention(getattr(base, base.base_model_prefix))
 
     @classmethod
-    def auto(cls, task):
-        return AutoModelForTokenClassification if task.token_level else AutoModelForSequenceClassification
-
-    @classmethod
-    def lora_task_type(cls, task) -> str:
-        return "TOKEN_CLS" if task.token_level else "SEQ_CLS"  # peft then trains the new head in full
+    def label_maps(cls, task) -> dict:
+        """The head's config: one class per label (or per NER tag)."""
+        names = task.class_names()
+        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                "label2id": {n: i for i, n in enumerate(names)}, **cls.problem_type}
 
     @classmethod
     def from_pretrained(cls, path, task, **kwargs):
-        return cls.auto(task).from_pretrained(path, **label_maps(task), **kwargs)
+        return cls.auto_class.from_pretrained(path, **cls.label_maps(task), **kwargs)
 
     @classmethod
     def tiny_tokenizer(cls, texts: list[str]):
@@ -166,36 +165,67 @@ class EncoderStudent(Student):
     def tiny_model(cls, tiny, tokenizer, task):
         config = BertConfig(vocab_size=len(tokenizer), hidden_size=tiny.hidden, num_hidden_layers=tiny.layers,
                             num_attention_heads=tiny.heads, intermediate_size=tiny.hidden * 2,
-                            max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, **label_maps(task))
-        return (BertForTokenClassification if task.token_level else BertForSequenceClassification)(config)
+                            max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, **cls.label_maps(task))
+        return cls.tiny_class(config)
 
     # -- training -----------------------------------------------------------------------------
     def _encode(self, rows: list[dict]) -> dict:
-        if not self.task.token_level:
-            return self.tokenizer([r["text"] for r in rows], max_length=self.cfg.max_source_length, truncation=True)
-        if not self.tokenizer.is_fast:
-            raise ConfigError(f"encoder NER needs a fast tokenizer (word alignment); {self.name} has none")
-        # a marker token travels with its word (same word id), after the sub-token that carries the tag
-        words = [[self.word_prefix + w + shape_marks(w, self.case_marker) for w in r["tokens"]] for r in rows]
-        return self.tokenizer(words, is_split_into_words=True, max_length=self.cfg.max_source_length, truncation=True)
+        return self.tokenizer([r["text"] for r in rows], max_length=self.cfg.max_source_length, truncation=True)
+
+    def _targets(self, enc, i: int, row: dict):
+        return self.task.to_class_ids(row["label"], row)
 
     def dataset(self, rows: list[dict], alpha: float | None, first: int = 0, weighted: bool = False) -> datasets.Dataset:
         enc = self._encode(rows)
-        labels = []
-        for i, row in enumerate(rows):
-            ids = self.task.to_class_ids(row["label"], row)
-            if self.task.token_level:  # the first sub-token of each word carries its tag
-                tagged = dict(first_subtokens(enc, i))
-                ids = [ids[tagged[pos]] if pos in tagged else -100 for pos in range(len(enc["input_ids"][i]))]
-            labels.append(ids)
+        labels = [self._targets(enc, i, row) for i, row in enumerate(rows)]
         data = {**enc, "labels": labels, "row": list(range(first, first + len(rows)))}
         if weighted:  # class balancing: each row's loss weight
             data["task_weight"] = [r.get("weight", 1.0) for r in rows]
         return datasets.Dataset.from_dict(data)
 
+    def make_trainer(self, args, train_data, dev_data, weighted: bool):
+        return (WeightedTrainer if weighted else Trainer)(
+            model=self.model, args=args, train_dataset=train_data, eval_dataset=dev_data,
+            data_collator=self.collator(self.tokenizer), processing_class=self.tokenizer)
+
+    # -- prediction ---------------------------------------------------------------------------
+    def _forward(self, rows: list[dict]):
+        """The rows' encoding and the head's logits (float), right-padded: word positions are
+        counted from each row's start."""
+        enc = self._encode(rows)
+        batch = self.tokenizer.pad(enc, return_tensors="pt", padding_side="right").to(self.model.device)
+        return enc, self.model(**batch).logits.float()
+
+    def input_ids(self, rows: list[dict]) -> list[list[int]] | None:
+        return self.token_ids([r["text"] for r in rows])
+
+    def class_logits(self, ids: list[list[int]]) -> torch.Tensor:
+        return self.model(**self.padded(ids)).logits
+
+
+class EncoderClassifier(EncoderStudent):
+    """One label per text: a softmax over the labels."""
+
+    def predict_batch(self, rows: list[dict], temps: torch.Tensor, ids: list[list[int]] | None = None):
+        logits = self.model(**self.padded(ids if ids is not None else self.input_ids(rows))).logits.float()
+        (best, conf), ready = to_host(logits.argmax(-1), top_confidence(logits, temps).exp())
+
+        def finish() -> list[dict]:
+            ready()
+            labels = [self.task.from_class_ids(i, r) for i, r in zip(best.tolist(), rows)]
+            return [{"label": lab, "confidence": c, "entity_confidence": None, "error": None, "raw": lab}
+                    for lab, c in zip(labels, conf.tolist())]
+        return finish
+
+
+class EncoderMultiLabel(EncoderClassifier):
+    """Any number of labels per text: a sigmoid and binary cross-entropy per label, thresholds
+    tuned on the dev split."""
+
+    problem_type = {"problem_type": "multi_label_classification"}
+
     def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir, args=None):
-        if self.task.multi_label:
-            self._prior_bias(train_rows)
+        self._prior_bias(train_rows)
         return super().trainer(train_rows, dev_rows, train_cfg, output_dir, args)
 
     def _prior_bias(self, rows: list[dict]) -> None:
@@ -211,47 +241,77 @@ class EncoderStudent(Student):
                 with torch.no_grad():
                     module.bias.copy_(torch.logit(share).to(module.bias))
 
-    def make_trainer(self, args, train_data, dev_data, weighted: bool):
-        collator = (DataCollatorForTokenClassification if self.task.token_level else DataCollatorWithPadding)(
-            self.tokenizer)
-        return (WeightedTrainer if weighted else Trainer)(model=self.model, args=args, train_dataset=train_data, eval_dataset=dev_data,
-                       data_collator=collator, processing_class=self.tokenizer)
-
-    # -- prediction ---------------------------------------------------------------------------
-    def _forward(self, rows: list[dict]):
-        """The rows' encoding and the head's logits (float), right-padded: word positions are
-        counted from each row's start."""
-        enc = self._encode(rows)
-        batch = self.tokenizer.pad(enc, return_tensors="pt", padding_side="right").to(self.model.device)
-        return enc, self.model(**batch).logits.float()
-
-    def input_ids(self, rows: list[dict]) -> list[list[int]] | None:
-        if self.task.token_level:
-            return None  # word-split input is encoded per batch, with its word alignment
-        return self.token_ids([r["text"] for r in rows])
-
-    def class_logits(self, ids: list[list[int]]) -> torch.Tensor:
-        return self.model(**self.padded(ids)).logits
+    def _bias(self, device) -> torch.Tensor:
+        """Each label's threshold as a logit (0 for the default 0.5)."""
+        thresholds = torch.tensor(self.calibration.get("thresholds") or [0.5] * len(self.task.labels),
+                                  dtype=torch.float32, device=device)
+        return torch.logit(thresholds)
 
     def predict_batch(self, rows: list[dict], temps: torch.Tensor, ids: list[list[int]] | None = None):
-        if self.task.token_level:
-            out = self._tag_words(rows, temps)
-            return lambda: out
+        """Labels over their thresholds. Each label decision's confidence is sigmoid(|z - b| / T),
+        0.5 at its threshold; the row's is their product, the chance the whole label set is right
+        (labels taken as independent), so its least sure labels weigh most and the temperature can
+        be fitted against whole-set agreement. entity_confidence: each chosen label's."""
         logits = self.model(**self.padded(ids if ids is not None else self.input_ids(rows))).logits.float()
-        if self.task.multi_label:
-            out = self._multi_label(rows, logits, temps)
-            return lambda: out
-        (best, conf), ready = to_host(logits.argmax(-1), top_confidence(logits, temps).exp())
+        z = logits - self._bias(logits.device)
+        chosen = (z >= 0).tolist()
+        conf = torch.stack([F.logsigmoid(z.abs() / t).sum(-1) for t in temps.tolist()], -1).exp().tolist()
+        decided = torch.sigmoid(z.abs() / self.temperature).tolist()
+        out = []
+        for b, row in enumerate(rows):
+            label = self.task.from_class_ids(chosen[b], row)
+            units = [round(decided[b][k], 6) for k, on in enumerate(chosen[b]) if on]
+            out.append({"label": label, "confidence": conf[b], "entity_confidence": units, "error": None,
+                        "raw": "; ".join(label)})
+        return lambda: out
 
-        def finish() -> list[dict]:
-            ready()
-            labels = [self.task.from_class_ids(i, r) for i, r in zip(best.tolist(), rows)]
-            return [{"label": lab, "confidence": c, "entity_confidence": None, "error": None, "raw": lab}
-                    for lab, c in zip(labels, conf.tolist())]
-        return finish
+    def calibrate(self, dev_rows: list[dict], batch_size: int, target: str) -> dict:
+        """Per-label thresholds tuned for F1 against the dev rows' labels first, then the temperature."""
+        if not dev_rows:
+            return super().calibrate(dev_rows, batch_size, target)
+        self.model.eval()
+        with torch.inference_mode():
+            probs = [torch.sigmoid(self._forward(dev_rows[start : start + batch_size])[1]).cpu().numpy()
+                     for start in range(0, len(dev_rows), batch_size)]
+        truth = np.array([self.task.to_class_ids(r["label"], r) for r in dev_rows], dtype=bool)
+        thresholds = tune_thresholds(np.concatenate(probs), truth)
+        self.calibration = {"thresholds": thresholds}
+        return {**fit_temperature(self, dev_rows, batch_size, target), "thresholds": thresholds,
+                "thresholds_by_label": dict(zip(self.task.labels, thresholds))}
 
-    def _tag_words(self, rows: list[dict], temps: torch.Tensor) -> list[dict]:
-        """NER: a tag per word, from its first sub-token."""
+
+class EncoderTagger(EncoderStudent):
+    """A tag per word (NER), from each word's first sub-token."""
+
+    auto_class = AutoModelForTokenClassification
+    tiny_class = BertForTokenClassification
+    task_type = "TOKEN_CLS"
+    collator = DataCollatorForTokenClassification
+
+    def __init__(self, cfg, task, model, tokenizer, name: str, temperature: float = 1.0):
+        super().__init__(cfg, task, model, tokenizer, name, temperature)
+        self.word_prefix = word_prefix(tokenizer) if tokenizer.is_fast else ""
+        self.case_marker = cfg.get("case_marker")
+        if self.case_marker and tokenizer.tokenize(self.case_marker) != [self.case_marker]:
+            raise ConfigError(f"student.case_marker {self.case_marker!r} is not one token of {name}'s vocabulary "
+                              f"(it tokenizes as {tokenizer.tokenize(self.case_marker)}); pick one that is, or null")
+
+    def _encode(self, rows: list[dict]) -> dict:
+        if not self.tokenizer.is_fast:
+            raise ConfigError(f"encoder NER needs a fast tokenizer (word alignment); {self.name} has none")
+        # a marker token travels with its word (same word id), after the sub-token that carries the tag
+        words = [[self.word_prefix + w + shape_marks(w, self.case_marker) for w in r["tokens"]] for r in rows]
+        return self.tokenizer(words, is_split_into_words=True, max_length=self.cfg.max_source_length, truncation=True)
+
+    def _targets(self, enc, i: int, row: dict):
+        ids = self.task.to_class_ids(row["label"], row)
+        tagged = dict(first_subtokens(enc, i))  # the first sub-token of each word carries its tag
+        return [ids[tagged[pos]] if pos in tagged else -100 for pos in range(len(enc["input_ids"][i]))]
+
+    def input_ids(self, rows: list[dict]) -> list[list[int]] | None:
+        return None  # word-split input is encoded per batch, with its word alignment
+
+    def predict_batch(self, rows: list[dict], temps: torch.Tensor, ids: list[list[int]] | None = None):
         enc, logits = self._forward(rows)
         # one position per word (its first sub-token); words cut off by truncation get O
         width = max(len(r["tokens"]) for r in rows)
@@ -273,43 +333,4 @@ class EncoderStudent(Student):
             units = self.task.word_unit_confidence(tags, lp0[b, : len(row["tokens"])].tolist())
             out.append({"label": tags, "confidence": conf[b], "entity_confidence": units, "error": None,
                         "raw": " ".join(tags)})
-        return out
-
-    # -- multi-label: a sigmoid per label, thresholds tuned on the dev split ----------------------
-    def _bias(self, device) -> torch.Tensor:
-        """Each label's threshold as a logit (0 for the default 0.5)."""
-        thresholds = torch.tensor(self.calibration.get("thresholds") or [0.5] * len(self.task.labels),
-                                  dtype=torch.float32, device=device)
-        return torch.logit(thresholds)
-
-    def _multi_label(self, rows: list[dict], logits: torch.Tensor, temps: torch.Tensor) -> list[dict]:
-        """Labels over their thresholds. Each label decision's confidence is sigmoid(|z - b| / T),
-        0.5 at its threshold; the row's is their product, the chance the whole label set is right
-        (labels taken as independent), so its least sure labels weigh most and the temperature can
-        be fitted against whole-set agreement. entity_confidence: each chosen label's."""
-        z = logits - self._bias(logits.device)
-        chosen = (z >= 0).tolist()
-        conf = torch.stack([F.logsigmoid(z.abs() / t).sum(-1) for t in temps.tolist()], -1).exp().tolist()
-        decided = torch.sigmoid(z.abs() / self.temperature).tolist()
-        out = []
-        for b, row in enumerate(rows):
-            label = self.task.from_class_ids(chosen[b], row)
-            units = [round(decided[b][k], 6) for k, on in enumerate(chosen[b]) if on]
-            out.append({"label": label, "confidence": conf[b], "entity_confidence": units, "error": None,
-                        "raw": "; ".join(label)})
-        return out
-
-    def calibrate(self, dev_rows: list[dict], batch_size: int, target: str) -> dict:
-        """Multi-label: per-label thresholds tuned for F1 against the dev rows' labels first, then
-        the temperature; otherwise the temperature alone."""
-        if not (self.task.multi_label and dev_rows):
-            return super().calibrate(dev_rows, batch_size, target)
-        self.model.eval()
-        with torch.inference_mode():
-            probs = [torch.sigmoid(self._forward(dev_rows[start : start + batch_size])[1]).cpu().numpy()
-                     for start in range(0, len(dev_rows), batch_size)]
-        truth = np.array([self.task.to_class_ids(r["label"], r) for r in dev_rows], dtype=bool)
-        thresholds = tune_thresholds(np.concatenate(probs), truth)
-        self.calibration = {"thresholds": thresholds}
-        return {**fit_temperature(self, dev_rows, batch_size, target), "thresholds": thresholds,
-                "thresholds_by_label": dict(zip(self.task.labels, thresholds))}
+        return lambda: out
