@@ -203,7 +203,7 @@ def bench_server(server: str, datasets: list[str], rows: int, threads: int, work
             result = score(task, gold, read_jsonl(path), stats, time.perf_counter() - begin)
             result["settings"] = {
                 "prompt": teacher_cfg.prompt, "output": teacher_cfg.output, "output_used": teacher._format(),
-                "max_tokens_sent": teacher.body(teacher.messages(gold[0]))["max_tokens"],
+                "max_tokens_sent": teacher.body(teacher.messages(gold[0]), gold[0])["max_tokens"],
                 "logprobs": teacher_cfg.logprobs, "top_logprobs": teacher_cfg.top_logprobs,
                 "temperature": teacher_cfg.temperature, "concurrency": teacher_cfg.concurrency,
                 "reask": teacher_cfg.reask, "timeout_s": teacher_cfg.timeout, "model": model,

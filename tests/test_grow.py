@@ -199,7 +199,9 @@ def test_the_judge_asks_one_yes_or_no_question_per_pair_and_reads_its_confidence
     settings = {**dict(cfg.teacher), "output": "choice", "sim": dict(cfg.teacher.sim)}
     with Simulator(task, {"gold": gold}, cfg.teacher.sim) as sim:
         teacher = Teacher(settings, judge, base_url=sim.base_url, simulated=True, cache_path=tmp_path / "c.sqlite")
-        assert teacher.body(messages)["max_tokens"] == 2 and "response_format" not in teacher.body(messages)
+        body = teacher.body(messages, pairs[0])
+        assert body["max_tokens"] == 2 and "response_format" not in body
+        assert body["metadata"] == {"distill_request": "judge", "label": pairs[0]["asked"], "text": pairs[0]["text"]}
         teacher.label(pairs, tmp_path / "judge.jsonl")
     records = {r["id"]: r for r in read_jsonl(tmp_path / "judge.jsonl")}
     assert [records[p["id"]]["label"] for p in pairs] == [True, False] * len(gold)

@@ -481,9 +481,11 @@ def test_choice_mode_reads_the_label_from_prose_with_label_token_confidence(demo
     with Simulator(task, rows, {**cfg.teacher.sim, "accuracy": 0.8}) as sim:
         teacher = make_teacher(cfg, task, sim, tmp_path, output="choice", prompt="compact", max_tokens=512)
         records = teacher.label_records(rows)
-    body = teacher.body(teacher.messages(rows[0]))
+    body = teacher.body(teacher.messages(rows[0]), rows[0])
     assert "response_format" not in body and body["max_tokens"] == task.choice_tokens() < 40
     assert "JSON" not in body["messages"][0]["content"]
+    # the simulator learns what was asked from the request's metadata, not from the prompt's words
+    assert body["metadata"] == {"distill_request": "label", "answer": "choice"}
     # the endpoint answered in a sentence; the label is the one it names
     assert all(r["raw"].startswith("The answer is ") and r["error"] is None for r in records)
     assert all(r["raw"] == f"The answer is {r['label']}." for r in records)
@@ -561,7 +563,7 @@ def test_a_refused_json_schema_is_asked_again_as_json_object_carrying_the_schema
         assert [r["label"] for r in again.label_records(rows[:10])] == [r["label"] for r in records]
         assert sum(sim.requests_by_key.values()) == seen and again.stats["cache_hits"] == 10
     # the form llama.cpp's server (and others) take: a grammar from the schema, not just any JSON
-    assert teacher.body([])["response_format"] == {"type": "json_object", "schema": task.schema()}
+    assert teacher.body([], rows[0])["response_format"] == {"type": "json_object", "schema": task.schema()}
     assert all(r["error"] is None for r in records) and sim.billed == 10
     assert "using json_object with the schema" in capfd.readouterr().err
 

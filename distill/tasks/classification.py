@@ -53,11 +53,6 @@ class Classification(Task):
         return "\n".join(line for line in self.guidelines.splitlines()
                          if line.partition(":")[0].strip() not in left_out).strip()
 
-    def offered_labels(self, system_prompt: str) -> list[str] | None:
-        marker = next((m for m in (FROM, LABELS) if m in system_prompt), None)
-        named = system_prompt.split(marker, 1)[1].splitlines()[0].rstrip(".").split(", ") if marker else []
-        return named if named and len(named) < len(self.labels) and set(named) <= set(self.labels) else None
-
     def answer_schema(self) -> dict:
         return {"type": "object", "properties": {"label": {"type": "string", "enum": self.labels}},
                 "required": ["label"], "additionalProperties": False}

@@ -2,9 +2,9 @@
 
 `Judge`: does this text belong to label X, defined as ...? One word back (two output tokens at
 most), its confidence from the token's logprob. `Author`: write N texts of label X, of a given
-length and style, about a sub-topic the teacher picks. Each has the part of the Task interface
-the teacher engine uses (messages, parsing, schema, confidence), so both go through the same
-cache, retries, budget and resumable JSONL files as labeling.
+length and style, about a sub-topic the teacher picks. Each is a `TeacherQuestion`, the part of
+the task interface the teacher engine uses (messages, parsing, schema, confidence), so both go
+through the same cache, retries, budget and resumable JSONL files as labeling.
 """
 
 from __future__ import annotations
@@ -13,28 +13,12 @@ import math
 import re
 
 from distill.errors import OutputError
-from distill.tasks.base import Task, extract_json, token_offsets
+from distill.tasks.base import Task, TeacherQuestion, extract_json, token_offsets
 
-_FIELD = re.compile(r"^(Label|Definition|Text|Texts|Length|Style): ?(.*)$", re.M)
-
-
-def fields(user_message: str) -> dict[str, str]:
-    """The `Name: value` lines of a judge or author question (the text runs to the question)."""
-    out: dict[str, str] = {}
-    for m in _FIELD.finditer(user_message):  # the first of each: a text may hold such lines too
-        out.setdefault(m.group(1), m.group(2))
-    if "Text" in out and "\nDoes the text" in user_message:  # a text may hold line breaks: up to the question
-        start = user_message.index("\nText: ") + len("\nText: ")
-        out["Text"] = user_message[start : user_message.rindex("\nDoes the text")]
-    return out
-
-
-class Request:
-    """What the teacher engine needs from a kind of question; a task answers the labeling one."""
+class Request(TeacherQuestion):
+    """One of grow's questions about a label of `task`."""
 
     system: str
-    kind: str
-    rationale = False
 
     def __init__(self, task: Task):
         self.task, self.labels = task, task.labels
@@ -47,8 +31,6 @@ class Request:
         definition = self.definitions.get(label)
         return f"Label: {label}" + (f"\nDefinition: {definition}" if definition else "")
 
-    # as a task does: the schema (no rationale here), its response format, a vote over samples
-    schema, response_format, vote = Task.schema, Task.response_format, Task.vote
 
 
 class Judge(Request):
@@ -66,6 +48,9 @@ class Judge(Request):
 
     def choice_tokens(self) -> int:
         return 2
+
+    def request_metadata(self, row: dict, choice: bool = True) -> dict[str, str]:
+        return {"distill_request": "judge", "label": row["asked"], "text": row["text"]}
 
     def estimate_answer_tokens(self, row: dict) -> int:
         return 2
@@ -104,6 +89,9 @@ class Author(Request):
 
     def estimate_answer_tokens(self, row: dict) -> int:
         return 12 + row["n"] * (40 if row["length"] == "long" else 16)
+
+    def request_metadata(self, row: dict, choice: bool = False) -> dict[str, str]:
+        return {"distill_request": "author", "label": row["asked"], "texts": str(row["n"]), "length": row["length"]}
 
     def answer_schema(self) -> dict:
         return {"type": "object", "properties": {"subtopic": {"type": "string"},

@@ -143,7 +143,7 @@ class Teacher:
     def messages(self, row: dict) -> list[dict]:
         return self.task.messages(row, compact=self.compact, choice=self.choice)
 
-    def body(self, messages: list[dict]) -> dict:
+    def body(self, messages: list[dict], row: dict) -> dict:
         # a bare label needs a few tokens: a small model asked for more may ramble until the limit
         max_tokens = min(self.cfg.max_tokens, self.task.choice_tokens()) if self.choice else self.cfg.max_tokens
         body = {"model": self.cfg.model, "messages": messages, "temperature": self.cfg.temperature,
@@ -160,6 +160,8 @@ class Teacher:
             body["logprobs"] = True
             if self.cfg.get("top_logprobs") is not None:  # llama.cpp's server sends logprobs only then
                 body["top_logprobs"] = self.cfg.top_logprobs
+        if self.simulated:  # what the simulator answers from; a real endpoint never sees it
+            body["metadata"] = self.task.request_metadata(row, self.choice)
         return body
 
     def cost(self, prompt_tokens: int, completion_tokens: int, discount: float = 1.0) -> float:
@@ -185,7 +187,7 @@ class Teacher:
 
     def estimate(self, rows) -> dict:
         """What labeling `rows` would take: rows, cache hits, estimated tokens and USD (dry run)."""
-        bodies = [(self.body(self.messages(r)), r) for r in rows]
+        bodies = [(self.body(self.messages(r), r), r) for r in rows]
         keys = [request_key(b) for b, _ in bodies]
         cached = self.cache.has(keys)
         prompt = completion = 0
@@ -261,7 +263,7 @@ class Teacher:
     async def _complete(self, messages: list[dict], row: dict) -> tuple[dict, float, bool]:
         """The reply to `messages` from the cache, else from the endpoint (then cached); its cost; cached?"""
         while True:
-            mode, body = self._format(), self.body(messages)
+            mode, body = self._format(), self.body(messages, row)
             key = request_key(body)
             reply = self.cache.get(key)
             if reply is not None:

@@ -40,7 +40,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from distill.data import text_key
 from distill.tasks import Task
-from distill.tasks.requests import Author, Judge, fields
 from distill.teacher.cache import request_key
 from distill.teacher.client import prices, usd
 from distill.tasks.noise import confidence
@@ -135,19 +134,19 @@ class Simulator:
         n = int(body.get("n") or 1)
         sampled = n > 1 and (body.get("temperature") or 0) > 0
         text_mode = (body.get("response_format") or {}).get("type") in (None, "text")
-        # a system prompt that asks for no JSON (teacher.output=choice) gets the bare label in a sentence
-        first = body["messages"][0]
-        system = first["content"] if first["role"] == "system" else ""
-        plain = text_mode and first["role"] == "system" and "JSON" not in (first["content"] or "")
-        offered = self.task.offered_labels(system) if row is not None else None
+        # what was asked, from the request's metadata (a request without it: labeling, in JSON)
+        meta = body.get("metadata") or {}
+        asked = meta.get("distill_request", "label")
+        plain = text_mode and meta.get("answer") == "choice"  # the bare label, in a sentence
+        offered = json.loads(meta["shortlist"]) if meta.get("shortlist") and row is not None else None
         choices, prompt_chars, completion_chars = [], sum(len(m["content"] or "") for m in body["messages"]), 0
         for i in range(n):
             # the same request always gets the same answer; samples differ when temperature > 0
             salt = f"{self.sim.get('seed', 0)}\x00{len(body['messages'])}\x00{user}" + (f"\x00{i}" if sampled else "")
             rng = random.Random(hashlib.sha256(salt.encode()).digest())
-            if system in (Judge.system, Author.system):  # the grow loop's questions
-                content, units, whole = (self._judge if system == Judge.system else self._author)(fields(user), rng)
-                plain = system == Judge.system
+            if asked in ("judge", "author"):  # the grow loop's questions
+                content, units, whole = (self._judge if asked == "judge" else self._author)(meta, rng)
+                plain = asked == "judge"
             elif row is None:
                 content, units, whole = "{}", [], 0.5  # no gold for this text: a reply without the field
             else:
@@ -194,7 +193,7 @@ class Simulator:
         """yes or no: whether the label the teacher believes the text has is the one asked about.
         Realistic noise: its belief is its planned answer (wrong on the rows it would mislabel);
         uniform: gold, else another label, at `accuracy`."""
-        row, label = self.rows.get(self._key(asked.get("Text", ""))), asked.get("Label")
+        row, label = self.rows.get(self._key(asked.get("text", ""))), asked.get("label")
         if row is None:
             return "no", [(0, 2, 0.5)], 1.0  # a text it has no gold for
         plan = self.plan.get(self.task.user_message(row))
@@ -210,11 +209,11 @@ class Simulator:
     def _author(self, asked: dict, rng: random.Random) -> tuple[str, list, float]:
         """Real texts of the label from the author pool (held out from corpus and gold), the
         shorter or the longer half as asked; `author_off_topic` of them belong to another label."""
-        label, n = asked.get("Label"), int(asked.get("Texts") or 1)
+        label, n = asked.get("label"), int(asked.get("texts") or 1)
         pool = self.pool.get(label) or []
         if pool:
             middle = sorted(len(t.split()) for t in pool)[len(pool) // 2]
-            long = asked.get("Length") == "long"
+            long = asked.get("length") == "long"
             pool = [t for t in pool if (len(t.split()) > middle) == long] or pool
         texts = rng.sample(pool, min(n, len(pool)))
         others = [lab for lab in self.pool if lab != label]
