@@ -31,6 +31,7 @@ from distill.rundir import RunDir
 from distill.stats import scores
 from distill.students.base import student_identity
 from distill.tasks import Task, build_task
+from distill.tasks.base import Metrics
 from distill.teacher.client import prices, usd
 
 def check_routing(cfg) -> None:
@@ -123,7 +124,7 @@ def target_metric(cfg, task: Task) -> str:
     return task.main_metric if name == "main" else name
 
 
-def quality(task: Task, counts: np.ndarray, right: np.ndarray) -> dict:
+def quality(task: Metrics, counts: np.ndarray, right: np.ndarray) -> dict:
     """The main metric, macro-F1 and the worst per-class recall of one set of labels."""
     s = scores(counts, right, task.labels)
     recalls = [c["recall"] for c in s["per_class"].values() if c["support"] > 0]
@@ -131,7 +132,7 @@ def quality(task: Task, counts: np.ndarray, right: np.ndarray) -> dict:
             "worst_recall": min(recalls) if recalls else 0.0}
 
 
-def replay(task: Task, truth: list, student: list, confidence: list, teacher: list):
+def replay(task: Metrics, truth: list, student: list, confidence: list, teacher: list):
     """The cascade on labeled rows: each row's confidence (invalid: -1, always sent), and a
     function of a threshold giving which rows it sends and the quality of the mixed labels."""
     conf = np.array([c if lab is not None else -1.0 for lab, c in zip(student, confidence)])
@@ -146,7 +147,7 @@ def replay(task: Task, truth: list, student: list, confidence: list, teacher: li
     return conf, at
 
 
-def curve(task: Task, truth: list, student: list, confidence: list, teacher: list,
+def curve(task: Metrics, truth: list, student: list, confidence: list, teacher: list,
           cost_per_row: float | None, points: int = 201, metric: str | None = None) -> list[dict]:
     """Quality (main metric, macro-F1, worst-class recall), coverage and teacher cost of the cascade
     at each threshold, replayed on gold; `quality` is `metric`'s value (default: the main metric)."""
@@ -176,7 +177,7 @@ def in_first_half(row_id: str) -> bool:
     return int(hashlib.sha256(f"cascade-half:{row_id}".encode()).hexdigest()[:8], 16) % 2 == 0
 
 
-def held_out_check(task: Task, ids: list[str], truth: list, student: list, confidence: list, teacher: list,
+def held_out_check(task: Metrics, ids: list[str], truth: list, student: list, confidence: list, teacher: list,
                    target: float, metric: str) -> dict:
     """Pick the threshold on one half of gold (by a hash of each id) and score it on the other:
     what the target promises on rows the choice never saw."""

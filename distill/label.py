@@ -46,6 +46,7 @@ from distill.shards import join, join_parts, part_path, report, schema, write_ta
 from distill.students import student_class
 from distill.students.base import PROCESS_GROUP_TIMEOUT, student_identity
 from distill.tasks import Task, build_task
+from distill.tasks.base import Metrics
 
 
 def label(cfg) -> dict:
@@ -195,7 +196,7 @@ def student_record(student_dir: Path) -> dict:
     return json.loads(record.read_text())
 
 
-def agreement(task: Task, reference: dict, preds: dict) -> float | None:
+def agreement(task: Metrics, reference: dict, preds: dict) -> float | None:
     """The share of the rows in both `reference` ({id: label}) and `preds` ({id: {label}}) whose
     labels agree, as the task counts a row right (None when they share no row)."""
     ids = [i for i in reference if i in preds]
@@ -204,7 +205,7 @@ def agreement(task: Task, reference: dict, preds: dict) -> float | None:
     return float(task.correct([reference[i] for i in ids], [preds[i]["label"] for i in ids]).mean())
 
 
-def score(task: Task, gold, preds: dict) -> dict:
+def score(task: Metrics, gold, preds: dict) -> dict:
     """The labels of `preds` ({id: {label}}) against human `gold` (a list of rows or a Dataset,
     with id and label): the task's metrics; a gold row without a label counts as wrong."""
     rows = gold if isinstance(gold, list) else gold.select_columns(["id", "label"]).to_list()

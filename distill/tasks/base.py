@@ -313,6 +313,8 @@ class StudentTargets(ABC):
 class Metrics(ABC):
     """Scoring labels against gold, and what the monitor counts."""
 
+    main_metric: str  # the headline metric (accuracy; entity F1 for NER)
+
     f1_key = "macro_f1"  # the F1 the monitor's paired test compares
 
     @abstractmethod

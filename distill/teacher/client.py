@@ -26,8 +26,7 @@ from distill.config import config_file
 from distill.data import read_jsonl, write_atomic
 from distill.errors import OutputError, TeacherError
 from distill.schema import MODES, check_teacher
-from distill.tasks import Task
-from distill.tasks.base import clip
+from distill.tasks.base import TeacherQuestion, clip
 from distill.teacher.cache import Cache, request_key
 from distill.teacher.limits import (
     KeyPool,
@@ -107,7 +106,7 @@ class _Attrs(dict):
 
 
 class Teacher:
-    def __init__(self, cfg, task: Task, base_url: str | None = None, simulated: bool = False,
+    def __init__(self, cfg, task: TeacherQuestion, base_url: str | None = None, simulated: bool = False,
                  cache_path: str | Path | None = None, need_key: bool = True):
         cfg = _Attrs.of(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg))
         self.cfg, self.task, self.simulated = cfg, task, simulated
