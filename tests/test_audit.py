@@ -106,7 +106,7 @@ def test_killed_audit_resumes_and_each_generation_learns_from_its_strategy_rows(
     # each generation trained on exactly the rows its strategy prescribes
     seed = {r["id"]: r["label"] for r in read_jsonl(run_dir / "teacher" / "seed.jsonl") if r["label"] is not None}
     cfg = load_config(["recipe=demo", f"run_dir={run_dir}", *AUDIT])
-    anchor = {r["id"] for r in anchor_rows([{"id": i} for i in seed], cfg.anchor_fraction, cfg.seed)}
+    anchor = {r["id"] for r in anchor_rows([{"id": i} for i in seed], cfg.audit.anchor_fraction, cfg.seed)}
 
     def corpus(key):
         labels = pd.read_parquet(out / key / "labels" / "corpus.parquet")
