@@ -72,9 +72,11 @@ def list_recipes(argv: list[str]) -> None:
     try:
         rest = take_recipes_option(argv)
     except ConfigError as e:
-        rest = [str(e)]
+        rest, why = True, str(e)
+    else:
+        why = f"distill recipes takes --recipes DIR only, not {' '.join(rest)}"
     if rest:
-        print(f"distill: error: distill recipes takes --recipes DIR only ({' '.join(rest)})", file=sys.stderr)
+        print(f"distill: error: {why}", file=sys.stderr)
         sys.exit(2)
     recipes = available_recipes()
     width = max(map(len, recipes))

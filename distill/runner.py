@@ -6,6 +6,7 @@ Every stage's `main()` and the `distill` command call `run_stage`; stages never 
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import sqlite3
 import sys
@@ -32,6 +33,9 @@ def run_stage(fn, argv: list[str]):
             if leftovers := remove_leftovers(Path(cfg.run_dir)):
                 print(f"distill: removed {len(leftovers)} half-written file(s) a stopped run left behind: "
                       + ", ".join(str(p) for p in leftovers[:3]), file=sys.stderr)
+        # what is loaded by now lives as long as the process: later collections (each round frees
+        # its models) need not walk it again
+        gc.freeze()
         result = fn(cfg)
     except DistillError as e:
         print(f"distill: error: {e}", file=sys.stderr)

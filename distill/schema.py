@@ -177,7 +177,7 @@ class Train:
     epochs: Positive
     max_steps: Annotated[int, at_least(-1, "-1 (train for epochs) or a number of steps")]
     min_steps: Count
-    lr: Annotated[float, Range(0, lo_open=True)]
+    lr: NonNegative  # 0 freezes the weights (a check, a baseline)
     batch_size: Positive
     grad_accum: Positive
     weight_decay: NonNegative

@@ -72,7 +72,7 @@ def test_bad_audit_settings_are_refused_as_the_recipe_loads(make_cfg):
 
 
 AUDIT = ["audit.generations=2", "data.demo.sizes.seed=120", "data.demo.sizes.corpus=80", "data.demo.sizes.gold=60",
-         "train.epochs=3"]
+         "train.epochs=2", "monitor.n_boot=200", "monitor.n_perm=200", "monitor.embed_rows=0"]
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import pytest
 
 from distill.config import available_recipes, group_options, load_config
 from distill.errors import ConfigError
+from distill.runner import take_recipes_option
 
 ROOT = Path(__file__).resolve().parents[1]
 # small enough for a test, still every stage of `distill run`
@@ -69,7 +70,7 @@ def test_a_users_recipe_folder_comes_first_and_may_add_config_options(tmp_path, 
     assert available_recipes()["demo"] != mine / "demo.yaml" and "news" not in available_recipes()
 
 
-def test_the_recipes_option_is_searched_first_and_a_missing_folder_is_refused(tmp_path):
+def test_the_recipes_option_is_searched_first_and_a_missing_folder_is_refused(tmp_path, monkeypatch):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "news.yaml").write_text(available_recipes()["demo"].read_text().replace(
@@ -77,11 +78,15 @@ def test_the_recipes_option_is_searched_first_and_a_missing_folder_is_refused(tm
     env = {k: v for k, v in os.environ.items() if k != "DISTILL_RECIPES"}
     listed = run("distill", "recipes", "--recipes", mine, env=env).stdout
     assert "My news topics" in listed and str(mine / "news.yaml") in listed and "demo" in listed
-    teach = subprocess.run(["distill", "teach", "recipe=news", f"--recipes={mine}", f"run_dir={tmp_path / 'run'}",
-                            "teacher.dry_run=true"], capture_output=True, text=True, env=env)
-    assert teach.returncode == 0, teach.stderr[-2000:]
-    missing = subprocess.run(["distill", "teach", "recipe=news", "--recipes", tmp_path / "nowhere"],
+    missing = subprocess.run(["distill", "recipes", "--recipes", tmp_path / "nowhere"],
                              capture_output=True, text=True, env=env)
-    assert missing.returncode == 2 and f"--recipes {tmp_path / 'nowhere'}: no such folder" in missing.stderr
+    assert (missing.returncode, missing.stderr) == (2, f"distill: error: --recipes {tmp_path / 'nowhere'}: no such folder\n")
+
+    # a stage takes it anywhere among its arguments, and the processes it starts see the folder too
+    monkeypatch.setenv("DISTILL_RECIPES", "")
+    rest = take_recipes_option(["recipe=news", f"--recipes={mine}", "train.epochs=1"])
+    assert rest == ["recipe=news", "train.epochs=1"] and os.environ["DISTILL_RECIPES"] == str(mine)
+    assert load_config(rest).recipe == "news"
+    monkeypatch.setenv("DISTILL_RECIPES", "")
     with pytest.raises(ConfigError, match="unknown recipe 'news'"):
         load_config(["recipe=news"])

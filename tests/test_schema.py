@@ -55,7 +55,7 @@ def test_every_schema_key_is_in_a_shipped_config_and_every_shipped_key_in_the_sc
 
 @pytest.mark.parametrize("override, message", [
     ("train.epochs=three", "train.epochs must be a whole number (the recipe has 15), not 'three'"),
-    ("train.lr=-1", "train.lr must be above 0, not -1.0"),
+    ("train.lr=-1", "train.lr must be at least 0, not -1.0"),
     ("label.threshold=high", "label.threshold must be a number in [0, 1], 'auto' or null, not 'high'"),
     ("label.splits=[corpus,seed]", "label.splits[1] must be one of ['corpus', 'gold']"),
     ("teacher.sim.error_rate=2", "teacher.sim.error_rate must be in [0, 1], not 2.0"),

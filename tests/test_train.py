@@ -72,17 +72,20 @@ def test_killed_training_resumes_from_its_last_checkpoint(taught, tmp_path, stud
 
 
 @pytest.mark.slow
-def test_a_changed_recipe_trains_afresh_instead_of_resuming(taught, tmp_path):
+def test_a_changed_recipe_trains_afresh_instead_of_resuming(taught, tmp_path, capsys):
+    from distill.train import train
+
     run_dir = tmp_path / "run"
     shutil.copytree(taught, run_dir)
-    args = ["distill", "train", "recipe=demo", f"run_dir={run_dir}", "student=tiny_encoder", "train.max_steps=12",
-            "train.save_steps=4"]
-    run(*args)
-    again = run(*args)  # the same command: resumes at the end, trains nothing more
+    args = ["recipe=demo", f"run_dir={run_dir}", "student=tiny_encoder", "train.max_steps=12", "train.save_steps=4"]
+    train(load_config(args))  # in this process: the killed-training test above goes through the command
+    capsys.readouterr()
+    train(load_config(args))  # the same settings: resumes at the end, trains nothing more
     assert json.loads((run_dir / "student" / "student.json").read_text())["resumed_from"] == 12
-    assert "resuming from" in again.stdout
-    changed = run(*args, "train.lr=1e-3")
-    assert "starting afresh" in changed.stdout and "resuming" not in changed.stdout
+    assert "resuming from" in capsys.readouterr().out
+    train(load_config([*args, "train.lr=1e-3"]))
+    changed = capsys.readouterr().out
+    assert "starting afresh" in changed and "resuming" not in changed
     meta = json.loads((run_dir / "student" / "student.json").read_text())
     assert meta["resumed_from"] is None and meta["steps"] == 12
 
