@@ -63,6 +63,11 @@ def run_all(cfg) -> dict:
     return {**monitor(cfg), "exit_status": 0}
 
 
+def fail(message: str) -> None:
+    print(f"distill: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def list_recipes(argv: list[str]) -> None:
     """Every recipe (with its first comment line) and config option, and where each comes from."""
     from distill.config import GROUPS, PACKAGE, available_recipes, group_files
@@ -72,12 +77,9 @@ def list_recipes(argv: list[str]) -> None:
     try:
         rest = take_recipes_option(argv)
     except ConfigError as e:
-        rest, why = True, str(e)
-    else:
-        why = f"distill recipes takes --recipes DIR only, not {' '.join(rest)}"
+        fail(str(e))
     if rest:
-        print(f"distill: error: {why}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"distill recipes takes --recipes DIR only, not {' '.join(rest)}")
     recipes = available_recipes()
     width = max(map(len, recipes))
     print("recipes (distill STAGE recipe=NAME):")
@@ -114,9 +116,7 @@ def main(argv: list[str] | None = None) -> None:
               "route": route, "monitor": monitor, "run": run_all, "audit": audit, "grow": grow,
               "refine": refine, "shortlist": shortlist, "simulate": serve}
     if stage not in stages:
-        print(f"distill: error: unknown stage {stage!r}; choose one of: {', '.join(stages)}\n\n{USAGE}",
-              file=sys.stderr)
-        sys.exit(2)
+        fail(f"unknown stage {stage!r}; choose one of: {', '.join(stages)}\n\n{USAGE}")
     run_stage(stages[stage], rest)
 
 

@@ -81,9 +81,9 @@ def _leaf_keys(node, prefix: str = "") -> list[str]:
     return keys
 
 
-def _compose(recipe: str, overrides: list[str]) -> DictConfig:
+def _compose(path: Path, overrides: list[str]) -> DictConfig:
     # the recipe's own folder is Hydra's primary one, so its groups win; then the user's, then ours
-    home = available_recipes()[recipe].parent
+    home, recipe = path.parent, path.stem
     search = ",".join(repr(f"file://{d}") for d in config_dirs() if d != home)
     with initialize_config_dir(config_dir=str(home), version_base=None):
         return compose(recipe, overrides=[f"hydra.searchpath=[{search}]", *overrides])
@@ -99,7 +99,7 @@ def _is_open(base: DictConfig, key: str) -> bool:
     return False
 
 
-def _check_overrides(recipe: str, overrides: list[str]) -> tuple[DictConfig, list[str]]:
+def _check_overrides(path: Path, overrides: list[str]) -> tuple[DictConfig, list[str]]:
     """Reject unknown keys before Hydra does, with the list of valid ones; return the recipe with
     its group choices and the overrides in the form Hydra takes (`++key` adds a documented key the
     recipe does not list)."""
@@ -109,7 +109,7 @@ def _check_overrides(recipe: str, overrides: list[str]) -> tuple[DictConfig, lis
         key, value = item.split("=", 1)
         if key in GROUPS and value not in group_options(key):
             raise ConfigError(f"unknown {key} config {value!r}; choose one of: {', '.join(group_options(key))}")
-    base = _compose(recipe, [f"+recipe={recipe}", *(o for o in overrides if o.split("=", 1)[0] in GROUPS)])
+    base = _compose(path, [f"+recipe={path.stem}", *(o for o in overrides if o.split("=", 1)[0] in GROUPS)])
     present = _leaf_keys(base)
     valid = present + [k for split in SPLITS if OmegaConf.select(base, f"data.{split}") is not None
                        for k in (f"data.{split}.{name}" for name in SPLIT_KEYS) if k not in present]
@@ -135,11 +135,12 @@ def load_config(args: list[str]) -> DictConfig:
     recipe = next((a.split("=", 1)[1] for a in args if a.startswith("recipe=")), None)
     if recipe is None:
         raise ConfigError(f"missing recipe=NAME; available recipes: {', '.join(available_recipes())}")
-    if recipe not in available_recipes():
-        raise ConfigError(f"unknown recipe {recipe!r}; available recipes: {', '.join(available_recipes())}")
-    base, overrides = _check_overrides(recipe, [a for a in args if not a.startswith("recipe=")])
+    recipes = available_recipes()
+    if recipe not in recipes:
+        raise ConfigError(f"unknown recipe {recipe!r}; available recipes: {', '.join(recipes)}")
+    base, overrides = _check_overrides(recipes[recipe], [a for a in args if not a.startswith("recipe=")])
     try:
-        cfg = _compose(recipe, [f"+recipe={recipe}", *overrides])
+        cfg = _compose(recipes[recipe], [f"+recipe={recipe}", *overrides])
     except HydraException as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     with open_dict(cfg):

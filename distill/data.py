@@ -21,10 +21,11 @@ from omegaconf import OmegaConf
 from distill.config import SPLIT_KEYS
 from distill.demo import write_demo
 from distill.errors import DataError
+from distill.schema import FORMATS
 from distill.tasks import Task
 
-FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
-           ".conll": "conll", ".txt": "conll"}
+SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
+            ".conll": "conll", ".txt": "conll"}  # each a format of schema.FORMATS
 
 datasets.disable_progress_bars()
 
@@ -66,7 +67,7 @@ def read_conll(path: Path, token_index: int = 0, tag_index: int = -1) -> dataset
 
 
 def _format(path: Path, spec) -> str | None:
-    return spec.get("format") or FORMATS.get(path.suffix.lower())
+    return spec.get("format") or SUFFIXES.get(path.suffix.lower())
 
 
 def data_files(path) -> list[Path]:
@@ -84,7 +85,7 @@ def _read(path: Path, files: list[Path], spec) -> datasets.Dataset:
     fmt = _format(path, spec)
     if fmt is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; set format to one of "
-                        f"{sorted(set(FORMATS.values()))}")
+                        f"{list(FORMATS)}")
     if len(files) == 1:
         return _read_one(files[0], fmt, spec)
     parts = []

@@ -10,6 +10,7 @@ the code that has them.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
@@ -356,9 +357,14 @@ def check(cfg: DictConfig, base: DictConfig | None = None) -> None:
         rule(cfg)
 
 
+@functools.cache
+def _hints(schema) -> dict:
+    return get_type_hints(schema, include_extras=True)
+
+
 def _walk(schema, node, prefix: str, base, open_keys: bool = False) -> None:
-    hints = get_type_hints(schema, include_extras=True)
-    known = {f.name for f in fields(schema)}
+    hints = _hints(schema)
+    known = set(hints)
     for key in node:
         path = f"{prefix}{key}"
         if key not in known:
@@ -393,10 +399,8 @@ def _value(kind, value, path: str, base) -> None:
         return
     old = OmegaConf.select(base, path) if base is not None else None
     had = f" (the recipe has {old!r})" if old is not None and old != value and _is(kind, old) else ""
-    what = " or ".join(_say(b, detail=len(branches) > 1) for b in branches)
-    if len(branches) > 2:
-        *head, last = [_say(b, detail=True) for b in branches]
-        what = f"{', '.join(head)} or {last}"
+    said = [_say(b, detail=len(branches) > 1) for b in branches]
+    what = f"{', '.join(said[:-1])} or {said[-1]}" if len(said) > 1 else said[0]
     raise ConfigError(f"{path} must be {what}{had}, not {_shown(value)}")
 
 
@@ -435,7 +439,9 @@ def _say(kind, detail: bool = False) -> str:
         choices = list(get_args(kind))
         return f"'{choices[0]}'" if detail and len(choices) == 1 else f"one of {choices}"
     if get_origin(kind) is list:
-        return f"a list of {_say(get_args(kind)[0])}s".replace("one of", "values from")
+        item = get_args(kind)[0]
+        return (f"a list of values from {list(get_args(item))}" if get_origin(item) is Literal
+                else f"a list of {_say(item)}s")
     if is_dataclass(kind):
         return f"a mapping of {', '.join(f.name for f in fields(kind))}"
     words = {bool: "true or false", int: "a whole number", float: "a number", str: "text", dict: "a mapping"}

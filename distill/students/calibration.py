@@ -49,9 +49,6 @@ def platt_targets(goal: torch.Tensor) -> torch.Tensor:
     return goal.float() * (pos + 1) / (pos + 2) + (1 - goal.float()) / (neg + 2)
 
 
-TARGETS = ("agreement", "teacher_confidence")
-
-
 def fit_temperature(student, dev_rows: list[dict], batch_size: int = 32, target: str = "agreement") -> dict:
     """Fit T on the dev rows (teacher labels) against `target`; report dev agreement and ECE
     (against agreement) before and after."""

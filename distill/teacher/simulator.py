@@ -45,7 +45,6 @@ from distill.teacher.client import prices, usd
 from distill.tasks.noise import confidence
 
 _TOKEN = re.compile(r"\w+|[^\w\s]|\s+")
-NOISE = ("uniform", "realistic")
 
 
 def key_id(api_key: str) -> str:
