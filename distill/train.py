@@ -54,7 +54,6 @@ def train(cfg, teach_first: bool = True) -> dict:
     run = RunDir(cfg.run_dir)
     task = build_task(cfg.task)
     check_method(cfg.student)  # before the teacher is paid
-    check_clean(cfg, task)
 
     # teacher labels: rank 0 fills in what is missing while the other ranks wait
     if teach_first and not cfg.train.rows and state.is_main_process:
