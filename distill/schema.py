@@ -162,6 +162,7 @@ class Student:
     lora: Lora
     case_marker: Optional[str]
     bidirectional: bool
+    pooling: Literal["auto", "model"]
     max_source_length: Positive
     max_target_length: Count
 
@@ -179,6 +180,8 @@ class Train:
     max_steps: Annotated[int, at_least(-1, "-1 (train for epochs) or a number of steps")]
     min_steps: Count
     lr: NonNegative  # 0 freezes the weights (a check, a baseline)
+    head_lr: Optional[NonNegative]
+    head_init: Literal["random", "probe"]
     batch_size: Positive
     grad_accum: Positive
     weight_decay: NonNegative

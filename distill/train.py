@@ -126,7 +126,9 @@ def fit(cfg, rows: list[dict], student_dir: Path, trained_on: str, cleaning: dic
     trainer.save_model(str(student.weights_dir(student_dir)))
     seen = gather_object([first_epoch_rows(trainer)])
     record = {"train_loss": final_loss(trainer) or result.training_loss, "steps": trainer.state.global_step,
-              "best_checkpoint": trainer.state.best_model_checkpoint, "best_dev_loss": trainer.state.best_metric}
+              "best_checkpoint": trainer.state.best_model_checkpoint, "best_dev_loss": trainer.state.best_metric,
+              # the starting weights (a probe head) agreed with dev better than any checkpoint, and were kept
+              "kept_start": any(e.get("kept_start") for e in trainer.state.log_history)}
     release(trainer, student)  # calibration loads the saved model: the trained copy must not stay beside it
 
     # export, calibrate and describe on the main process, from the files just saved
@@ -161,7 +163,8 @@ def fit(cfg, rows: list[dict], student_dir: Path, trained_on: str, cleaning: dic
               f"{meta['steps']} steps, loss {meta['train_loss']:.4f}, agreement with {trained_on} on "
               f"{len(dev_rows)} dev rows {meta['dev_agreement'] or float('nan'):.3f}, temperature "
               f"{meta['temperature']} (dev ECE {calibration.get('ece_before', float('nan')):.3f} -> "
-              f"{calibration.get('ece_after', float('nan')):.3f})")
+              f"{calibration.get('ece_after', float('nan')):.3f})"
+              + ("; its linear-probe start agreed with dev better than any epoch, and was kept" if meta["kept_start"] else ""))
     state.wait_for_everyone()
     return read_json(files.record)
 

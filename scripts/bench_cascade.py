@@ -15,15 +15,24 @@ the audit-slice estimate needs, and is never trained on. Then, on the same corpu
   teacher and retrain on every answer so far, with F of the corpus in all (--refine-fractions).
 
 Each cell: the main metric and macro-F1 with 95% bootstrap CIs, the worst class's recall, teacher
-calls (seed and corpus apart) and USD at gpt-4o list prices. Per dataset: the student's accuracy
+calls (seed and corpus apart) and USD at gpt-4o list prices.
+
+The seed axis (--seeds): the whole job at each seed size the pool allows (seed, corpus and gold
+never overlap), each with two anchors on the same backbone and the same teacher labels: `probe`
+(frozen features in the checkpoint's pooling, a logistic regression; per word for NER) and
+`setfit` (the setfit library: a contrastive stage, then a logistic head; single-label sets), and
+refine at 10% of the corpus. Per dataset, `cheapest`: the seed size and routed share that reach the
+teacher on both metrics for the smallest cost share on a 1M-row corpus, (seed rows + routed share
+x 1,000,000) / 1,000,000 teacher calls. The cells from before the seed axis (the student
+classifying from BERT's [CLS] pooler, a random head) stay at the top level of each dataset. Per dataset: the student's accuracy
 on the corpus as the audit slice (a random 2% the teacher answers) estimates it, and as the
 label-free estimate (mean confidence) does, beside the truth; and the cheapest confidence-routing
 share whose labels reach the teacher (main metric and macro-F1 at least the teacher's minus 0.5
 points). Cells already in --out are kept, so a rerun does only what is missing.
 
     python scripts/bench_cascade.py --out docs/bench_cascade.json --plot docs/bench_cascade.png
-        [--data ../shared/data] [--datasets ...] [--seed-rows 1000] [--fractions 0.05 0.1 0.2 0.3 0.5]
-        [--refine-fractions 0.1 0.2 0.3] [--work DIR]
+        [--data ../shared/data] [--datasets ...] [--seeds 1000 2000 4000 8000]
+        [--fractions 0.05 0.1 0.2 0.3 0.5] [--refine-fractions 0.1] [--work DIR]
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import argparse
 import csv
 import json
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -74,9 +84,13 @@ DATASETS = {
     "banking77": ("banking", "banking77", [
         "data.dir={data}/banking77", "data.seed.slice=[0.0,{share}]",
         "data.corpus.path={data}/banking77/test.csv", "data.corpus.slice=null",
-        "data.gold.path={data}/banking77/train.csv", "data.gold.slice=[0.8,0.9]"], (12, 1e-3)),
+        "data.gold.path={data}/banking77/train.csv", "data.gold.slice=[0.8,0.9]"], (4, 1e-4)),
 }
 ROWS = {"ag_news": 10001, "ag_news_imbalanced": None, "sms_spam": 5574, "banking77": 10003}  # rows the seed slice cuts
+# the largest seed share before the gold (or corpus) slice begins; CoNLL and NLU++ take N rows of their own pools
+POOL = {"ag_news": 0.8, "ag_news_imbalanced": 0.6, "sms_spam": 0.5, "banking77": 0.8}
+POOL_ROWS = {"conll2003": 14041, "nlupp_banking": 1037}
+CORPUS_1M = 1_000_000  # the corpus size the cost share is priced on
 COMMON = ["teacher=simulated", "teacher.sim.noise=realistic", "teacher.model=gpt-4o", "student=minilm",
           "student.model={model}", "train.epochs={epochs}", "train.lr={lr}", "train.batch_size=16",
           "train.early_stopping_patience=2", "train.save_steps=100000", "label.audit_fraction=0"]
@@ -89,11 +103,11 @@ def main() -> None:
     ap.add_argument("--plot", default=None)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    ap.add_argument("--seed-rows", type=int, default=1000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1000, 2000, 4000, 8000],
+                    help="seed sizes; one the pool cannot hold apart from corpus and gold is skipped")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5])
-    ap.add_argument("--refine-fractions", type=float, nargs="*", default=[0.1, 0.2, 0.3])
-    ap.add_argument("--refine-rounds", type=int, default=1,
-                    help="refine.rounds (one retraining a round); cells with more are keyed refine_N_rounds")
+    ap.add_argument("--refine-fractions", type=float, nargs="*", default=[0.1])
+    ap.add_argument("--anchors", nargs="*", default=["probe", "setfit"], choices=["probe", "setfit"])
     ap.add_argument("--student-model", default=None)
     ap.add_argument("--work", default=None, help="run directories here (default: a temporary folder)")
     ap.add_argument("--extra", nargs="*", default=[], help="more overrides, e.g. train.class_balance=none; the "
@@ -105,6 +119,10 @@ def main() -> None:
     model = args.student_model or default_student()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_cascade_"))
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+
+    def save() -> None:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
     for name in args.datasets:
         recipe, folder, extra, (epochs, lr) = DATASETS[name]
         if not (Path(args.data) / folder).is_dir():
@@ -112,36 +130,56 @@ def main() -> None:
             continue
         if name == "ag_news_imbalanced":
             imbalanced_ag_news(Path(args.data) / "ag_news", work / "ag_imbalanced")
-        rows = ROWS.get(name) or count_lines(work / "ag_imbalanced" / "dev.tsv")
-        share = min(1.0, args.seed_rows / rows) if rows else 1.0
-        overrides = [f"recipe={recipe}", *extra, *COMMON, *args.extra]
-        overrides = [o.format(data=args.data, work=work, model=model, epochs=epochs, lr=lr, n=args.seed_rows,
-                              share=round(share, 4)) for o in overrides]
+        rows = ROWS.get(name) or count_lines(work / "ag_imbalanced" / "dev.tsv") if name in POOL else None
         key = name + args.suffix
-        cell = results.get(key)
-        began = time.perf_counter()
-        if cell is None:
-            cell = base_cell(overrides, work / key, args.fractions)
-            cell.update(note=NOTE, machine=machine(), overrides=overrides, seconds=round(time.perf_counter() - began))
-            results[key] = cell
-            Path(args.out).write_text(json.dumps(results, indent=1))
-        system = "refine" if args.refine_rounds == 1 else f"refine_{args.refine_rounds}_rounds"
-        for f in args.refine_fractions:
-            if f"{f:g}" in cell["systems"].get(system, {}):
+        entry = results.setdefault(key, {})
+        for n in args.seeds:
+            if n > (POOL_ROWS.get(name) or POOL[name] * rows):
+                print(f"{name}: {n:,} seed rows do not fit apart from corpus and gold; skipped")
                 continue
-            began = time.perf_counter()
-            result = refine_cell(overrides, work / key, f, args.refine_rounds)
-            cell["systems"].setdefault(system, {})[f"{f:g}"] = {**result, "seconds": round(time.perf_counter() - began)}
-            Path(args.out).write_text(json.dumps(results, indent=1))
-        cell["reach_teacher"] = reach_teacher(cell)
-        Path(args.out).write_text(json.dumps(results, indent=1))
-    print_table(results)
-    print(markdown(results))
+            overrides = [f"recipe={recipe}", *extra, *COMMON, *args.extra]
+            overrides = [o.format(data=args.data, work=work, model=model, epochs=epochs, lr=lr, n=n,
+                                  share=round(n / rows, 4) if rows else 1.0) for o in overrides]
+            base = work / key / f"seed{n}"
+            cell = entry.setdefault("seeds", {}).get(str(n))
+            if cell is None:
+                began = time.perf_counter()
+                cell = base_cell(overrides, base, args.fractions)
+                cell.update(note=NOTE, machine=machine(), commit=commit(), overrides=overrides,
+                            seconds=round(time.perf_counter() - began), student=cell["systems"]["student"])
+                entry["seeds"][str(n)] = cell
+                save()
+            for anchor in args.anchors:
+                if anchor not in cell and (anchor != "setfit" or cell["task"] == "classification"):
+                    began = time.perf_counter()
+                    cell[anchor] = {**ANCHORS[anchor](overrides, base), "seconds": round(time.perf_counter() - began)}
+                    save()
+            for f in args.refine_fractions:
+                system = f"refine_{round(100 * f)}"
+                if system not in cell:
+                    began = time.perf_counter()
+                    cell[system] = {**refine_cell(overrides, base, f, 1), "seconds": round(time.perf_counter() - began)}
+                    save()
+            cell["reach_teacher"] = reach_teacher(cell)["share"]
+            save()
+        if entry.get("seeds"):
+            entry["cheapest"] = cheapest(entry)
+            save()
+    print_seeds(results)
+    print(markdown_seeds(results))
     if args.markdown:
-        Path(args.markdown).write_text(markdown_full(results) + "\n")
+        Path(args.markdown).write_text(markdown_seeds(results) + "\n\n" + markdown_full(results) + "\n")
     if args.plot:
-        plot(results, Path(args.plot))
+        plot_seeds(results, Path(args.plot))
     print(f"-> {args.out}" + (f", {args.plot}" if args.plot else ""))
+
+
+def commit() -> str:
+    """The checkout's commit, marked when files differ from it."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def count_lines(path: Path) -> int:
@@ -304,6 +342,54 @@ def estimates(cfg, task, run_dir: Path, ids, truth, student, conf, answers) -> d
             "right_when_disagreeing": round(estimate.right_when_disagreeing, 4)}
 
 
+# -- anchors: what else could learn from the same teacher labels, on the same backbone ----------
+
+def corpus_and_seed(overrides: list[str], base: Path):
+    from distill.config import load_config
+    from distill.data import load_split
+    from distill.rundir import RunDir
+    from distill.tasks import build_task
+    from distill.train import teacher_labels
+
+    cfg = load_config([*overrides, f"run_dir={base / 'run'}"])
+    task = build_task(cfg.task)
+    return cfg, task, load_split(cfg, "corpus", task, labels=True), teacher_labels(RunDir(cfg.run_dir), task)
+
+
+def probe_cell(overrides: list[str], base: Path) -> dict:
+    """Frozen features in the checkpoint's own pooling and a logistic regression (C=10) on every
+    valid teacher label: one-vs-rest per label for multi-label, per word (its first sub-token) for
+    NER. It is the student's head as LP-FT starts it, labeling the corpus untrained."""
+    from distill.students import student_class
+    from distill.students.base import device
+
+    cfg, task, corpus, rows = corpus_and_seed(overrides, base)
+    student = student_class(cfg.student).create(cfg.student, task, cfg.seed, texts=[r["text"] for r in rows])
+    student.model.to(device())
+    student.probe_head(student.dataset(rows, None), int(cfg.label.batch_size))
+    preds = student.predict(list(load_rows(corpus)), int(cfg.label.batch_size))
+    return {**scored(task, list(corpus["label"]), [p["label"] for p in preds]), "train_rows": len(rows)}
+
+
+def setfit_cell(overrides: list[str], base: Path) -> dict:
+    """The setfit library on the same teacher labels and backbone: a contrastive stage on pairs
+    of rows (at most 500 steps of 16 pairs: about 6 minutes on 2 CPUs), then a logistic head."""
+    import datasets
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    cfg, task, corpus, rows = corpus_and_seed(overrides, base)
+    model = SetFitModel.from_pretrained(cfg.student.model)
+    trainer = Trainer(model=model, train_dataset=datasets.Dataset.from_dict(
+        {"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]}),
+        args=TrainingArguments(batch_size=16, num_epochs=1, num_iterations=5, max_steps=500, seed=cfg.seed))
+    trainer.train()
+    pred = [str(p) for p in model.predict(list(corpus["text"]), batch_size=64, show_progress_bar=False)]
+    return {**scored(task, list(corpus["label"]), pred), "train_rows": len(rows), "setfit": __import__("setfit").__version__}
+
+
+ANCHORS = {"probe": probe_cell, "setfit": setfit_cell}
+
+
 # -- refine: rounds of routing and retraining, at a total share of the corpus --------------------
 
 def refine_cell(overrides: list[str], base: Path, fraction: float, rounds: int) -> dict:
@@ -344,46 +430,115 @@ def reach_teacher(cell: dict) -> dict:
     return {"share": None}
 
 
-def print_table(results: dict) -> None:
+def cheapest(entry: dict) -> dict | None:
+    """The plan that reaches the teacher (main metric and macro-F1 at least the teacher's minus 0.5
+    points) for the fewest teacher calls on a 1M-row corpus: a seed size with the confidence-routing
+    share that reaches the teacher, or with refine when refine reaches it."""
+    plans = []
+    for n, cell in entry.get("seeds", {}).items():
+        t, per_row = cell["systems"]["teacher"], cell["teacher_usd_per_row"]
+        share = cell.get("reach_teacher")
+        if share is not None:
+            point = next(p for p in cell["confidence_curve"] if p["share"] == share)
+            plans.append({"seed_rows": int(n), "route_share": share, "plan": "confidence routing",
+                          "main": point["metric"], "macro_f1": point["macro_f1"]})
+        for system in (k for k in cell if k.startswith("refine_")):
+            r = cell[system]
+            if r["metric"] >= t["metric"] - 0.005 and r["macro_f1"] >= t["macro_f1"] - 0.005:
+                plans.append({"seed_rows": int(n), "route_share": round(r["share"], 4), "plan": system,
+                              "main": r["metric"], "macro_f1": r["macro_f1"]})
+        for plan in plans:
+            if plan["seed_rows"] == int(n):
+                calls = plan["seed_rows"] + plan["route_share"] * CORPUS_1M
+                plan.update(cost_share_1m=round(calls / CORPUS_1M, 4), teacher_calls_1m=round(calls),
+                            usd_1m=round(calls * per_row, 2), teacher_main=t["metric"], teacher_macro_f1=t["macro_f1"])
+    return min(plans, key=lambda p: (p["cost_share_1m"], -p["macro_f1"]), default=None)
+
+
+def print_seeds(results: dict) -> None:
     print(f"\n{NOTE}")
-    head = f"{'dataset':<20}{'system':<12}{'share':>7}{'metric':>9}{'macro_f1':>10}{'worst rec':>10}{'calls':>8}{'usd':>9}"
-    print(head)
-    for name, cell in results.items():
-        s = cell["systems"]
-        rows = [("student", s["student"]), ("teacher", s["teacher"])]
-        for system in ("confidence", "random", "margin", "entropy", *sorted(k for k in s if k.startswith("refine"))):
-            rows += [(f"{system}", v) for _, v in sorted(s.get(system, {}).items(), key=lambda kv: float(kv[0]))]
-        for system, v in rows:
-            print(f"{name:<20}{system:<12}{v['share']:>7.0%}{v['metric']:>9.3f}{v['macro_f1']:>10.3f}"
-                  f"{v['worst_recall']['recall']:>10.3f}{v['teacher_calls']['corpus']:>8}{v['usd']:>9.2f}")
-        e, r = cell["estimates"], cell.get("reach_teacher", {})
-        print(f"{name:<20}student accuracy {e['gold_accuracy']:.3f}: audit slice ({e['audit_rows']} rows) says "
-              f"{e['audit_estimate']:.3f}, label-free {e['label_free_estimate']:.3f}; reaches the teacher at "
-              f"{'-' if r.get('share') is None else format(r['share'], '.0%')}")
+    print(f"{'dataset':<20}{'seed':>6}  {'student':>15}{'probe':>15}{'setfit':>15}{'refine 10%':>15}{'teacher':>15}"
+          f"{'reaches at':>11}")
+    for name, entry in results.items():
+        for n, cell in sorted(entry.get("seeds", {}).items(), key=lambda kv: int(kv[0])):
+            def mm(v):
+                return "-" if not v else f"{v['metric']:.3f}/{v['macro_f1']:.3f}"
+            reach = cell.get("reach_teacher")
+            print(f"{name:<20}{int(n):>6}  {mm(cell['student']):>15}{mm(cell.get('probe')):>15}"
+                  f"{mm(cell.get('setfit')):>15}{mm(cell.get('refine_10')):>15}{mm(cell['systems']['teacher']):>15}"
+                  f"{'-' if reach is None else format(reach, '.0%'):>11}")
+        c = entry.get("cheapest")
+        if c:
+            print(f"{name:<20}cheapest: {c['seed_rows']:,} seed rows + {c['plan']} at {c['route_share']:.0%}: "
+                  f"{c['cost_share_1m']:.1%} of the teacher's calls on 1M rows (${c['usd_1m']:,.0f}), "
+                  f"{c['main']:.3f}/{c['macro_f1']:.3f} vs the teacher's {c['teacher_main']:.3f}/{c['teacher_macro_f1']:.3f}")
+        elif entry.get("seeds"):
+            print(f"{name:<20}cheapest: no seed size measured reaches the teacher")
 
 
-def markdown(results: dict) -> str:
-    """The README's table: main metric / macro-F1 of each system, and where routing reaches the teacher."""
+def markdown_seeds(results: dict) -> str:
+    """The README's table: per dataset the cheapest plan, and the student and probe at 1,000 seed rows."""
     def mm(v: dict | None) -> str:
-        return "–" if v is None else f"{v['metric']:.3f} / {v['macro_f1']:.3f}"
+        return "–" if not v else f"{v['metric']:.3f} / {v['macro_f1']:.3f}"
 
-    lines = ["| dataset | student alone | teacher alone | confidence 10% | confidence 20% | random 20% | "
-             "refine 20% | reaches the teacher at | student accuracy: truth / audit 2% / label-free |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, cell in results.items():
-        s, e, r = cell["systems"], cell["estimates"], cell.get("reach_teacher") or reach_teacher(cell)
-        reach = "not within 100%" if r.get("share") is None else f"{r['share']:.0%}"
-        lines.append(f"| {name} | {mm(s['student'])} | {mm(s['teacher'])} | {mm(s['confidence'].get('0.1'))} | "
-                     f"{mm(s['confidence'].get('0.2'))} | {mm(s['random'].get('0.2'))} | "
-                     f"{mm(s.get('refine', {}).get('0.2'))} | {reach} | {e['gold_accuracy']:.3f} / "
-                     f"{e['audit_estimate']:.3f} / {e['label_free_estimate']:.3f} |")
+    lines = ["| dataset | cheapest plan that reaches the teacher | teacher calls on a 1M-row corpus | its labels | "
+             "teacher alone | student alone, 1,000 seed rows | probe, 1,000 seed rows |",
+             "|---|---|---|---|---|---|---|"]
+    for name, entry in results.items():
+        if not entry.get("seeds"):
+            continue
+        c, at = entry.get("cheapest"), entry["seeds"].get("1000") or {}
+        teacher = next(iter(entry["seeds"].values()))["systems"]["teacher"]
+        plan = "none measured" if not c else f"{c['seed_rows']:,} seed rows + {c['plan']} at {c['route_share']:.0%}"
+        cost = "–" if not c else f"{c['cost_share_1m']:.1%} (${c['usd_1m']:,.0f})"
+        labels = "–" if not c else f"{c['main']:.3f} / {c['macro_f1']:.3f}"
+        lines.append(f"| {name} | {plan} | {cost} | {labels} | {mm(teacher)} | {mm(at.get('student'))} | "
+                     f"{mm(at.get('probe'))} |")
     return "\n".join(lines)
+
+
+def plot_seeds(results: dict, path: Path) -> None:
+    """Macro-F1 against the cost share on a 1M-row corpus, one curve per seed size (confidence
+    routing from 0 to 100% of the corpus), the teacher as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, e in results.items() if e.get("seeds")]
+    cols = min(3, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        seeds = sorted(results[name]["seeds"].items(), key=lambda kv: int(kv[0]))
+        for k, (n, cell) in enumerate(seeds):
+            x = [100 * (int(n) / CORPUS_1M + p["share"]) for p in cell["confidence_curve"]]
+            ax.plot(x, [p["macro_f1"] for p in cell["confidence_curve"]], color=f"C{k}", label=f"{int(n):,} seed rows")
+        teacher = seeds[0][1]["systems"]["teacher"]["macro_f1"]
+        ax.axhline(teacher, color="grey", linestyle="--", label="teacher alone")
+        c = results[name].get("cheapest")
+        if c:
+            ax.plot([100 * c["cost_share_1m"]], [c["macro_f1"]], marker="*", color="black", markersize=10,
+                    linestyle="none", label="cheapest plan")
+        ax.set(title=name, xscale="log", xlabel="teacher calls, % of a 1M-row corpus", ylabel="macro-F1")
+        ax.set_xlim(0.1, 100)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Labels against what the teacher is paid for, per seed size (teacher SIMULATED, MiniLM student)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def markdown_full(results: dict) -> str:
     """docs/benchmarks.md's tables: every system at every share, with CIs, worst recall and USD."""
     out = []
     for name, cell in results.items():
+        if "systems" not in cell:  # a dataset measured on the seed axis only
+            continue
         s = cell["systems"]
         out += [f"**{name}** ({cell['corpus_rows']:,} corpus rows, {cell['seed_rows']:,} seed rows, "
                 f"class_balance {((cell.get('class_balance') or {}).get('method')) or 'none'})", "",
@@ -403,42 +558,6 @@ def markdown_full(results: dict) -> str:
                     f"estimates {e['audit_estimate']:.3f} (agreement {e['audit_agreement']:.3f}), the label-free "
                     f"estimate {e['label_free_estimate']:.3f}.", ""]
     return "\n".join(out)
-
-
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(results)
-    cols = min(3, n)
-    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4.6 * cols, 3.6 * ((n + cols - 1) // cols)),
-                             squeeze=False)
-    for ax, (name, cell) in zip(axes.flat, results.items()):
-        s = cell["systems"]
-        curve = cell["confidence_curve"]
-        ax.plot([100 * p["share"] for p in curve], [p["macro_f1"] for p in curve], label="confidence routing")
-        ax.plot([100 * p["share"] for p in curve], [p["metric"] for p in curve], color="C0", linestyle=":",
-                label=f"confidence routing, {cell['metric_name']}")
-        for system, color in (("random", "C1"), ("refine", "C2")):
-            pts = sorted((float(k), v) for k, v in s.get(system, {}).items())
-            if pts:
-                ax.plot([100 * v["share"] for _, v in pts], [v["macro_f1"] for _, v in pts], marker="o", color=color,
-                        label=f"{system} routing" if system == "random" else "refine")
-        ax.axhline(s["teacher"]["macro_f1"], color="grey", linestyle="--", label="teacher alone")
-        ax.axhline(s["teacher"]["metric"], color="grey", linestyle=":", label=f"teacher alone, {cell['metric_name']}")
-        ax.set(title=name, xlabel="corpus rows sent to the teacher (%)", ylabel="macro-F1 (dotted: main metric)")
-        ax.set_xlim(0, 100)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="lower right")
-    for ax in axes.flat:
-        ax.grid(alpha=0.3)
-    fig.suptitle("Labels against the share of the corpus the teacher answers (teacher SIMULATED)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,8 @@ class Student:
         return cls.task_type
 
     @classmethod
-    def from_pretrained(cls, path, task: Task, **kwargs):
+    def from_pretrained(cls, path, task: Task, cfg, **kwargs):
+        """The kind's model from a checkpoint (cfg: the student's config)."""
         return cls.auto_class.from_pretrained(path, **kwargs)
 
     @classmethod
@@ -150,7 +151,7 @@ class Student:
                 kwargs["quantization_config"] = BitsAndBytesConfig(
                     load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                     bnb_4bit_compute_dtype=kwargs["dtype"])
-            base = cls.from_pretrained(cfg.model, task, **kwargs)
+            base = cls.from_pretrained(cfg.model, task, cfg, **kwargs)
             name = cfg.model
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -268,7 +269,7 @@ class Student:
         if not self.cfg.merge:
             return {"merged": False}
         # the base again, unquantized, so QLoRA adapters merge into full-precision weights
-        base = self.from_pretrained(self.base_path(self.cfg, student_dir), self.task, dtype=default_dtype())
+        base = self.from_pretrained(self.base_path(self.cfg, student_dir), self.task, self.cfg, dtype=default_dtype())
         merged = PeftModel.from_pretrained(base, student_dir / "adapter").merge_and_unload()
         merged.save_pretrained(student_dir / "merged")
         self.tokenizer.save_pretrained(student_dir / "merged")
@@ -288,11 +289,11 @@ class Student:
         dtype = default_dtype()
         if (student_dir / "merged" / "config.json").exists():
             tokenizer = AutoTokenizer.from_pretrained(student_dir / "merged")
-            model = cls.from_pretrained(student_dir / "merged", task, dtype=dtype)
+            model = cls.from_pretrained(student_dir / "merged", task, cfg, dtype=dtype)
         else:
             # student.json may not exist yet: train calibrates the adapter before writing it
             tokenizer = AutoTokenizer.from_pretrained(student_dir / "adapter")
-            model = PeftModel.from_pretrained(cls.from_pretrained(cls.base_path(cfg, student_dir), task, dtype=dtype),
+            model = PeftModel.from_pretrained(cls.from_pretrained(cls.base_path(cfg, student_dir), task, cfg, dtype=dtype),
                                               student_dir / "adapter")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -6,6 +6,8 @@ label with per-label thresholds tuned on the dev split; `EncoderTagger`, a tag p
 
 from __future__ import annotations
 
+import json
+
 import datasets
 import numpy as np
 import torch
@@ -22,14 +24,100 @@ from transformers import (
     PreTrainedTokenizerFast,
     Trainer,
 )
+from transformers.utils import cached_file
 
 from distill.errors import ConfigError
-from distill.students.base import Student, to_host
+from distill.students.base import Student, mixed_precision, to_host
 from distill.students.calibration import fit_temperature, mean_over, top_confidence
-from distill.students.trainer import TaskWeighted
+from distill.students.trainer import KeepStart, TaskWeighted, agreement
 
 
-class WeightedTrainer(TaskWeighted, Trainer):
+HEAD_NAMES = {"classifier", "score", "out_proj"}  # what transformers' heads are called, also inside peft's wrapper
+POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+           "pooling_mode_lasttoken": "lasttoken"}  # sentence-transformers' Pooling keys -> ours
+
+
+def declared_pooling(path) -> str | None:
+    """How the checkpoint says its sentence embedding is made: what distill saved in its config
+    (`sentence_pooling`), else the sentence-transformers Pooling module its modules.json names
+    (a local directory or the hub); None when it declares nothing."""
+    def read(name: str):
+        found = cached_file(str(path), name, _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False)
+        return json.loads(open(found, encoding="utf-8").read()) if found else None
+
+    config = read("config.json") or {}
+    if config.get("sentence_pooling"):
+        return config["sentence_pooling"]
+    module = next((m for m in read("modules.json") or [] if m.get("type", "").endswith("models.Pooling")), None)
+    settings = module and read(f"{module['path']}/config.json")
+    return next((mode for key, mode in POOLING.items() if (settings or {}).get(key)), None)
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """[B, T, H] hidden states and a [B, T] 0/1 mask (right padding) -> [B, H]."""
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "mean":
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    if mode == "max":
+        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(1).values
+    if mode == "lasttoken":
+        return hidden[torch.arange(len(hidden), device=hidden.device), mask.squeeze(-1).sum(1).long() - 1]
+    return hidden[:, 0]  # cls: the first token's state itself, without the pooler's dense layer
+
+
+def sentence_pooling(model, mode: str) -> None:
+    """Classify from the sentence embedding the checkpoint was trained to give instead of the
+    architecture's default (BERT's pooler over [CLS], which a sentence-transformers checkpoint
+    never trained). The backbone's output carries the pooled vector where the head reads it:
+    `pooler_output` (BERT: the unused pooler is dropped) or else the first token's state (heads
+    that read token 0: RoBERTa, MPNet, DeBERTa). The mode is saved in the config, so a merged
+    model loads the same way."""
+    backbone = getattr(model, model.base_model_prefix)
+    if getattr(backbone, "pooler", None) is not None:
+        backbone.pooler = None  # untrained for this use, and unused parameters break DDP
+    model.config.sentence_pooling = mode
+    seen = {}
+
+    def keep_mask(module, args, kwargs):
+        seen["mask"] = kwargs.get("attention_mask")
+        seen["ids"] = kwargs.get("input_ids", args[0] if args else None)
+
+    def pooled(module, args, kwargs, output):
+        hidden = output.last_hidden_state
+        mask = seen["mask"] if seen["mask"] is not None else torch.ones(hidden.shape[:2], device=hidden.device)
+        vector = pool(hidden, mask, mode)
+        if "pooler_output" in type(output).__dataclass_fields__:
+            return type(output)(**{**output, "pooler_output": vector})
+        hidden = hidden.clone()
+        hidden[:, 0] = vector
+        return type(output)(**{**output, "last_hidden_state": hidden})
+
+    backbone.register_forward_pre_hook(keep_mask, with_kwargs=True)
+    backbone.register_forward_hook(pooled, with_kwargs=True)
+
+
+class EncoderTrainer(Trainer):
+    """A Trainer whose new head may learn at a rate of its own (`train.head_lr`): a head that
+    starts from nothing needs far larger steps than the pretrained body it sits on."""
+
+    head_lr: float | None = None
+
+    def create_optimizer(self, model=None):
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if fresh and self.head_lr is not None:
+            head = {id(p) for n, p in (model or self.model).named_parameters() if HEAD_NAMES & set(n.split("."))}
+            # each of the trainer's groups (decay, no decay) split in two; the scheduler, made
+            # after, scales every group's own rate
+            groups = [{**g, "params": [p for p in g["params"] if (id(p) in head) == is_head],
+                       **({"lr": self.head_lr} if is_head else {})}
+                      for g in optimizer.param_groups for is_head in (False, True)]
+            optimizer.param_groups = [g for g in groups if g["params"]]
+        return optimizer
+
+
+class WeightedTrainer(TaskWeighted, EncoderTrainer):
     weight_tokens = True  # class-weighted tagging keeps the unweighted loss's token mean
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -44,6 +132,7 @@ class WeightedTrainer(TaskWeighted, Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+PROBE_C = 10.0  # the head's logistic regression: inverse L2 strength, as in the probe the benchmark compares with
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -121,6 +210,7 @@ class EncoderStudent(Student):
     task_type = "SEQ_CLS"  # peft then trains the new head in full
     collator = DataCollatorWithPadding
     problem_type: dict = {}
+    sentence_level = True  # one prediction per text, from a pooled sentence embedding
 
     @classmethod
     def for_task(cls, task) -> type["EncoderStudent"]:
@@ -146,8 +236,14 @@ class EncoderStudent(Student):
                 "label2id": {n: i for i, n in enumerate(names)}, **cls.problem_type}
 
     @classmethod
-    def from_pretrained(cls, path, task, **kwargs):
-        return cls.auto_class.from_pretrained(path, **cls.label_maps(task), **kwargs)
+    def from_pretrained(cls, path, task, cfg, **kwargs):
+        """With student.pooling=auto, a sentence-level head reads the pooling the checkpoint
+        declares (none declared, or student.pooling=model: the architecture's own)."""
+        model = cls.auto_class.from_pretrained(path, **cls.label_maps(task), **kwargs)
+        mode = declared_pooling(path) if cls.sentence_level and cfg.get("pooling", "auto") == "auto" else None
+        if mode:
+            sentence_pooling(model, mode)
+        return model
 
     @classmethod
     def tiny_tokenizer(cls, texts: list[str]):
@@ -184,9 +280,87 @@ class EncoderStudent(Student):
         return datasets.Dataset.from_dict(data)
 
     def make_trainer(self, args, train_data, dev_data, weighted: bool):
-        return (WeightedTrainer if weighted else Trainer)(
+        return (WeightedTrainer if weighted else EncoderTrainer)(
             model=self.model, args=args, train_dataset=train_data, eval_dataset=dev_data,
             data_collator=self.collator(self.tokenizer), processing_class=self.tokenizer)
+
+    def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir, args=None):
+        trainer = super().trainer(train_rows, dev_rows, train_cfg, output_dir, args)
+        trainer.head_lr = train_cfg.get("head_lr")
+        if train_cfg.get("head_init", "random") == "probe" and train_cfg.lr > 0:
+            self.probe_head(trainer.train_dataset, trainer.args.per_device_eval_batch_size)
+            if dev_rows:  # the probe is a candidate too: scored on dev before the first step
+                trainer.args.eval_on_start = True
+                trainer.compute_metrics = agreement
+                trainer.add_callback(KeepStart())
+        return trainer
+
+    # -- the head, started as a linear probe (LP-FT) ------------------------------------------------
+    def head_layers(self) -> list[torch.nn.Linear]:
+        """The trainable output layer of the head, one output per label (or tag): under LoRA,
+        peft's trainable copy, not the original it keeps beside it."""
+        n = self.model.config.num_labels
+        return [m for name, m in self.model.named_modules() if isinstance(m, torch.nn.Linear) and m.out_features == n
+                and m.weight.requires_grad and HEAD_NAMES & set(name.split("."))]
+
+    def head_inputs(self, data: datasets.Dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the output layer reads for each training example (a text, or a tagged word), with
+        its target and weight, from the frozen model in eval mode."""
+        layer, seen = self.head_layers()[0], []
+        handle = layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().float()))
+        features, targets, weights = [], [], []
+        collate = self.collator(self.tokenizer)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(data), batch_size):
+                part = data[start : start + batch_size]
+                batch = collate([{"input_ids": i, "attention_mask": m, "labels": y}
+                                 for i, m, y in zip(part["input_ids"], part["attention_mask"], part["labels"])])
+                labels = batch.pop("labels")
+                with torch.inference_mode(), mixed_precision(self.model):
+                    self.model(**{k: v.to(self.model.device) for k, v in batch.items()})
+                x = seen.pop().cpu()
+                w = torch.tensor(part["task_weight"]) if "task_weight" in part else torch.ones(len(labels))
+                if x.dim() == 3:  # a tag per word: the words' first sub-tokens
+                    keep = labels != -100
+                    x, labels, w = x[keep], labels[keep], w[:, None].expand_as(keep)[keep]
+                features.append(x.numpy()), targets.append(labels.numpy()), weights.append(w.numpy())
+        finally:
+            handle.remove()
+            self.model.train(was_training)
+        return np.concatenate(features), np.concatenate(targets), np.concatenate(weights)
+
+    def probe_head(self, data: datasets.Dataset, batch_size: int) -> None:
+        """Start the head as a logistic regression fitted on the frozen model's features (LP-FT,
+        Kumar et al., ICLR 2022): fine-tuning then starts where a linear probe ends instead of
+        from a random head, whose first large gradients distort the pretrained features."""
+        from sklearn.linear_model import LogisticRegression
+
+        x, y, w = self.head_inputs(data, batch_size)
+        weight, bias = np.zeros((self.model.config.num_labels, x.shape[1])), np.zeros(self.model.config.num_labels)
+        if y.ndim == 2:  # several labels per text: one binary regression per label present and absent
+            columns = [(c, y[:, c]) for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
+        else:
+            columns = [(None, y)]
+        for c, target in columns:
+            fit = LogisticRegression(C=PROBE_C, max_iter=1000).fit(x, target, sample_weight=w)
+            if c is None:  # the classes present; an absent one keeps a low logit
+                bias[:] = fit.intercept_.min() - 10
+                weight[fit.classes_], bias[fit.classes_] = (fit.coef_, fit.intercept_) if len(fit.classes_) > 2 else (
+                    np.stack([-fit.coef_[0], fit.coef_[0]]) / 2, np.array([-1, 1]) * fit.intercept_[0] / 2)
+            else:
+                weight[c], bias[c] = fit.coef_[0], fit.intercept_[0]
+        if y.ndim == 2:  # a label never (or always) present: the log-odds of its share, far from 0.5
+            fitted = {c for c, _ in columns}
+            for c in (c for c in range(y.shape[1]) if c not in fitted):
+                share = float(np.clip(y[:, c].mean(), 1e-3, 1 - 1e-3))
+                bias[c] = np.log(share / (1 - share))
+        for layer in self.head_layers():
+            with torch.no_grad():
+                layer.weight.copy_(torch.from_numpy(weight).to(layer.weight))
+                if layer.bias is not None:
+                    layer.bias.copy_(torch.from_numpy(bias).to(layer.bias))
 
     # -- prediction ---------------------------------------------------------------------------
     def _forward(self, rows: list[dict]):
@@ -287,6 +461,7 @@ class EncoderTagger(EncoderStudent):
     tiny_class = BertForTokenClassification
     task_type = "TOKEN_CLS"
     collator = DataCollatorForTokenClassification
+    sentence_level = False
 
     def __init__(self, cfg, task, model, tokenizer, name: str, temperature: float = 1.0):
         super().__init__(cfg, task, model, tokenizer, name, temperature)

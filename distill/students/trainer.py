@@ -108,3 +108,44 @@ def final_loss(trainer) -> float | None:
     return losses[-1] if losses else None
 
 
+
+
+class KeepStart(TrainerCallback):
+    """Keeps the weights training started from (a head fitted as a linear probe on the frozen
+    model) when they agree with the dev labels more than the best checkpoint does: with a thousand
+    noisy labels over dozens of classes, fine-tuning can leave a good probe worse than it found it.
+    Needs the dev evaluation at the start (`eval_on_start`) and an `eval_agreement` metric."""
+
+    def __init__(self):
+        self.start, self.agreement = None, None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0:  # not when resuming: the start is gone
+            self.start = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.global_step == 0 and self.start is not None:
+            self.agreement = metrics.get("eval_agreement")
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        best = next((e["eval_agreement"] for e in state.log_history
+                     if e.get("step") == state.best_global_step and "eval_agreement" in e), None)
+        if self.agreement is None or best is None or self.agreement <= best:
+            return
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in self.start:
+                    p.copy_(self.start[n].to(p.device))
+        state.log_history.append({"kept_start": True, "start_agreement": self.agreement,
+                                  "best_agreement": best, "step": state.global_step})
+
+
+def agreement(eval_pred) -> dict:
+    """Dev agreement with the labels: a class per row or per tagged word (argmax), or micro F1 of
+    the label decisions at 0.5 (multi-label)."""
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    if labels.dtype.kind == "f":
+        pred, truth = logits > 0, labels > 0.5
+        return {"agreement": float(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1))}
+    keep = labels != -100
+    return {"agreement": float((logits.argmax(-1)[keep] == labels[keep]).mean())}
