@@ -15,7 +15,11 @@ the audit-slice estimate needs, and is never trained on. Then, on the same corpu
   teacher and retrain on every answer so far, with F of the corpus in all (--refine-fractions).
 
 Each cell: the main metric and macro-F1 with 95% bootstrap CIs, the worst class's recall, teacher
-calls (seed and corpus apart) and USD at gpt-4o list prices.
+calls (seed and corpus apart) and USD at gpt-4o list prices. Per seed size: the student's accuracy
+on the corpus as the audit slice (a random 2% the teacher answers) estimates it, and as the
+label-free estimate (mean confidence) does, beside the truth; and the cheapest confidence-routing
+share whose labels reach the teacher (main metric and macro-F1 at least the teacher's minus 0.5
+points).
 
 The seed axis (--seeds): the whole job at each seed size the pool allows (seed, corpus and gold
 never overlap), each with two anchors on the same backbone and the same teacher labels: `probe`
@@ -23,16 +27,15 @@ never overlap), each with two anchors on the same backbone and the same teacher 
 `setfit` (the setfit library: a contrastive stage, then a logistic head; single-label sets), and
 refine at 10% of the corpus. Per dataset, `cheapest`: the seed size and routed share that reach the
 teacher on both metrics for the smallest cost share on a 1M-row corpus, (seed rows + routed share
-x 1,000,000) / 1,000,000 teacher calls. The cells from before the seed axis (the student
-classifying from BERT's [CLS] pooler, a random head) stay at the top level of each dataset. Per dataset: the student's accuracy
-on the corpus as the audit slice (a random 2% the teacher answers) estimates it, and as the
-label-free estimate (mean confidence) does, beside the truth; and the cheapest confidence-routing
-share whose labels reach the teacher (main metric and macro-F1 at least the teacher's minus 0.5
-points). Cells already in --out are kept, so a rerun does only what is missing.
+x 1,000,000) / 1,000,000 teacher calls. The cells from before the seed axis (1,000 seed rows, the
+student classifying from BERT's [CLS] pooler) stay at the top level of each dataset. Every cell
+records the commit and machine it ran on; cells already in --out are kept, so a rerun does only
+what is missing.
 
     python scripts/bench_cascade.py --out docs/bench_cascade.json --plot docs/bench_cascade.png
         [--data ../shared/data] [--datasets ...] [--seeds 1000 2000 4000 8000]
-        [--fractions 0.05 0.1 0.2 0.3 0.5] [--refine-fractions 0.1] [--work DIR]
+        [--fractions 0.05 0.1 0.2 0.3 0.5] [--refine-fractions 0.1] [--anchors probe setfit] [--work DIR]
+    python scripts/bench_cascade.py --out docs/bench_cascade.json --report --markdown FILE --plot PNG
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ def main() -> None:
                                                           "cells are keyed DATASET + --suffix")
     ap.add_argument("--markdown", default=None, help="also write every cell as markdown tables to this file")
     ap.add_argument("--suffix", default="", help="with --extra: added to each dataset's key")
+    ap.add_argument("--report", action="store_true", help="only print, --markdown and --plot what --out holds")
     args = ap.parse_args()
 
     model = args.student_model or default_student()
@@ -123,7 +127,7 @@ def main() -> None:
     def save() -> None:
         Path(args.out).write_text(json.dumps(results, indent=1))
 
-    for name in args.datasets:
+    for name in [] if args.report else args.datasets:
         recipe, folder, extra, (epochs, lr) = DATASETS[name]
         if not (Path(args.data) / folder).is_dir():
             print(f"skipping {name}: {args.data}/{folder} is absent")
@@ -167,8 +171,10 @@ def main() -> None:
             save()
     print_seeds(results)
     print(markdown_seeds(results))
+    print(markdown_old_new(results))
     if args.markdown:
-        Path(args.markdown).write_text(markdown_seeds(results) + "\n\n" + markdown_full(results) + "\n")
+        Path(args.markdown).write_text("\n\n".join([markdown_seeds(results), markdown_old_new(results),
+                                                    markdown_full(results)]) + "\n")
     if args.plot:
         plot_seeds(results, Path(args.plot))
     print(f"-> {args.out}" + (f", {args.plot}" if args.plot else ""))
@@ -372,19 +378,24 @@ def probe_cell(overrides: list[str], base: Path) -> dict:
 
 
 def setfit_cell(overrides: list[str], base: Path) -> dict:
-    """The setfit library on the same teacher labels and backbone: a contrastive stage on pairs
-    of rows (at most 500 steps of 16 pairs: about 6 minutes on 2 CPUs), then a logistic head."""
+    """The setfit library on the same teacher labels and backbone."""
+    cfg, task, corpus, rows = corpus_and_seed(overrides, base)
+    pred = setfit_labels(cfg.student.model, rows, list(corpus["text"]), base / "setfit", cfg.seed)
+    return {**scored(task, list(corpus["label"]), pred), "train_rows": len(rows), "setfit": __import__("setfit").__version__}
+
+
+def setfit_labels(model_path: str, rows: list[dict], texts: list[str], out: Path, seed: int) -> list[str]:
+    """SetFit trained on `rows` (text, label) labels `texts`: a contrastive stage on pairs of rows
+    (at most 500 steps of 16 pairs: about 6 minutes on 2 CPUs), then a logistic head."""
     import datasets
     from setfit import SetFitModel, Trainer, TrainingArguments
 
-    cfg, task, corpus, rows = corpus_and_seed(overrides, base)
-    model = SetFitModel.from_pretrained(cfg.student.model)
-    trainer = Trainer(model=model, train_dataset=datasets.Dataset.from_dict(
+    model = SetFitModel.from_pretrained(model_path)
+    Trainer(model=model, train_dataset=datasets.Dataset.from_dict(
         {"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]}),
-        args=TrainingArguments(batch_size=16, num_epochs=1, num_iterations=5, max_steps=500, seed=cfg.seed))
-    trainer.train()
-    pred = [str(p) for p in model.predict(list(corpus["text"]), batch_size=64, show_progress_bar=False)]
-    return {**scored(task, list(corpus["label"]), pred), "train_rows": len(rows), "setfit": __import__("setfit").__version__}
+        args=TrainingArguments(output_dir=str(out), save_strategy="no", batch_size=16, num_epochs=1,
+                               num_iterations=5, max_steps=500, seed=seed)).train()
+    return [str(p) for p in model.predict(texts, batch_size=64, show_progress_bar=False)]
 
 
 ANCHORS = {"probe": probe_cell, "setfit": setfit_cell}
@@ -494,6 +505,27 @@ def markdown_seeds(results: dict) -> str:
         labels = "–" if not c else f"{c['main']:.3f} / {c['macro_f1']:.3f}"
         lines.append(f"| {name} | {plan} | {cost} | {labels} | {mm(teacher)} | {mm(at.get('student'))} | "
                      f"{mm(at.get('probe'))} |")
+    return "\n".join(lines)
+
+
+def markdown_old_new(results: dict) -> str:
+    """At 1,000 seed rows: the student before the seed axis (top-level cells) beside the current one."""
+    def mm(v: dict | None) -> str:
+        return "–" if not v else f"{v['metric']:.3f} / {v['macro_f1']:.3f}"
+
+    def share(v) -> str:
+        return "not within 100%" if v is None else f"{v:.0%}"
+
+    lines = ["| dataset | teacher alone | old student | student | probe | setfit | refine 10%, student | "
+             "routing reaches the teacher at: old / now |", "|---|---|---|---|---|---|---|---|"]
+    for name, entry in results.items():
+        new = entry.get("seeds", {}).get("1000")
+        if not new or "systems" not in entry:
+            continue
+        old = entry["systems"]
+        lines.append(f"| {name} | {mm(new['systems']['teacher'])} | {mm(old['student'])} | {mm(new['student'])} | "
+                     f"{mm(new.get('probe'))} | {mm(new.get('setfit'))} | {mm(new.get('refine_10'))} | "
+                     f"{share((entry.get('reach_teacher') or {}).get('share'))} / {share(new.get('reach_teacher'))} |")
     return "\n".join(lines)
 
 

@@ -3,9 +3,11 @@ and a sequence classifier for classification, built from a tiny random Llama che
 a download, with a byte-level BPE tokenizer (GPT-2 / SmolLM2 style, no pad token) trained in
 milliseconds. Goes through the same path as `student=smollm2_135m_tagger student.model=DIR`."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import same
+from sklearn.linear_model import LogisticRegression
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -136,3 +138,24 @@ def test_llama_sequence_classifier_full_fine_tuning(make_cfg, tmp_path):
     (tmp_path / "student" / "calibration.json").write_text("{}")
     loaded = student_class(cfg.student).load(cfg.student, task, tmp_path / "student")
     assert [p["label"] for p in loaded.predict(rows[160:176], progress=False)] == [p["label"] for p in preds[:16]]
+
+
+def test_llama_classifier_probe_head_reads_the_last_real_token(make_cfg, tmp_path):
+    """train.head_init=probe on a decoder: its head runs on every token and is read at the last
+    real one, so the probe's features are that token's, wherever the batch's padding ends."""
+    cfg, task, rows = decoder_student(make_cfg, "demo", tmp_path / "pending", "student.method=full",
+                                      "train.max_steps=1", "train.head_init=probe")
+    cfg.student.model = str(tiny_llama_dir(tmp_path / "llama", [r["text"] for r in rows]))
+    model = student_class(cfg.student).create(cfg.student, task, seed=0)
+    rows = rows[:120]
+    x, y, _ = model.head_inputs(model.dataset(rows, None), 16)
+    assert x.shape[0] == len(rows) and len(set(map(len, (r["text"] for r in rows[:16])))) > 1
+    alone, _, _ = model.head_inputs(model.dataset(rows[5:6], None), 1)
+    np.testing.assert_allclose(alone[0], x[5], atol=1e-4)
+
+    model.trainer(rows, [], cfg.train, tmp_path / "ckpt")  # fits the head
+    [head] = model.head_layers()
+    with torch.inference_mode():
+        predicted = head(torch.from_numpy(x).to(head.weight)).argmax(-1).cpu().numpy()
+    fitted = LogisticRegression(C=10.0, max_iter=1000, fit_intercept=False).fit(x, y)  # the head has no bias
+    assert (predicted == fitted.predict(x)).mean() > 0.97

@@ -113,7 +113,6 @@ def test_probe_head_starts_where_a_logistic_regression_ends(make_cfg, recipe, to
     assert agree > 0.97, agree
     assert agree > (logits.argmax(-1) == np.random.default_rng(0).permutation(y)).mean()
     assert all(torch.equal(p.detach(), body[n].to(p.device)) for n, p in student.model.named_parameters() if n in body)
-    assert trainer.head_lr is None
 
 
 def test_a_probe_start_that_fine_tuning_makes_worse_is_kept(make_cfg, topic_rows, tmp_path):
@@ -121,7 +120,7 @@ def test_a_probe_start_that_fine_tuning_makes_worse_is_kept(make_cfg, topic_rows
     student ends with the weights it started from, and says so."""
     _, rows = topic_rows
     cfg = make_cfg("demo", "student=tiny_encoder", "student.method=full", "train.epochs=2", "train.lr=5.0",
-                   "train.head_init=probe", "train.early_stopping_patience=null")
+                   "train.head_lr=null", "train.head_init=probe", "train.early_stopping_patience=null")
     task = build_task(cfg.task)
     student = student_class(cfg.student).create(cfg.student, task, seed=0, texts=[r["text"] for r in rows])
     trainer = student.trainer(rows[:160], rows[160:220], cfg.train, tmp_path / "ckpt")
@@ -144,3 +143,15 @@ def test_fine_tuning_that_helps_replaces_the_probe_start(make_cfg, topic_rows, t
     best = next(e["eval_agreement"] for e in evals if e["step"] == trainer.state.best_global_step)
     assert best > evals[0]["eval_agreement"]
     assert not any(e.get("kept_start") for e in trainer.state.log_history)
+
+
+def test_head_lr_moves_the_head_alone_when_the_body_rate_is_zero(make_cfg, topic_rows, tmp_path):
+    _, rows = topic_rows
+    cfg = make_cfg("demo", "student=tiny_encoder", "student.method=full", "train.max_steps=5", "train.lr=0",
+                   "train.head_lr=1e-2", "train.head_init=random")
+    task = build_task(cfg.task)
+    student = student_class(cfg.student).create(cfg.student, task, seed=0, texts=[r["text"] for r in rows])
+    before = {n: p.detach().clone() for n, p in student.model.named_parameters()}
+    student.trainer(rows[:80], [], cfg.train, tmp_path / "ckpt").train()
+    moved = {n for n, p in student.model.named_parameters() if not torch.equal(p.detach(), before[n].to(p.device))}
+    assert moved == {"classifier.weight", "classifier.bias"}

@@ -24,6 +24,7 @@ from transformers import (
     PreTrainedTokenizerFast,
     Trainer,
 )
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import cached_file
 
 from distill.errors import ConfigError
@@ -81,7 +82,6 @@ def sentence_pooling(model, mode: str) -> None:
 
     def keep_mask(module, args, kwargs):
         seen["mask"] = kwargs.get("attention_mask")
-        seen["ids"] = kwargs.get("input_ids", args[0] if args else None)
 
     def pooled(module, args, kwargs, output):
         hidden = output.last_hidden_state
@@ -287,7 +287,8 @@ class EncoderStudent(Student):
     def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir, args=None):
         trainer = super().trainer(train_rows, dev_rows, train_cfg, output_dir, args)
         trainer.head_lr = train_cfg.get("head_lr")
-        if train_cfg.get("head_init", "random") == "probe" and train_cfg.lr > 0:
+        # under DeepSpeed ZeRO-3 the weights are already sharded: no forward pass outside its engine
+        if train_cfg.get("head_init", "random") == "probe" and train_cfg.lr > 0 and not is_deepspeed_zero3_enabled():
             self.probe_head(trainer.train_dataset, trainer.args.per_device_eval_batch_size)
             if dev_rows:  # the probe is a candidate too: scored on dev before the first step
                 trainer.args.eval_on_start = True
@@ -322,7 +323,10 @@ class EncoderStudent(Student):
                     self.model(**{k: v.to(self.model.device) for k, v in batch.items()})
                 x = seen.pop().cpu()
                 w = torch.tensor(part["task_weight"]) if "task_weight" in part else torch.ones(len(labels))
-                if x.dim() == 3:  # a tag per word: the words' first sub-tokens
+                if x.dim() == 3 and labels.dim() == 1:  # a decoder's head runs on every token, read at the last real one
+                    mask = batch["attention_mask"]
+                    x = x[torch.arange(len(x)), (torch.arange(mask.shape[1]) * mask).argmax(-1)]
+                elif x.dim() == 3:  # a tag per word: the words' first sub-tokens
                     keep = labels != -100
                     x, labels, w = x[keep], labels[keep], w[:, None].expand_as(keep)[keep]
                 features.append(x.numpy()), targets.append(labels.numpy()), weights.append(w.numpy())
@@ -338,13 +342,14 @@ class EncoderStudent(Student):
         from sklearn.linear_model import LogisticRegression
 
         x, y, w = self.head_inputs(data, batch_size)
+        intercept = self.head_layers()[0].bias is not None  # Llama's score has none
         weight, bias = np.zeros((self.model.config.num_labels, x.shape[1])), np.zeros(self.model.config.num_labels)
         if y.ndim == 2:  # several labels per text: one binary regression per label present and absent
             columns = [(c, y[:, c]) for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
         else:
             columns = [(None, y)]
         for c, target in columns:
-            fit = LogisticRegression(C=PROBE_C, max_iter=1000).fit(x, target, sample_weight=w)
+            fit = LogisticRegression(C=PROBE_C, max_iter=1000, fit_intercept=intercept).fit(x, target, sample_weight=w)
             if c is None:  # the classes present; an absent one keeps a low logit
                 bias[:] = fit.intercept_.min() - 10
                 weight[fit.classes_], bias[fit.classes_] = (fit.coef_, fit.intercept_) if len(fit.classes_) > 2 else (
