@@ -286,7 +286,7 @@ class EncoderStudent(Student):
 
     def trainer(self, train_rows: list[dict], dev_rows: list[dict], train_cfg, output_dir, args=None):
         trainer = super().trainer(train_rows, dev_rows, train_cfg, output_dir, args)
-        trainer.head_lr = train_cfg.get("head_lr")
+        trainer.head_lr = train_cfg.get("head_lr") if train_cfg.lr > 0 else None  # lr 0 freezes every weight
         # under DeepSpeed ZeRO-3 the weights are already sharded: no forward pass outside its engine
         if train_cfg.get("head_init", "random") == "probe" and train_cfg.lr > 0 and not is_deepspeed_zero3_enabled():
             self.probe_head(trainer.train_dataset, trainer.args.per_device_eval_batch_size)
