@@ -342,7 +342,8 @@ class EncoderStudent(Student):
         from sklearn.linear_model import LogisticRegression
 
         x, y, w = self.head_inputs(data, batch_size)
-        intercept = self.head_layers()[0].bias is not None  # Llama's score has none
+        layers = self.head_layers()
+        intercept = layers[0].bias is not None  # Llama's score has none
         weight, bias = np.zeros((self.model.config.num_labels, x.shape[1])), np.zeros(self.model.config.num_labels)
         if y.ndim == 2:  # several labels per text: one binary regression per label present and absent
             columns = [(c, y[:, c]) for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
@@ -361,7 +362,7 @@ class EncoderStudent(Student):
             for c in (c for c in range(y.shape[1]) if c not in fitted):
                 share = float(np.clip(y[:, c].mean(), 1e-3, 1 - 1e-3))
                 bias[c] = np.log(share / (1 - share))
-        for layer in self.head_layers():
+        for layer in layers:
             with torch.no_grad():
                 layer.weight.copy_(torch.from_numpy(weight).to(layer.weight))
                 if layer.bias is not None:
