@@ -15,12 +15,15 @@ generation.json is written: a killed audit resumes at the next unfinished genera
 it, from the last training checkpoint). Writes audit/audit.json and audit/audit.html.
 """
 
-if __name__ == "__main__" and not __package__:
-    # run as a file: import the installed package rather than its modules as top-level names
+if __name__ == "__main__":
     import pathlib
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    if not __package__:  # run as a file: import the installed package, not its modules as top-level names
+        sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    from distill.runner import before_imports
+
+    before_imports("audit", sys.argv[1:])  # help, or quiet libraries, before torch and tqdm are imported
 
 import contextlib
 import copy

@@ -15,9 +15,20 @@ plots coverage, quality and teacher cost in cascade/curve.png.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    import pathlib
+    import sys
+
+    if not __package__:  # run as a file: import the installed package, not its modules as top-level names
+        sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    from distill.runner import before_imports
+
+    before_imports("cascade", sys.argv[1:])  # help, or quiet libraries, before torch and tqdm are imported
+
 import hashlib
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -222,11 +233,27 @@ def cascade(cfg) -> dict:
     run.cascade_curve.write_text(json.dumps(points, indent=1))
     run.cascade_threshold.write_text(json.dumps(result, indent=2))
     plot(points, chosen, target, metric, run.cascade_plot)
-    print(format_result(result, points, run.cascade_plot))
+    print(format_result(result, points, run.cascade_plot, next_step(cfg)))
     return result
 
 
-def format_result(result: dict, points: list[dict], plotted: Path) -> str:
+def next_step(cfg) -> str:
+    """The route command that uses the threshold just saved (run_dir named unless the recipe's own)."""
+    run_dir = "" if str(cfg.run_dir) == f"runs/{cfg.recipe}" else f" run_dir={shlex.quote(str(cfg.run_dir))}"
+    return f"distill route recipe={cfg.recipe} label.threshold=auto{run_dir}"
+
+
+def apart(value: float, other: float, digits: int = 3) -> str:
+    """`value` with `digits` decimals, or more (up to 6) where fewer would print it like `other`:
+    a best of 0.8940 against a target of 0.8943 must not read 0.894."""
+    for d in range(digits, 7):
+        if value == other or f"{value:.{d}f}" != f"{other:.{d}f}":
+            return f"{value:.{d}f}"
+    return f"{value:.6f}"
+
+
+def format_result(result: dict, points: list[dict], plotted: Path, command: str) -> str:
+    """The table and verdict; the last line is `command`, the next one to run, with the threshold."""
     metric, main = result["metric"], result["main_metric"]
     columns = [main, *(m for m in ("macro_f1", "worst_recall") if m != main)]
     priced = result["teacher_cost_per_row_usd"] is not None
@@ -246,13 +273,15 @@ def format_result(result: dict, points: list[dict], plotted: Path) -> str:
         lines.append(f"label.threshold={result['threshold']:.4f} reaches {metric} >= {result['target']} with the "
                      f"teacher on {result['expected']['teacher_share']:.1%} of rows")
     else:
-        lines.append(f"no threshold reaches {metric} {result['target']} on gold (best {result['expected']['quality']:.3f}, "
-                     f"teacher alone {result['teacher_only']['quality']:.3f}); saved the best threshold instead")
+        target = result["target"]
+        lines.append(f"no threshold reaches {metric} {target} on gold (best {apart(result['expected']['quality'], target)}, "
+                     f"teacher alone {apart(result['teacher_only']['quality'], target)}); saved the best threshold instead")
     h = result["held_out"]
     lines.append(f"picked on half of gold ({h['rows'][0]} rows) and scored on the other ({h['rows'][1]}): {metric} "
-                 f"{h[metric]:.3f} with the teacher on {h['teacher_share']:.1%} ({'meets' if h['met'] else 'misses'} "
+                 f"{apart(h[metric], result['target'])} with the teacher on {h['teacher_share']:.1%} ({'meets' if h['met'] else 'misses'} "
                  "the target)")
-    lines.append(f"label with it: distill label recipe=... label.threshold=auto   (curve: {plotted})")
+    lines.append(f"curve: {plotted}; send the corpus rows under the threshold to the teacher with:")
+    lines.append(f"{command}   # label.threshold={result['threshold']:.6g}, from cascade/threshold.json")
     return "\n".join(lines)
 
 

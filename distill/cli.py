@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from distill.runner import run_stage
+from distill.runner import STAGE_HELP, before_imports, run_stage
 
 USAGE = """usage: distill STAGE recipe=NAME [key=value ...]
 
@@ -41,6 +41,8 @@ Your own recipes: --recipes DIR (or DISTILL_RECIPES=DIR1:DIR2) is searched befor
 that ship with distill; DIR may hold config groups too (DIR/student/NAME.yaml).
 
 Any key=value overrides the recipe, e.g. train.epochs=3 teacher.model=gpt-4o-mini.
+distill STAGE --help: what the stage reads and writes, and its main keys; --verbose: the libraries'
+own logs and progress bars too (transformers' warnings, the Trainer's loss every logging step).
 Multi-process training: accelerate launch [--config_file distill/configs/accelerate/X.yaml] -m distill.train recipe=NAME
 Multi-process labeling: accelerate launch --num_processes N -m distill.label recipe=NAME"""
 
@@ -48,10 +50,13 @@ Multi-process labeling: accelerate launch --num_processes N -m distill.label rec
 def run_all(cfg) -> dict:
     from distill.label import label
     from distill.monitor import monitor
-    from distill.route import route, route_needed
+    from distill.route import check_route, route, route_needed
+    from distill.tasks import build_task
     from distill.teach import teach
     from distill.train import train
 
+    if route_needed(cfg):  # what routing needs (a key, corpus labels for the simulator) is said before paying
+        check_route(cfg, build_task(cfg.task))
     summary = teach(cfg)
     if summary.get("dry_run") or summary.get("stopped"):
         return summary  # an estimate only, or the budget ran out: nothing more to do
@@ -99,7 +104,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     stage, rest = argv[0], argv[1:]
     if stage == "recipes":
+        if "-h" in rest or "--help" in rest:
+            return print("usage: distill recipes [--recipes DIR]\n\nlists the recipes and config options, "
+                         "and the file each comes from")
         return list_recipes(rest)
+    if stage in STAGE_HELP:
+        before_imports(stage, rest)  # help, or quiet libraries, before the stages import torch and tqdm
     from distill.audit import audit
     from distill.cascade import cascade
     from distill.grow import grow

@@ -10,16 +10,20 @@ derived from the config alone, so every rank of a multi-process launch agrees on
 
 from __future__ import annotations
 
+import functools
 import os
+from collections import Counter
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill import schema
 from distill.errors import ConfigError
-from distill.schema import SPLITS
+from distill.schema import SPLITS, did_you_mean
 
 PACKAGE = Path(__file__).resolve().parent
 GROUPS = ("teacher", "student", "train", "monitor", "label", "audit", "grow", "refine")
@@ -81,12 +85,79 @@ def _leaf_keys(node, prefix: str = "") -> list[str]:
     return keys
 
 
-def _compose(path: Path, overrides: list[str]) -> DictConfig:
+def _read(path: Path) -> DictConfig:
+    try:
+        node = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path} must be a mapping of keys (defaults, task, data, ...), not a list")
+    return node
+
+
+def listed_groups(node: DictConfig) -> dict[str, str | None]:
+    """The groups a recipe's own defaults list picks, and their options (`- teacher: openai`,
+    `- override student: x`, `- optional refine: default`)."""
+    picked = {}
+    for entry in node.get("defaults") or []:
+        if isinstance(entry, DictConfig):
+            for key, option in entry.items():
+                picked[str(key).split()[-1].lstrip("/").split("@")[0]] = option
+    return picked
+
+
+@functools.cache
+def _shipped_picks() -> dict[str, Counter]:
+    picks: dict[str, Counter] = {}
+    for path in sorted((PACKAGE / "recipes").glob("*.yaml")):
+        for group, option in listed_groups(OmegaConf.load(path)).items():
+            picks.setdefault(group, Counter())[option] += 1
+    return picks
+
+
+def default_option(group: str) -> str | None:
+    """What a recipe that does not list `group` gets: its `default` option, else the option every
+    shipped recipe picks; None where they differ (teacher, student: the recipe must choose)."""
+    if "default" in group_options(group):
+        return "default"
+    picks = _shipped_picks().get(group, Counter())
+    return next(iter(picks)) if len(picks) == 1 else None
+
+
+def _added_groups(path: Path, chosen: dict[str, str]) -> dict[str, str]:
+    """The groups a recipe's defaults list lacks (it was written before they existed), each with
+    the option chosen on the command line or its default."""
+    listed = listed_groups(_read(path))
+    added = {}
+    for group in GROUPS:
+        if group in listed:
+            continue
+        added[group] = chosen.get(group) or default_option(group)
+        if added[group] is None:
+            usual = [o for o, _ in _shipped_picks().get(group, Counter()).most_common(1)] or group_options(group)
+            raise ConfigError(f"recipe {path} has no {group} config: add a line such as `- {group}: {usual[0]}` to "
+                              f"its defaults list ({group} options: {', '.join(group_options(group))}), "
+                              f"or pass {group}=NAME")
+    return added
+
+
+def _compose(path: Path, overrides: list[str], added: dict[str, str] | None = None) -> DictConfig:
     # the recipe's own folder is Hydra's primary one, so its groups win; then the user's, then ours
-    home, recipe = path.parent, path.stem
+    home, name = path.parent, path.stem
+    if added:
+        # the groups go before the recipe's own keys (_self_), as if it listed them: its values win
+        node = _read(path)
+        entries = list(node.get("defaults") or [])
+        at = entries.index("_self_") if "_self_" in entries else len(entries)
+        node.defaults = [*entries[:at], *({g: o} for g, o in added.items()), *entries[at:]]
+        name = f"{name}+defaults"  # no file has this name, so Hydra takes the copy from its store
+        ConfigStore.instance().store(name=name, node=node)
     search = ",".join(repr(f"file://{d}") for d in config_dirs() if d != home)
-    with initialize_config_dir(config_dir=str(home), version_base=None):
-        return compose(recipe, overrides=[f"hydra.searchpath=[{search}]", *overrides])
+    try:
+        with initialize_config_dir(config_dir=str(home), version_base=None):
+            return compose(name, overrides=[f"hydra.searchpath=[{search}]", *overrides])
+    except HydraException as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
 
 
 def _is_open(base: DictConfig, key: str) -> bool:
@@ -99,35 +170,55 @@ def _is_open(base: DictConfig, key: str) -> bool:
     return False
 
 
-def _check_overrides(path: Path, overrides: list[str]) -> tuple[DictConfig, list[str]]:
+def _unknown_key(key: str, valid: list[str]) -> str:
+    """The message for a key no config has: the closest valid key, and the keys beside it."""
+    mappings = {v.rsplit(".", i)[0] for v in valid for i in range(1, v.count(".") + 1)}  # refine, teacher.sim
+    hint = did_you_mean(key, [*valid, *sorted(mappings)])
+    parent = key.rpartition(".")[0]
+    while parent and not any(v.startswith(parent + ".") for v in valid):
+        parent = parent.rpartition(".")[0]
+    if parent:
+        under = [v for v in valid if v.startswith(parent + ".")]
+        return f"unknown config key {key!r};{hint} valid keys under {parent}: {', '.join(under)}"
+    top = dict.fromkeys(v.split(".")[0] for v in valid)
+    return f"unknown config key {key!r} at the top level;{hint} valid keys: {', '.join(top)}"
+
+
+def _check_overrides(path: Path, overrides: list[str]) -> tuple[DictConfig, list[str], dict[str, str]]:
     """Reject unknown keys before Hydra does, with the list of valid ones; return the recipe with
-    its group choices and the overrides in the form Hydra takes (`++key` adds a documented key the
-    recipe does not list)."""
+    its group choices, the overrides in the form Hydra takes (`++key` adds a documented key the
+    recipe does not list) and the groups the recipe's defaults list lacks, with their options."""
+    chosen = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"argument {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        if key in GROUPS and value not in group_options(key):
-            raise ConfigError(f"unknown {key} config {value!r}; choose one of: {', '.join(group_options(key))}")
-    base = _compose(path, [f"+recipe={path.stem}", *(o for o in overrides if o.split("=", 1)[0] in GROUPS)])
+        raw, value = item.split("=", 1)
+        key = raw.lstrip("+")  # `+refine=x`, as Hydra advises for a group the recipe lacks: the same
+        if key in GROUPS:
+            if value not in group_options(key):
+                raise ConfigError(f"unknown {key} config {value!r}; choose one of: {', '.join(group_options(key))}")
+            chosen[key] = value
+    added = _added_groups(path, chosen)
+    picks = [f"{g}={o}" for g, o in chosen.items() if g not in added]
+    base = _compose(path, [f"+recipe={path.stem}", *picks], added)
     present = _leaf_keys(base)
     valid = present + [k for split in SPLITS if OmegaConf.select(base, f"data.{split}") is not None
                        for k in (f"data.{split}.{name}" for name in SPLIT_KEYS) if k not in present]
-    out = []
+    out = list(picks)
     for item in overrides:
         raw, value = item.split("=", 1)
         key = raw.lstrip("+~")
-        if key in GROUPS or raw.startswith("~"):
+        if raw.startswith("~"):
             out.append(item)
+        elif key in GROUPS:
+            continue  # in picks, or in the recipe's defaults list as added
         elif key in present or any(v.startswith(key + ".") for v in present):
             out.append(f"{key}={value}")
         elif key in valid or _is_open(base, key):
             out.append(f"++{key}={value}")
         else:
-            parent = key.rpartition(".")[0]
-            siblings = [v for v in valid if parent and v.startswith(parent + ".")] or valid
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(siblings)}")
-    return base, out
+            raise ConfigError(_unknown_key(key, valid))
+    return base, out, added
 
 
 def load_config(args: list[str]) -> DictConfig:
@@ -138,11 +229,8 @@ def load_config(args: list[str]) -> DictConfig:
     recipes = available_recipes()
     if recipe not in recipes:
         raise ConfigError(f"unknown recipe {recipe!r}; available recipes: {', '.join(recipes)}")
-    base, overrides = _check_overrides(recipes[recipe], [a for a in args if not a.startswith("recipe=")])
-    try:
-        cfg = _compose(recipes[recipe], [f"+recipe={recipe}", *overrides])
-    except HydraException as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
+    base, overrides, added = _check_overrides(recipes[recipe], [a for a in args if not a.startswith("recipe=")])
+    cfg = _compose(recipes[recipe], [f"+recipe={recipe}", *overrides], added)
     with open_dict(cfg):
         for split in SPLITS:
             if OmegaConf.select(cfg, f"data.{split}") is not None:

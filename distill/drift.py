@@ -22,6 +22,9 @@ ACCUMULATE = ("accumulate rather than replace training data across generations (
 MITIGATION = {
     "accuracy": RETRAIN,
     "f1": RETRAIN,
+    "macro_f1": RETRAIN,
+    "class_collapse": "the student no longer labels this class: do not ship these labels; retrain from the last good "
+                      "training set plus fresh teacher labels of the class's likely rows, and route them meanwhile",
     "class_recall": "rebalance the minority classes (oversample or reweight them in the next training set) and "
                     "send their low-confidence rows to the teacher with distill route label.threshold=... (CReST, Wei et al. 2021)",
     "vanished": "rebalance the minority classes and relabel that class's likely rows with the teacher; "
@@ -40,6 +43,7 @@ MITIGATION = {
     "cusum": "a sustained decline across audits: retrain from teacher labels, accumulating data and keeping "
              "at least 10% human or teacher data (Gerstgrasser et al. 2024; Shumailov et al. 2024)",
 }
+VS_TEACHER = "_vs_teacher"  # suffix of the tests against the teacher beside a previous student
 SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -58,6 +62,9 @@ class Evidence:
     emb_gold: np.ndarray | None = None
     emb_corpus: np.ndarray | None = None
     cardinality: dict[str, np.ndarray] = field(default_factory=dict)  # units per label (labels, entities): corpus, gold
+    accuracy_name: str = "accuracy"          # what the share of rows entirely right is called (NER: sentence exact match)
+    teacher_counts: np.ndarray | None = None  # the teacher on gold, when the baseline is a previous student:
+    teacher_correct: np.ndarray | None = None  # the student is tested against it too, so a loop cannot lower the bar
 
 
 def run_tests(ev: Evidence, cfg) -> dict:
@@ -66,17 +73,10 @@ def run_tests(ev: Evidence, cfg) -> dict:
     tests: dict[str, dict] = {}
     paired = ev.base_counts is not None
     if paired:
-        b = int((ev.base_correct & ~ev.correct).sum())
-        c = int((~ev.base_correct & ev.correct).sum())
-        acc_b, acc_n = float(ev.base_correct.mean()), float(ev.correct.mean())
-        tests["accuracy"] = {"p": stats.mcnemar_midp(b, c), "baseline": acc_b, "current": acc_n,
-                             "drop": acc_b - acc_n, "baseline_only_right": b, "current_only_right": c,
-                             "error_persistence": stats.persistence(ev.base_correct, ev.correct)}
-        f1 = stats.F1[ev.f1_key]
-        fb, fn = float(f1(ev.base_counts.sum(0))), float(f1(ev.counts.sum(0)))
-        tests["f1"] = {"p": stats.paired_permutation(ev.base_counts, ev.counts, f1, n_perm, seed),
-                       "metric": ev.f1_key, "baseline": fb, "current": fn, "drop": fb - fn}
-        tests["class_recall"] = _class_recall(ev, cfg)
+        tests.update(_paired(ev, ev.base_counts, ev.base_correct, ev.baseline, cfg))
+    if ev.teacher_counts is not None:
+        tests.update({f"{k}{VS_TEACHER}": t for k, t in
+                      _paired(ev, ev.teacher_counts, ev.teacher_correct, "teacher", cfg).items()})
     if paired and ev.confidence is not None and ev.base_confidence is not None:
         gap_b = ev.base_confidence - ev.base_correct
         gap_n = ev.confidence - ev.correct
@@ -105,17 +105,43 @@ def run_tests(ev: Evidence, cfg) -> dict:
         tests["cardinality"] = _cardinality(*sizes, cfg)
     if ev.emb_gold is not None and ev.emb_corpus is not None and len(ev.emb_gold) > 1 and len(ev.emb_corpus) > 1:
         tests["input"] = stats.mmd_test(ev.emb_corpus, ev.emb_gold, n_perm, seed=seed)
-    adjusted = stats.holm({k: t["p"] for k, t in tests.items()})
+    adjusted = stats.holm({k: t["p"] for k, t in tests.items() if not k.startswith("class_collapse")})
     for k, t in tests.items():
-        t["p_holm"] = adjusted[k]
-        t["significant"] = adjusted[k] < alpha
+        t["p_holm"] = adjusted.get(k, t["p"])  # a collapse p is Bonferroni already
+        # a collapse is judged on its own rule (near zero from a real F1, and its class's own test)
+        t["significant"] = bool(t["classes"]) if k.startswith("class_collapse") else adjusted[k] < alpha
     return tests
 
 
-def _class_recall(ev: Evidence, cfg) -> dict:
-    """Per class (entity type), a one-sided paired test of a recall drop, Holm across classes."""
+def _paired(ev: Evidence, base_counts: np.ndarray, base_correct: np.ndarray, who: str | None, cfg) -> dict:
+    """The student against one system on the same gold rows: accuracy (McNemar), the F1 headline and
+    macro-F1 (paired permutation), each class's recall, and classes that collapsed."""
+    n_perm, seed = int(cfg.n_perm), int(cfg.seed)
+    b = int((base_correct & ~ev.correct).sum())
+    c = int((~base_correct & ev.correct).sum())
+    acc_b, acc_n = float(base_correct.mean()), float(ev.correct.mean())
+    tests = {"accuracy": {"p": stats.mcnemar_midp(b, c), "metric": ev.accuracy_name, "baseline": acc_b,
+                          "current": acc_n, "against": who,
+                          "drop": acc_b - acc_n, "baseline_only_right": b, "current_only_right": c,
+                          "error_persistence": stats.persistence(base_correct, ev.correct)}}
+    # the headline F1, and macro-F1 where the headline is micro (NER): a rare type lost moves only macro
+    for name, key in (("f1", ev.f1_key), ("macro_f1", "macro_f1")):
+        if name == "macro_f1" and ev.f1_key == "macro_f1":
+            continue
+        f1 = stats.F1[key]
+        fb, fn = float(f1(base_counts.sum(0))), float(f1(ev.counts.sum(0)))
+        tests[name] = {"p": stats.paired_permutation(base_counts, ev.counts, f1, n_perm, seed),
+                       "metric": key, "baseline": fb, "current": fn, "drop": fb - fn, "against": who}
+    tests["class_recall"] = _class_recall(ev, base_counts, cfg)
+    tests["class_collapse"] = _class_collapse(ev, base_counts, tests["class_recall"], cfg)
+    return tests
+
+
+def _class_recall(ev: Evidence, base_counts: np.ndarray, cfg) -> dict:
+    """Per class (entity type), a one-sided paired test of a recall drop, Holm across classes; the
+    worst is the smallest p, the largest drop among equal p-values."""
     per, raw = {}, {}
-    tp_b, tp_n, gold = ev.base_counts[..., 0], ev.counts[..., 0], ev.counts[..., 2]
+    tp_b, tp_n, gold = base_counts[..., 0], ev.counts[..., 0], ev.counts[..., 2]
     for k, c in enumerate(ev.classes):
         support = int(gold[:, k].sum())
         if not support:
@@ -127,8 +153,26 @@ def _class_recall(ev: Evidence, cfg) -> dict:
     adjusted = stats.holm(raw) if raw else {}
     for c in per:
         per[c]["p_holm"] = adjusted[c]
-    worst = min(per, key=lambda c: adjusted[c]) if per else None
+    worst = min(per, key=lambda c: (adjusted[c], per[c]["current"] - per[c]["baseline"])) if per else None
     return {"p": adjusted[worst] if worst else 1.0, "worst": worst, "per_class": per}
+
+
+def _class_collapse(ev: Evidence, base_counts: np.ndarray, recall: dict, cfg) -> dict:
+    """Classes whose gold F1 or recall fell to `collapse_f1` or below from `collapse_from` or above,
+    with a one-sided recall-drop p under alpha: a lost class, whether or not the bulk labels still
+    name it. Its p is the smallest such class's, Bonferroni over the classes."""
+    floor, start = float(cfg.get("collapse_f1", 0.05)), float(cfg.get("collapse_from", 0.2))
+    _, rb, fb = stats.prf_arrays(base_counts.sum(0))
+    _, rn, fn = stats.prf_arrays(ev.counts.sum(0))
+    lost = {}
+    for k, c in enumerate(ev.classes):
+        t = recall["per_class"].get(c)
+        fell = (fb[k] >= start and fn[k] <= floor) or (rb[k] >= start and rn[k] <= floor)
+        if t and fell and t["p"] < float(cfg.alpha):
+            lost[c] = {"f1": [float(fb[k]), float(fn[k])], "recall": [float(rb[k]), float(rn[k])],
+                       "support": t["support"], "p": t["p"]}
+    p = min(1.0, min((v["p"] for v in lost.values()), default=1.0) * max(1, len(ev.classes)))
+    return {"p": p, "classes": lost}
 
 
 def _label_mix(corpus: np.ndarray, ref: np.ndarray, classes: list[str], cfg) -> dict:
@@ -173,22 +217,29 @@ def alerts(tests: dict, cfg, baseline: str | None = None) -> list[dict]:
 
     def add(test, severity, reason):
         out.append({"test": test, "severity": severity, "reason": reason, "p": tests[test]["p"],
-                    "p_holm": tests[test]["p_holm"], "mitigation": MITIGATION[test]})
+                    "p_holm": tests[test]["p_holm"], "mitigation": MITIGATION[test.removesuffix(VS_TEACHER)]})
 
     for name, t in tests.items():
         if not t["significant"]:
             continue
-        if name in ("accuracy", "f1"):
-            label = "accuracy" if name == "accuracy" else t["metric"]
+        kind = name.removesuffix(VS_TEACHER)
+        who = "the teacher" if name.endswith(VS_TEACHER) else baseline
+        if kind in ("accuracy", "f1", "macro_f1"):
+            label = t.get("metric", kind)
             add(name, "critical" if t["drop"] >= crit else "warning",
-                f"{label} fell from {t['baseline']:.3f} ({baseline}) to {t['current']:.3f} on the same gold rows "
+                f"{label} {_fell(who, t['baseline'], t['current'])} on the same gold rows "
                 f"(p={fmt_p(t['p'])}, Holm {fmt_p(t['p_holm'])})")
-        elif name == "class_recall":
+        elif kind == "class_recall":
             c = t["per_class"][t["worst"]]
             rel = 1 - c["current"] / c["baseline"] if c["baseline"] else 0.0
             add(name, "critical" if rel >= 0.5 else "warning",
-                f"recall of {t['worst']!r} fell from {c['baseline']:.3f} to {c['current']:.3f} "
+                f"recall of {t['worst']!r} {_fell(who, c['baseline'], c['current'])} "
                 f"on {c['support']} gold items (p={fmt_p(c['p'])}, Holm {fmt_p(t['p_holm'])})")
+        elif kind == "class_collapse":
+            lost = ", ".join(f"{c!r} F1 {v['f1'][0]:.3f} -> {v['f1'][1]:.3f}, recall {v['recall'][0]:.3f} -> "
+                             f"{v['recall'][1]:.3f} ({v['support']} gold items, p={fmt_p(v['p'])})"
+                             for c, v in t["classes"].items())
+            add(name, "critical", f"class(es) lost on gold against {who}: {lost}")
         elif name == "overconfidence" and t["confidence"][1] >= t["confidence"][0] - 0.01:
             # the gap grew while confidence held or rose; a gap grown with confidence falling is an accuracy alert
             add(name, "warning",
@@ -216,6 +267,12 @@ def alerts(tests: dict, cfg, baseline: str | None = None) -> list[dict]:
             add(name, "warning", f"corpus inputs differ from gold inputs: MMD^2 {t['mmd2']:.4f} on "
                                  f"{t['rows'][0]} corpus and {t['rows'][1]} gold rows (p={fmt_p(t['p'])})")
     return out
+
+
+def _fell(who: str | None, base: float, now: float) -> str:
+    if who == "the teacher":
+        return f"is {now:.3f}, below the teacher's {base:.3f},"
+    return f"fell from {base:.3f} ({who}) to {now:.3f}"
 
 
 def fails(alert_list: list[dict], fail_on: str) -> bool:

@@ -25,12 +25,15 @@ again on every run, so a higher `grow.rounds` or budget goes on from it. grow/ju
 verdict, grow/ledger.json the tokens and USD of each stage and round, grow/grow.json the summary.
 """
 
-if __name__ == "__main__" and not __package__:
-    # run as a file: import the installed package rather than its modules as top-level names
+if __name__ == "__main__":
     import pathlib
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    if not __package__:  # run as a file: import the installed package, not its modules as top-level names
+        sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    from distill.runner import before_imports
+
+    before_imports("grow", sys.argv[1:])  # help, or quiet libraries, before torch and tqdm are imported
 
 import json
 import shutil

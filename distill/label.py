@@ -14,12 +14,15 @@ Labeling never calls the teacher. With routing set (`label.threshold`, `label.ro
 it sent are written over the student's (distill/route.py owns that step and the review files). Gold is always labeled by the student alone: it is what the monitor scores.
 """
 
-if __name__ == "__main__" and not __package__:
-    # run as a file: import the installed package rather than its modules as top-level names
+if __name__ == "__main__":
     import pathlib
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    if not __package__:  # run as a file: import the installed package, not its modules as top-level names
+        sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    from distill.runner import before_imports
+
+    before_imports("label", sys.argv[1:])  # help, or quiet libraries, before torch and tqdm are imported
 
 import json
 import os

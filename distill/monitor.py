@@ -14,6 +14,16 @@ A gold row a system left unlabeled or labeled invalidly counts as wrong for that
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    import pathlib
+    import sys
+
+    if not __package__:  # run as a file: import the installed package, not its modules as top-level names
+        sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    from distill.runner import before_imports
+
+    before_imports("monitor", sys.argv[1:])  # help, or quiet libraries, before torch and tqdm are imported
+
 import hashlib
 import json
 import sys
@@ -28,12 +38,12 @@ from distill.card import write_card
 from distill.data import load_split, prepare_data, read_json, read_jsonl, read_parquet
 from distill.drift import fmt_p
 from distill.errors import ConfigError
-from distill.report import effect, write_html
+from distill.report import LABEL_FREE_WITHIN, effect, label_free_lines, write_html
 from distill.rundir import RunDir
 from distill.tasks import build_task
 
-CBPE_CAVEAT = ("mean calibrated confidence of the student on the bulk labels: right only while the "
-               "calibration fitted on teacher labels holds on this batch; it cannot see concept drift")
+CBPE_CAVEAT = ("both read the student's confidence on the bulk labels: right only while this batch looks like "
+               "gold to the student; neither can see concept drift")
 
 
 def monitor(cfg) -> dict:
@@ -58,6 +68,9 @@ def monitor(cfg) -> dict:
         teacher = (t_pred, t_conf if has_conf else None)
         systems["teacher"], _, _ = _scored(task, truth, t_pred, mcfg, t_missing)
     systems["student"], counts, correct = _scored(task, truth, pred, mcfg, missing)
+    shipping = _shipping(run, pred, conf, teacher[0] if teacher else None)
+    if shipping:
+        systems["shipped labels"], _, _ = _scored(task, truth, shipping.pop("labels"), mcfg, 0)
 
     # -- the bulk labels and the teacher's seed labels ---------------------------------------------
     corpus_path = run.labels("corpus")
@@ -69,6 +82,9 @@ def monitor(cfg) -> dict:
     mix = {"corpus": task.label_counts(corpus_labels), "gold": task.label_counts(truth),
            "seed": task.label_counts(seed_labels) if seed_labels else None}
     corpus_conf = np.array([r["student_confidence"] for r in corpus if r["student_confidence"] is not None])
+    if shipping is not None:
+        shipping["corpus"] = {"rows": len(corpus), **{k: n for k, n in Counter(r["route"] for r in corpus).items()},
+                              **_corpus_truth(cfg, task, run, mcfg)}
 
     # -- baseline, embeddings, tests -----------------------------------------------------------------
     history_path = Path(mcfg.history or run.history)
@@ -76,16 +92,22 @@ def monitor(cfg) -> dict:
     baseline, base_pred, base_conf = _baseline(mcfg.baseline, past, student_name, gold_key, ids, teacher)
     emb_gold, emb_corpus = _embeddings(cfg, task, gold, run) if int(mcfg.embed_rows) > 0 else (None, None)
     ev = drift.Evidence(
-        classes=task.labels, f1_key=task.f1_key, counts=counts, correct=correct, confidence=conf, baseline=baseline,
+        classes=task.labels, f1_key=task.f1_key, accuracy_name=task.accuracy_name, counts=counts, correct=correct,
+        confidence=conf, baseline=baseline,
         base_counts=task.counts(truth, base_pred) if base_pred is not None else None,
         base_correct=task.correct(truth, base_pred) if base_pred is not None else None,
         base_confidence=base_conf, mix=mix, emb_gold=emb_gold, emb_corpus=emb_corpus,
         cardinality={"corpus": task.cardinality(corpus_labels), "gold": task.cardinality(truth)})
+    if teacher and baseline != "teacher":  # beside a previous student, the teacher stays the bar
+        ev.teacher_counts, ev.teacher_correct = task.counts(truth, teacher[0]), task.correct(truth, teacher[0])
     tests = drift.run_tests(ev, mcfg)
     alerts = drift.alerts(tests, mcfg, baseline)
-    label_free = {**stats.label_free_accuracy(corpus_conf), "gold_accuracy": systems["student"]["accuracy"],
+    label_free = {**stats.label_free_estimates(conf, correct, corpus_conf, seed=int(mcfg.seed)),
+                  "gold_accuracy": systems["student"]["accuracy"], "shown_within": LABEL_FREE_WITHIN,
                   "caveat": CBPE_CAVEAT}
     audit = _audit(task, audited, mcfg, corpus, truth, pred, teacher[0] if teacher else None) if audited else None
+    warnings = [f"the audit slice ({audited}) has no usable teacher answer, so the student is not checked against the "
+                "teacher on this batch: see the errors in that file"] if audited and audit is None else []
 
     # -- history and the CUSUM over gold audits -----------------------------------------------------
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -93,6 +115,7 @@ def monitor(cfg) -> dict:
     record = {"time": now, "recipe": cfg.recipe, "student": student_name, "baseline": baseline,
               "corpus_batch": corpus_key, "gold": gold_key, "gold_rows": len(ids),
               "metrics": {**systems["student"], "mean_confidence": float(conf.mean()), "label_free": label_free,
+                          "shipped": _brief(systems.get("shipped labels")),
                           "label_mix": task.summarize(corpus_labels),
                           "audit": {k: audit[k] for k in ("agreement", "rows", "estimate")} if audit else None},
               "tests": tests, "alerts": alerts,
@@ -113,21 +136,22 @@ def monitor(cfg) -> dict:
 
     report = {
         "recipe": cfg.recipe, "task": task.kind, "time": now, "gold_rows": len(truth), "headline": list(task.headline),
-        "main_metric": key, "f1_key": task.f1_key,
+        "main_metric": key, "f1_key": task.f1_key, "accuracy_name": task.accuracy_name,
         "teacher": {"model": teacher_summary.get("model", cfg.teacher.model),
                     "simulated": teacher_summary.get("simulated", bool(cfg.teacher.simulated)),
                     "sim_accuracy": teacher_summary.get("sim", {}).get("accuracy"),
                     "sim_noise": teacher_summary.get("sim", {}).get("noise") or "uniform"},
-        "student": student_name, "baseline": baseline, "systems": systems,
+        "student": student_name, "baseline": baseline, "systems": systems, "shipping": shipping,
         "label_mix": {"gold": task.summarize(truth), "seed": task.summarize(seed_labels) if seed_labels else None,
                       "student_corpus": task.summarize(corpus_labels)},
         "corpus_rows": len(corpus), "corpus_invalid": sum(lab is None for lab in corpus_labels),
         "corpus_routes": dict(Counter(r["route"] for r in corpus)),
         "teacher_usage": teacher_summary.get("seed"),
         "label_free": label_free, "audit": audit, "reliability": stats.reliability(conf, ev.correct),
-        "tests": tests, "alerts": alerts, "cusum": {**trend, "metric": key},
+        "tests": tests, "alerts": alerts, "warnings": warnings, "cusum": {**trend, "metric": key},
         "power": _power(task, truth, ev, tests, mcfg) if mcfg.power else None,
-        "history": {"path": str(history_path), "run_id": run_id, "runs": len(past)},
+        "history": {"path": str(history_path), "run_id": run_id, "runs": len(past),
+                    "run": 1 + [r["id"] for r in past].index(run_id) if run_id in [r["id"] for r in past] else len(past)},
     }
     report["exit_status"] = 1 if drift.fails(alerts, mcfg.fail_on) else 0
 
@@ -138,6 +162,46 @@ def monitor(cfg) -> dict:
         write_card(cfg, run)
     print(format_report(report))
     return report
+
+
+
+
+def _shipping(run: RunDir, pred: list, conf: np.ndarray, teacher_gold: list | None) -> dict | None:
+    """The labels users ship, replayed on gold: when `distill route` sent corpus rows to the teacher,
+    the gold rows under the same threshold (and invalid ones) take the teacher's gold answer, as
+    the corpus rows took theirs; None when nothing was routed to the teacher."""
+    summary = read_json(run.labels_summary)
+    threshold = summary.get("threshold")
+    routed = (summary.get("corpus") or {}).get("routes", {}).get("teacher", 0)
+    if threshold is None or summary.get("route") != "teacher" or not routed or teacher_gold is None:
+        return None
+    sent = [k for k, (p, c) in enumerate(zip(pred, conf)) if p is None or c < threshold]
+    labels = list(pred)
+    for k in sent:
+        if teacher_gold[k] is not None:  # a failed answer leaves the row to review: the student's label stays
+            labels[k] = teacher_gold[k]
+    return {"threshold": float(threshold), "gold_rows_routed": len(sent), "gold_share": len(sent) / max(1, len(pred)),
+            "labels": labels}
+
+
+def _corpus_truth(cfg, task, run: RunDir, mcfg) -> dict:
+    """With human labels on the corpus split (data.corpus.label_column), the corpus labels as
+    shipped and as the student gave them, scored on them."""
+    if not cfg.data.corpus.get("label_column"):
+        return {}
+    human = load_split(cfg, "corpus", task, labels=True)
+    rows = {r["id"]: r for r in read_parquet(run.labels("corpus"), columns=["id", "label", "student_label"])}
+    keep = [k for k, i in enumerate(human["id"]) if i in rows]
+    truth = [human["label"][k] for k in keep]
+    ids = [human["id"][k] for k in keep]
+    return {"scored_on_human_labels": len(keep),
+            "student": _brief(_scored(task, truth, [rows[i]["student_label"] for i in ids], mcfg, 0)[0]),
+            "shipped": _brief(_scored(task, truth, [rows[i]["label"] for i in ids], mcfg, 0)[0])}
+
+
+def _brief(m: dict | None) -> dict | None:
+    """A system's headline figures and their CIs, without the per-class table."""
+    return {k: v for k, v in m.items() if k != "per_class"} if m else None
 
 
 AUDIT_MITIGATION = ("the student agrees less with the teacher on this batch's random audit slice than on the last: "
@@ -303,6 +367,16 @@ def format_report(report: dict) -> str:
         ci = m.get("ci", {}).get(report["main_metric"])
         lines.append(f"{name:<20}" + "".join(f"{m[c]:>{width[c]}.3f}" if isinstance(m[c], float) else f"{m[c]:>{width[c]}}"
                                              for c in cols) + (f"{f'[{ci[0]:.3f}, {ci[1]:.3f}]':>22}" if ci else ""))
+    if s := report.get("shipping"):
+        lines += ["", f"shipped labels: as `distill route` sent corpus rows under confidence {s['threshold']:.4f} to the "
+                      f"teacher, so {s['gold_rows_routed']} of {report['gold_rows']} gold rows ({s['gold_share']:.1%}) "
+                      f"take the teacher's answer here; corpus: " + ", ".join(
+                          f"{n} {k}" for k, n in s["corpus"].items() if k not in ("rows", "student", "shipped",
+                                                                                  "scored_on_human_labels"))]
+        if c := s["corpus"].get("shipped"):
+            lines.append(f"  on the corpus's own human labels ({s['corpus']['scored_on_human_labels']} rows): "
+                         + ", ".join(f"{k} {c[k]:.3f}" for k in report["headline"]) + " shipped, "
+                         + ", ".join(f"{k} {s['corpus']['student'][k]:.3f}" for k in report["headline"]) + " student alone")
     names = [n for n in report["systems"] if n != "majority baseline"]
     mix = report["label_mix"]
     first = max(20, *(len(label) + 2 for label in report["systems"]["student"]["per_class"]))
@@ -315,12 +389,10 @@ def format_report(report: dict) -> str:
     lines += ["", f"{'test':<18}{'p':>10}{'Holm p':>10}  effect"]
     for name, test in report["tests"].items():
         lines.append(f"{name:<18}{fmt_p(test['p']):>10}{fmt_p(test['p_holm']):>10}  {effect(name, test)}")
-    lf = report["label_free"]
-    if lf["estimate"] is not None:
-        lines += ["", f"label-free accuracy estimate on {lf['rows']} bulk labels: {lf['estimate']:.3f} "
-                      f"[{lf['ci'][0]:.3f}, {lf['ci'][1]:.3f}] (gold: {lf['gold_accuracy']:.3f}); {lf['caveat']}"]
+    acc = report.get("accuracy_name", "accuracy")
+    lines += ["", *label_free_lines(report["label_free"], acc)]
     if a := report.get("audit"):
-        est = (f"; estimated accuracy {a['estimate']:.3f} [{a['estimate_ci'][0]:.3f}, {a['estimate_ci'][1]:.3f}]"
+        est = (f"; estimated {acc} {a['estimate']:.3f} [{a['estimate_ci'][0]:.3f}, {a['estimate_ci'][1]:.3f}]"
                if a["estimate"] is not None else "")
         lines += ["", f"audit slice: the student agrees with the teacher on {a['agreement']:.3f} "
                       f"[{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] of {a['rows']} random corpus rows{est} (gold: "
@@ -333,10 +405,12 @@ def format_report(report: dict) -> str:
         for label, c in p["per_class"].items():
             drop = f"{c['recall_drop']:.3f}" if c["recall_drop"] is not None else "none detectable"
             lines.append(f"  {label:<18} support {c['support']:>6}  smallest recall drop {drop}")
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
     lines += [""] + ([f"ALERT [{a['severity']}] {a['test']}: {a['reason']}\n    mitigation: {a['mitigation']}"
                       for a in report["alerts"]] or ["no alerts"])
-    lines.append(f"report: {report.get('report_html', '')} · history: {report['history']['path']} "
-                 f"(run {report['history']['run_id']} of {report['history']['runs']})")
+    h = report["history"]
+    lines.append(f"report: {report.get('report_html', '')} · history: {h['path']} "
+                 f"(run {h.get('run', h['run_id'])} of {h['runs']} for recipe {report['recipe']})")
     return "\n".join(lines)
 
 

@@ -16,15 +16,20 @@ The labels (refine/corpus.parquet): the teacher's answer for every row it answer
 student's elsewhere. The last student goes to student/. Every round writes the rows it picks
 (round{k}/asked.jsonl) before it sends any, and its record (round{k}/round.json) last: a rerun
 after a kill skips finished rounds and asks only what is unanswered, and the teacher's cache bills
-no request twice. refine/ledger.json counts the rows and USD of every round.
+no request twice. refine/ledger.json counts the rows and USD of every round: rows newly billed,
+rows answered from the cache, and the answers used. labels/ (from `distill label`) is left as the
+old student wrote it; refine prints the command that relabels it with the new student.
 """
 
-if __name__ == "__main__" and not __package__:
-    # run as a file: import the installed package rather than its modules as top-level names
+if __name__ == "__main__":
     import pathlib
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    if not __package__:  # run as a file: import the installed package, not its modules as top-level names
+        sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    from distill.runner import before_imports
+
+    before_imports("refine", sys.argv[1:])  # help, or quiet libraries, before torch and tqdm are imported
 
 import hashlib
 import json
@@ -41,9 +46,10 @@ from distill.api import agreement, fit, predict
 from distill.data import load_split, prepare_data, read_json, read_jsonl, write_atomic
 from distill.route import audit_ids
 from distill.rundir import RunDir, StudentDir, finish, resume
+from distill.schema import check_labels, needs_group
 from distill.tasks import build_task
 from distill.teacher import open_teacher
-from distill.teacher.client import label_summary
+from distill.teacher.client import answers_line, label_summary
 from distill.teacher.simulator import sim_rows
 from distill.train import teacher_labels, train
 
@@ -52,6 +58,8 @@ def refine(cfg) -> dict:
     run, r = RunDir(cfg.run_dir), cfg.refine
     out = run.refine
     task = build_task(cfg.task)
+    needs_group(cfg, "refine")
+    check_labels(cfg, "corpus")  # a simulated teacher needs the corpus labels: said before anything is paid
 
     # the corpus, and the first student (trained on the teacher's seed labels, teaching first if needed)
     prepare_data(cfg)
@@ -69,9 +77,15 @@ def refine(cfg) -> dict:
         out.dir.mkdir(parents=True, exist_ok=True)
         if audited:
             teacher.label([by_id[i] for i in audited], out.audit_slice, "teacher: audit slice")
+            print(answers_line("refine audit slice", read_jsonl(out.audit_slice)))
         audit = {a["id"]: a["label"] for a in read_jsonl(out.audit_slice) if a["label"] is not None}
+        if not audit:  # nothing to measure a round's gain on
+            reason = (f"none of the {len(audited)} audit-slice rows has a usable teacher answer" if audited
+                      else f"label.audit_fraction={cfg.label.audit_fraction} gives no audit slice")
+            print(f"refine: warning: {reason}, so the stopping rule (refine.min_gain) is off: every round runs")
 
         records, student_dir, stopped, so_far = [], run.student, "rounds", set()  # so_far: rows asked
+        why = f"all {rounds} rounds done (refine.rounds={rounds})"
         for k in range(1, rounds + 1):
             rd = out.round(k)
             done = resume(rd.dir, round_fingerprint(cfg, quota, so_far, audited, student_dir),
@@ -90,6 +104,8 @@ def refine(cfg) -> dict:
             before = records[-1]["agreement_before"] if records else None
             if before is not None and gained is not None and gained - before < float(r.min_gain):
                 stopped = "gain"
+                why = (f"round {k - 1}'s student gained {gained - before:+.3f} in agreement with the teacher on the "
+                       f"audit slice ({before:.3f} -> {gained:.3f}), less than refine.min_gain={r.min_gain}")
                 finish(rd.record, {"round": k, "stop": "gain", "agreement_before": gained})
                 break
 
@@ -109,8 +125,11 @@ def refine(cfg) -> dict:
             write_atomic(rd.train_rows, "".join(json.dumps(row) + "\n" for row in rows))
             print(f"refine: round {k}: {len(asked)} rows asked, training on {len(rows)} ({len(seed)} seed labels, "
                   f"{len(answers)} answers)")
-            fit(cfg, rows, rd.student,
-                f"refine round {k}: the teacher's seed labels and {len(answers)} answers to corpus rows")
+            meta = fit(cfg, rows, rd.student,
+                       f"refine round {k} teacher labels ({len(seed)} seed + {len(answers)} corpus answers)")
+            dev = f"{meta['dev_agreement']:.3f}" if meta.get("dev_agreement") is not None else "n/a"
+            print(f"refine: round {k} student: agreement with the teacher on {meta['dev_rows']} dev rows {dev} "
+                  f"(trained on {len(seed)} seed labels + {len(answers)} teacher answers to corpus rows)")
             shutil.rmtree(StudentDir(rd.student).checkpoints, ignore_errors=True)
             budget = stats.get("stopped") == "budget"
             record = finish(rd.record, {
@@ -121,28 +140,49 @@ def refine(cfg) -> dict:
             student_dir = rd.student
             if budget:
                 stopped = "budget"
+                why = f"the teacher budget ran out in round {k} (teacher.budget_usd={cfg.teacher.budget_usd})"
                 break
 
     # the labels: the teacher's answers where it gave one, the last student's elsewhere
     final = predict(cfg, task, student_dir, corpus, out.final_predictions)
     answered = {a["id"]: a for a in read_jsonl(out.answers) if a["label"] is not None}
     write_labels(out.labels, corpus, final, answered, task)
+    stale = None
     if student_dir != run.student:
         shutil.copytree(student_dir, run.student, dirs_exist_ok=True)
+        if run.labels("corpus").exists() or run.label_shards("corpus").exists():
+            stale = label_command(cfg)
     ledger = {"rounds": [{"round": rec["round"], **rec["ledger"]} for rec in records if "ledger" in rec],
               "audit": label_summary(read_jsonl(out.audit_slice))}
-    ledger["total"] = {"rows": sum(x["rows"] for x in ledger["rounds"]) + ledger["audit"]["rows"],
-                       "usd": round(sum(x["cost_usd"] for x in ledger["rounds"]) + ledger["audit"]["cost_usd"], 6)}
+    parts = [*ledger["rounds"], ledger["audit"]]
+    # rows billed now, rows answered from the cache (free: asked by an earlier run or stage), answers used
+    ledger["total"] = {"rows": sum(x["rows"] for x in parts), "billed_rows": sum(x.get("billed", 0) for x in parts),
+                       "cached_rows": sum(x.get("cached", 0) for x in parts),
+                       "answers_used": sum(x["labeled"] for x in parts), "invalid": sum(x.get("invalid", 0) for x in parts),
+                       "usd": round(sum(x["cost_usd"] for x in parts), 6)}
     write_atomic(out.ledger, json.dumps(ledger, indent=2))
     summary = {"rounds": len([rec for rec in records if "ledger" in rec]), "stopped": stopped,
                "teacher_rows": len(answered), "audit_rows": len(audit),
                "agreement": agreement(task, audit, final), "ledger": ledger, "labels": str(out.labels)}
     write_atomic(out.summary, json.dumps(summary, indent=2))
-    agree = f", agreement with the teacher on {len(audit)} audit rows {summary['agreement']:.3f}" \
+    agree = f"; agreement with the teacher on {len(audit)} audit rows {summary['agreement']:.3f}" \
         if summary["agreement"] is not None else ""
-    print(f"refine: {summary['rounds']} rounds ({stopped}), {len(answered)} corpus rows answered by the teacher "
-          f"(${ledger['total']['usd']:.4f}){agree} -> {out.labels}")
+    total = ledger["total"]
+    invalid = f"; {total['invalid']} answers invalid" if total["invalid"] else ""
+    n = summary["rounds"]
+    print(f"refine: {n} round{'s' * (n != 1)} trained; stopped because {why}")
+    print(f"refine: {len(answered)} corpus rows labeled by the teacher; {total['answers_used']} teacher answers used "
+          f"({total['billed_rows']} rows newly billed, ${total['usd']:.4f}; {total['cached_rows']} answered from the "
+          f"cache{invalid}){agree} -> {out.labels}")
+    if stale:
+        print(f"refine: labels/ still holds the old student's labels; `{stale}` relabels the corpus with the new student")
     return summary
+
+
+def label_command(cfg) -> str:
+    """The command that relabels the corpus with the run's (new) student."""
+    run_dir = "" if str(cfg.run_dir) == f"runs/{cfg.recipe}" else f" run_dir={cfg.run_dir}"
+    return f"distill label recipe={cfg.recipe}{run_dir}"
 
 
 def round_fingerprint(cfg, quota: int, so_far: set, audited: list[str], student_dir: Path) -> dict:

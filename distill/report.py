@@ -77,14 +77,34 @@ def plots(report: dict, runs: list[dict]) -> dict[str, str]:
         err = [[v - c[0] if c else 0 for v, c in zip(vals, cis)], [c[1] - v if c else 0 for v, c in zip(vals, cis)]]
         ax.errorbar(xs, vals, yerr=err, marker="o", capsize=3, label=f"{metric} (95% CI)")
     ax.plot(xs, [r["metrics"].get("mean_confidence") for r in runs], marker="s", linestyle="--", label="mean confidence")
-    ax.plot(xs, [(r["metrics"].get("label_free") or {}).get("estimate") for r in runs], marker="^", linestyle=":",
-            label="label-free estimate (bulk)")
+    ax.plot(xs, [((r["metrics"].get("label_free") or {}).get("atc") or {}).get("estimate") for r in runs], marker="^",
+            linestyle=":", label="label-free estimate (ATC, bulk)")
     ax.set(xlabel="monitor run", title="metric trends across monitor runs")
     ax.set_xticks(xs)
     ax.legend(fontsize=7)
     fig.tight_layout()
     out["trends"] = png_tag(fig)
     return out
+
+
+LABEL_FREE_WITHIN = 0.05  # a label-free estimate is shown only when it missed gold by less than this
+
+
+def label_free_lines(lf: dict, acc: str = "accuracy") -> list[str]:
+    """The label-free estimates of the bulk labels' accuracy, each beside the error it showed on gold;
+    one that missed gold by LABEL_FREE_WITHIN or more is named, not shown."""
+    out = []
+    for key, name in (("atc", "ATC (thresholded confidence, fitted on gold)"), ("mean_confidence", "mean confidence")):
+        e = lf.get(key)
+        if not e or e.get("estimate") is None:
+            continue
+        if abs(e["gold_error"]) >= lf.get("shown_within", LABEL_FREE_WITHIN):
+            out.append(f"label-free {acc} estimate by {name}: not shown, it missed gold by {abs(e['gold_error']):.3f}")
+        else:
+            out.append(f"label-free {acc} estimate by {name} on {lf['rows']} bulk labels: {e['estimate']:.3f} "
+                       f"(missed gold by {abs(e['gold_error']):.3f}; gold {acc}: {lf['gold_accuracy']:.3f})")
+    return out + ([f"  {lf['caveat']}"] if out else [])
+
 
 
 def html_table(head: list[str], rows: list[list]) -> str:
@@ -114,10 +134,8 @@ def write_html(report: dict, runs: list[dict], path: Path) -> Path:
     tests = html_table(["test", "p", "Holm p", "significant", "effect"],
                    [[k, fmt_p(v["p"]), fmt_p(v["p_holm"]), "yes" if v["significant"] else "no",
                      effect(k, v)] for k, v in report["tests"].items()])
-    lf = report["label_free"]
-    label_free = (f"<p>Label-free estimate of the student's accuracy on {lf['rows']} bulk labels: "
-                  f"<b>{lf['estimate']:.3f}</b> [{lf['ci'][0]:.3f}, {lf['ci'][1]:.3f}], beside its gold accuracy "
-                  f"<b>{lf['gold_accuracy']:.3f}</b>. Caveat: {html.escape(lf['caveat'])}.</p>") if lf["estimate"] is not None else ""
+    acc = report.get("accuracy_name", "accuracy")
+    label_free = "".join(f"<p>{html.escape(line)}</p>" for line in label_free_lines(report["label_free"], acc))
     power = ""
     if report.get("power"):
         p = report["power"]
@@ -144,7 +162,7 @@ small {{ color: #555; }}
 <h1>distill monitor · {html.escape(report['recipe'])}</h1>
 <p>{report['time']} · {report['gold_rows']} human gold rows · student <code>{html.escape(str(report['student']))}</code>
 · baseline {html.escape(str(report['baseline'] or 'none'))} · teacher {html.escape(teacher)} · {report['corpus_rows']} bulk labels
-· history run {report['history']['run_id']} of {report['history']['runs']}</p>
+· history run {report['history'].get('run', report['history']['run_id'])} of {report['history']['runs']}</p>
 <h2>Alerts</h2>{alerts}
 <h2>Scores on human gold</h2>{systems}
 <h2>Per class (student)</h2>{per_class}
@@ -160,7 +178,10 @@ alpha across all tests and, for the label mix, a material effect.</small></p>{te
 
 def effect(name: str, t: dict) -> str:
     """One line with the numbers behind a test."""
-    if name in ("accuracy", "f1"):
+    name = name.removesuffix("_vs_teacher")
+    if name == "class_collapse":
+        return ", ".join(f"{c}: F1 {v['f1'][0]:.3f} -> {v['f1'][1]:.3f}" for c, v in t["classes"].items()) or "none"
+    if name in ("accuracy", "f1", "macro_f1"):
         extra = f", error persistence {t['error_persistence']:.2f}" if t.get("error_persistence") is not None else ""
         return f"{t['baseline']:.3f} -> {t['current']:.3f}{extra}"
     if name == "class_recall":

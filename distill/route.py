@@ -15,12 +15,15 @@ student against the teacher on this batch. With `teach` and `grow`, this is the 
 calls (and pays) the teacher.
 """
 
-if __name__ == "__main__" and not __package__:
-    # run as a file: import the installed package rather than its modules as top-level names
+if __name__ == "__main__":
     import pathlib
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    if not __package__:  # run as a file: import the installed package, not its modules as top-level names
+        sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    from distill.runner import before_imports
+
+    before_imports("route", sys.argv[1:])  # help, or quiet libraries, before torch and tqdm are imported
 
 import hashlib
 import json
@@ -36,11 +39,12 @@ import pyarrow.parquet as pq
 from distill.cascade import check_routing, resolve_threshold, routes_any
 from distill.data import read_jsonl
 from distill.errors import DataError
-from distill.schema import needs_routing
+from distill.schema import check_labels, needs_routing
 from distill.rundir import Review, RunDir
 from distill.shards import join, label_files, report, schema, tally
 from distill.tasks import build_task
 from distill.teacher import Teacher, open_teacher
+from distill.teacher.client import answers_line
 from distill.teacher.simulator import sim_rows
 
 
@@ -150,11 +154,15 @@ def route_needed(cfg) -> bool:
 
 
 def check_route(cfg, task) -> None:
-    """What picks the routed rows, and for a real teacher its API key, before anything is read or sent."""
+    """What picks the routed rows, for a real teacher its API key, and for a simulated one the
+    corpus labels it answers from, before anything is read or sent."""
     needs_routing(cfg, route_needed(cfg))
     check_routing(cfg)
     if (cfg.label.route == "teacher" or float(cfg.label.audit_fraction)) and not cfg.teacher.simulated:
         Teacher(cfg.teacher, task, cache_path=":memory:")  # raises with the variable to export
+    routed = cfg.label.route == "teacher" and routes_any(cfg)
+    if routed or float(cfg.label.audit_fraction) > 0:
+        check_labels(cfg, "corpus", "" if routed else "set label.audit_fraction=0 (no audit slice), or ")
 
 
 def audit_draw(row_id: str, seed: int) -> float:
@@ -180,6 +188,30 @@ def audit_rows(task, files: list[Path], fraction: float, max_rows: int, seed: in
     return [drawn[i] for i in audit_ids(drawn, fraction, max_rows, seed)]
 
 
+def threshold_line(cfg, threshold: float | None) -> str | None:
+    """What a share or a budget of rows resolved to, on this batch's confidences."""
+    key = next((k for k in ("route_fraction", "route_budget_usd") if cfg.label.get(k) is not None), None)
+    if key is None or threshold is None:
+        return None
+    return (f"route: label.{key}={cfg.label[key]} resolves to the confidence threshold {threshold:.4f} on this "
+            f"batch (corpus rows labeled under it leave the student)")
+
+
+def teacher_lines(run: RunDir, asked: list[dict], audit: list[dict]) -> str:
+    """The teacher's answers to the routed rows and the audit slice, and a warning when the audit
+    slice has no usable answer (the monitor then has nothing to compare the student with)."""
+    lines = []
+    for rows, path, what in ((asked, run.routed_answers, "low-confidence rows"), (audit, run.audit_slice, "audit slice")):
+        ids = {r["id"] for r in rows}
+        records = [r for r in read_jsonl(path) if r["id"] in ids] if rows else []
+        if records:
+            lines.append(answers_line(what, records))
+        if what == "audit slice" and rows and not any(r["label"] is not None for r in records):
+            lines.append(f"warning: none of the {len(rows)} audit-slice rows has a usable teacher answer: the "
+                         f"monitor cannot compare the student with the teacher on this batch ({path})")
+    return "\n".join(lines)
+
+
 def route(cfg) -> dict:
     run = RunDir(cfg.run_dir)
     task = build_task(cfg.task)
@@ -190,6 +222,8 @@ def route(cfg) -> dict:
         raise DataError(f"{run.label_shards('corpus')} has no labels to route: run distill label "
                         f"recipe={cfg.recipe} first")
     threshold = resolve_threshold(cfg, files)
+    if line := threshold_line(cfg, threshold):
+        print(line)
 
     # the teacher answers the unsure rows of the label files `distill label` wrote (review needs no
     # answers), and the audit slice, drawn whatever the student's confidence
@@ -204,6 +238,7 @@ def route(cfg) -> dict:
                 stats = teacher.label(asked, run.routed_answers, "teacher: low-confidence rows")
             if audit:  # a row both unsure and audited is one cached request
                 audit_stats = teacher.label(audit, run.audit_slice, "teacher: audit slice")
+        print(teacher_lines(run, asked or [], audit))
 
     # the answers go into labels/corpus.parquet; rows without one go to review files
     summary = apply_routes(cfg, join(cfg), threshold, asked)

@@ -10,6 +10,7 @@ the code that has them.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 from dataclasses import dataclass, fields, is_dataclass
@@ -217,6 +218,8 @@ class Monitor:
     fail_on: Literal["warning", "critical", "never"]
     min_support: Count
     critical_drop: Share
+    collapse_f1: Share
+    collapse_from: Share
     material_ratio: Annotated[float, at_least(1)]
     material_psi: NonNegative
     material_cardinality: NonNegative
@@ -373,9 +376,17 @@ def _walk(schema, node, prefix: str, base, open_keys: bool = False) -> None:
         if key not in known:
             if open_keys:
                 continue
-            raise ConfigError(f"unknown config key {path!r} in recipe; valid keys: "
-                              + ", ".join(f"{prefix}{k}" for k in sorted(known)))
+            valid = [f"{prefix}{k}" for k in sorted(known)]
+            hint = did_you_mean(path, valid)
+            raise ConfigError(f"unknown config key {path!r} in recipe; valid keys: {', '.join(valid)}"
+                              + (f";{hint}" if hint else ""))
         _value(hints[key], node[key], path, base)
+
+
+def did_you_mean(key: str, valid: list[str]) -> str:
+    """' did you mean 'x'?' for the valid key closest to a misspelt one, or ''."""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.7)  # below, the guesses mislead
+    return f" did you mean {close[0]!r}?" if close else ""
 
 
 def _value(kind, value, path: str, base) -> None:
@@ -549,6 +560,18 @@ def one_process(stage: str, why: str) -> None:
 def needs_group(cfg, group: str) -> None:
     if cfg.get(group) is None:
         raise ConfigError(f"recipe {cfg.recipe!r} has no {group} settings: add `- {group}: default` to its defaults")
+
+
+def check_labels(cfg, split: str, instead: str = "") -> None:
+    """A simulated teacher answers a row from its label (data.{split}.label_column; loading the split
+    checks that no row lacks one): without them every row sent would come back empty, so say so
+    before anything is read or sent. `instead`: another way out, as the caller knows it."""
+    if cfg.teacher.simulated and not cfg.data[split].get("label_column"):
+        raise ConfigError(
+            f"teacher=simulated answers each row from its label, and data.{split} has no label column, so "
+            f"every {split} row sent would come back without an answer: set data.{split}.label_column=COLUMN "
+            f"(the column of {cfg.data[split].get('path')} that holds each row's label), {instead or 'or '}"
+            "use a real teacher")
 
 
 def check_grow(cfg, task) -> None:

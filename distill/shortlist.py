@@ -16,6 +16,16 @@ not chosen on. Writes shortlist/shortlist.json and shortlist/shortlist.png.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    import pathlib
+    import sys
+
+    if not __package__:  # run as a file: import the installed package, not its modules as top-level names
+        sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    from distill.runner import before_imports
+
+    before_imports("shortlist", sys.argv[1:])  # help, or quiet libraries, before torch and tqdm are imported
+
 import json
 import sys
 from pathlib import Path

@@ -270,6 +270,45 @@ def label_free_accuracy(conf: np.ndarray) -> dict:
     return {"estimate": mean, "ci": [max(0.0, mean - 1.96 * se), min(1.0, mean + 1.96 * se)], "rows": len(conf)}
 
 
+def atc_fit(conf: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
+    """Average thresholded confidence (Garg et al., ICLR 2022): the threshold t above which the
+    labeled rows' share equals their accuracy, and the weight of rows exactly at t that makes it
+    exact when confidences tie."""
+    conf, acc = np.asarray(conf, np.float64), float(np.mean(correct))
+    t = float(np.quantile(conf, 1 - acc))
+    above, at = float(np.mean(conf > t)), float(np.mean(conf == t))
+    return t, (min(1.0, max(0.0, (acc - above) / at)) if at else 0.0)
+
+
+def atc_estimate(conf: np.ndarray, fit: tuple[float, float]) -> float:
+    """The share of rows above the fitted threshold: the estimated accuracy of unlabeled rows."""
+    conf, (t, w) = np.asarray(conf, np.float64), fit
+    return float(np.mean(conf > t) + w * np.mean(conf == t))
+
+
+def label_free_estimates(gold_conf: np.ndarray, gold_correct: np.ndarray, corpus_conf: np.ndarray,
+                         splits: int = 20, seed: int = 0) -> dict:
+    """Two estimates of the accuracy of unlabeled rows, each with its error measured on gold: the mean
+    confidence (error: mean confidence minus accuracy on gold) and ATC fitted on gold (error: the mean
+    absolute miss when fitted on one half of gold and checked on the other, both ways, over `splits`
+    random halvings; it includes the halves' own sampling noise, so it errs on the large side)."""
+    gold_conf, gold_correct = np.asarray(gold_conf, np.float64), np.asarray(gold_correct, bool)
+    out = {"rows": len(corpus_conf), "gold_rows": len(gold_conf)}
+    if not len(corpus_conf) or len(gold_conf) < 4:
+        return {**out, "mean_confidence": None, "atc": None}
+    mean = label_free_accuracy(corpus_conf)
+    out["mean_confidence"] = {**mean, "gold_error": float(gold_conf.mean() - gold_correct.mean())}
+    rng, misses = np.random.default_rng(seed), []
+    for _ in range(splits):
+        half = rng.permutation(len(gold_conf)) % 2 == 0
+        for fit, check in ((half, ~half), (~half, half)):
+            misses.append(atc_estimate(gold_conf[check], atc_fit(gold_conf[fit], gold_correct[fit]))
+                          - float(gold_correct[check].mean()))
+    out["atc"] = {"estimate": atc_estimate(corpus_conf, atc_fit(gold_conf, gold_correct)),
+                  "gold_error": float(np.mean(np.abs(misses))), "threshold": atc_fit(gold_conf, gold_correct)[0]}
+    return out
+
+
 # -- input drift -----------------------------------------------------------------------------------
 def mmd_test(x: np.ndarray, y: np.ndarray, n_perm: int = 1000, features: int = 256, seed: int = 0) -> dict:
     """Permutation test of maximum mean discrepancy between two embedding samples, Gaussian kernel

@@ -5,6 +5,16 @@
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    import pathlib
+    import sys
+
+    if not __package__:  # run as a file: import the installed package, not its modules as top-level names
+        sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    from distill.runner import before_imports
+
+    before_imports("teach", sys.argv[1:])  # help, or quiet libraries, before torch and tqdm are imported
+
 import json
 import sys
 from functools import partial
@@ -12,6 +22,7 @@ from functools import partial
 from distill.config import save_config
 from distill.data import check_held_out, load_split, prepare_data, read_jsonl
 from distill.rundir import RunDir
+from distill.schema import check_labels
 from distill.shortlist import size as shortlist_size
 from distill.shortlist import with_shortlists
 from distill.tasks import build_task
@@ -41,6 +52,8 @@ def teach(cfg) -> dict:
     records = {name: read_jsonl(path) for name, path in paths.items()}
     done = {name: {r["id"] for r in records[name] if finished(r)} for name in jobs}
     pending = {name: [r for r in rows if r["id"] not in done[name]] for name, (rows, _) in jobs.items()}
+    if pending["seed"] and not cfg.teacher.dry_run:  # a simulated teacher answers seed rows from their labels
+        check_labels(cfg, "seed")
     if (k := shortlist_size(cfg, task)) and any(pending.values()):
         # task.shortlist: each row offers the teacher only its k likeliest labels
         listed = iter(with_shortlists(cfg, task, [r for rows in pending.values() for r in rows], k,
@@ -98,7 +111,9 @@ def format_summary(summary: dict, cfg) -> str:
             continue
         s, run = summary[name], summary[name]["this_run"]
         line = (f"teacher {summary['model']}{' (simulated)' if summary['simulated'] else ''}, {name}: "
-                f"{s['labeled']}/{s['rows_expected']} rows labeled, errors {s['errors'] or 'none'}")
+                f"{s['labeled']}/{s['rows_expected']} rows labeled"
+                + (f", {s['invalid']} answers invalid (asked again on the next run)" if s["invalid"] else "")
+                + f", errors {s['errors'] or 'none'}")
         if run:
             line += (f"; this run: {run['billed']} billed requests, {run['cache_hits']} cache hits, "
                      f"{run['retries']} retries, {run['reasks']} re-asks, "

@@ -8,12 +8,15 @@ Runs the teacher first (rank 0 only) for any seed rows it has not labeled yet. K
 running the same command again resumes from the last checkpoint.
 """
 
-if __name__ == "__main__" and not __package__:
-    # run as a file: import the installed package rather than its modules as top-level names
+if __name__ == "__main__":
     import pathlib
     import sys
 
-    sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    if not __package__:  # run as a file: import the installed package, not its modules as top-level names
+        sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+    from distill.runner import before_imports
+
+    before_imports("train", sys.argv[1:])  # help, or quiet libraries, before torch and tqdm are imported
 
 import hashlib
 import json

@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--markdown", default=None, help="also write every cell as markdown tables to this file")
     ap.add_argument("--suffix", default="", help="with --extra: added to each dataset's key")
     ap.add_argument("--report", action="store_true", help="only print, --markdown and --plot what --out holds")
+    ap.add_argument("--refresh-estimates", action="store_true",
+                    help="recompute the accuracy estimates of every seed cell whose run is under --work, then report")
     args = ap.parse_args()
 
     model = args.student_model or default_student()
@@ -127,7 +129,10 @@ def main() -> None:
     def save() -> None:
         Path(args.out).write_text(json.dumps(results, indent=1))
 
-    for name in [] if args.report else args.datasets:
+    if args.refresh_estimates:
+        refresh_estimates(results, work)
+        save()
+    for name in [] if args.report or args.refresh_estimates else args.datasets:
         recipe, folder, extra, (epochs, lr) = DATASETS[name]
         if not (Path(args.data) / folder).is_dir():
             print(f"skipping {name}: {args.data}/{folder} is absent")
@@ -220,7 +225,7 @@ def imbalanced_ag_news(src: Path, out: Path, share: float = 0.03) -> None:
 def base_cell(overrides: list[str], base: Path, fractions: list[float]) -> dict:
     from distill.cascade import cost_per_row
     from distill.config import load_config
-    from distill.data import load_split, read_jsonl, read_parquet
+    from distill.data import load_split, read_jsonl
     from distill.label import label
     from distill.tasks import build_task
     from distill.teach import teach
@@ -235,13 +240,9 @@ def base_cell(overrides: list[str], base: Path, fractions: list[float]) -> dict:
     meta = train(cfg, teach_first=False)
     label(cfg)
     corpus = load_split(cfg, "corpus", task, labels=True)
-    ids, truth = list(corpus["id"]), list(corpus["label"])
     with open_teacher(cfg.teacher, task, sim_rows(cfg, task)) as teacher:  # the teacher on every corpus row
         teacher.label(list(load_rows(corpus)), base / "teacher_corpus.jsonl", "teacher: the whole corpus")
-    answers = {r["id"]: r for r in read_jsonl(base / "teacher_corpus.jsonl")}
-    labels = {r["id"]: r for r in read_parquet(run_dir / "labels" / "corpus.parquet")}
-    student = [labels[i]["label"] for i in ids]
-    conf = np.array([labels[i]["confidence"] if labels[i]["label"] is not None else -1.0 for i in ids])
+    ids, truth, answers, student, conf = corpus_view(cfg, task, base)
     teacher_labels = [answers[i]["label"] if i in answers else None for i in ids]
     seed = read_jsonl(run_dir / "teacher" / "seed.jsonl")
     price = cost_per_row(cfg, list(answers.values())) or 0.0
@@ -278,6 +279,41 @@ def base_cell(overrides: list[str], base: Path, fractions: list[float]) -> dict:
             "teacher_usd_per_row": round(price, 6), "class_balance": meta.get("class_balance"),
             "systems": systems, "confidence_curve": fine,
             "estimates": estimates(cfg, task, run_dir, ids, truth, student, conf, answers)}
+
+
+def corpus_view(cfg, task, base: Path) -> tuple[list, list, dict, list, np.ndarray]:
+    """The corpus of a cell's run: ids, human labels, the teacher's answers, the student's labels and
+    confidences (-1 where invalid)."""
+    from distill.data import load_split, read_jsonl, read_parquet
+
+    corpus = load_split(cfg, "corpus", task, labels=True)
+    ids, truth = list(corpus["id"]), list(corpus["label"])
+    answers = {r["id"]: r for r in read_jsonl(base / "teacher_corpus.jsonl")}
+    labels = {r["id"]: r for r in read_parquet(base / "run" / "labels" / "corpus.parquet")}
+    student = [labels[i]["label"] for i in ids]
+    conf = np.array([labels[i]["confidence"] if labels[i]["label"] is not None else -1.0 for i in ids])
+    return ids, truth, answers, student, conf
+
+
+def refresh_estimates(results: dict, work: Path) -> None:
+    """Recompute every seed cell's `estimates` from its run directory under --work (files only: no
+    training, no teacher calls), so estimators added later are measured on the same runs."""
+    from distill.config import load_config
+    from distill.tasks import build_task
+
+    for key, entry in results.items():
+        for n, cell in (entry.get("seeds") or {}).items():
+            base = work / key / f"seed{n}"
+            if not (base / "run" / "labels" / "corpus.parquet").exists():
+                print(f"{key} {n}: no run under {base}; estimates kept")
+                continue
+            cfg = load_config([*cell["overrides"], f"run_dir={base / 'run'}"])
+            task = build_task(cfg.task)
+            ids, truth, answers, student, conf = corpus_view(cfg, task, base)
+            cell["estimates"] = estimates(cfg, task, base / "run", ids, truth, student, conf, answers)
+            e = cell["estimates"]
+            print(f"{key} {n}: truth {e['gold_accuracy']:.3f}; audit {e['audit_error']:+.3f}, mean confidence "
+                  f"{e['label_free_error']:+.3f}, ATC {e['atc_error']:+.3f}")
 
 
 def class_probabilities(cfg, task, run_dir: Path, corpus) -> np.ndarray:
@@ -328,7 +364,8 @@ def estimates(cfg, task, run_dir: Path, ids, truth, student, conf, answers) -> d
     from distill.data import load_split, read_jsonl, read_parquet
     from distill.route import audit_ids
 
-    gold_student = {r["id"]: r["label"] for r in read_parquet(run_dir / "labels" / "gold.parquet")}
+    gold_rows = {r["id"]: r for r in read_parquet(run_dir / "labels" / "gold.parquet")}
+    gold_student = {i: r["label"] for i, r in gold_rows.items()}
     gold_teacher = {r["id"]: r["label"] for r in read_jsonl(run_dir / "teacher" / "gold.jsonl")}
     gold = load_split(cfg, "gold", task, labels=True)
     g_ids = [i for i in gold["id"] if gold_teacher.get(i) is not None]
@@ -341,7 +378,16 @@ def estimates(cfg, task, run_dir: Path, ids, truth, student, conf, answers) -> d
     a = float(task.correct([answers[ids[k]]["label"] for k in slice_], [student[k] for k in slice_]).mean())
     truth_acc = float(task.correct(truth, student).mean())
     lf = stats.label_free_accuracy(np.clip(conf, 0, 1))
-    return {"gold_accuracy": round(truth_acc, 4), "audit_rows": len(slice_), "audit_agreement": round(a, 4),
+    # ATC fitted on human gold, as `distill monitor` does; its error measured on gold halves beside the real one
+    g_all = list(gold["id"])
+    lfe = stats.label_free_estimates(
+        np.array([gold_rows[i]["confidence"] if i in gold_rows and gold_rows[i]["label"] is not None else 0.0 for i in g_all]),
+        task.correct([g_truth[i] for i in g_all], [gold_student.get(i) for i in g_all]), np.clip(conf, 0, 1))
+    atc = lfe["atc"]
+    return {"atc_estimate": round(atc["estimate"], 4), "atc_error": round(atc["estimate"] - truth_acc, 4),
+            "atc_gold_error": round(atc["gold_error"], 4),
+            "label_free_gold_error": round(lfe["mean_confidence"]["gold_error"], 4),
+            "gold_accuracy": round(truth_acc, 4), "audit_rows": len(slice_), "audit_agreement": round(a, 4),
             "audit_estimate": round(estimate.at(a), 4), "label_free_estimate": round(lf["estimate"], 4),
             "audit_error": round(estimate.at(a) - truth_acc, 4), "label_free_error": round(lf["estimate"] - truth_acc, 4),
             "right_when_agreeing": round(estimate.right_when_agreeing, 4),

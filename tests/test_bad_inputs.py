@@ -117,8 +117,8 @@ CASES = {
         {"text": json.loads(Path(f("probe", "")).parent.joinpath("run/data/seed.jsonl").read_text().splitlines()[0])["text"],
          "label": "sports"}) + "\n")], "1 gold rows also appear in the seed pool"),
     # configs
-    "unknown key": (lambda f: ["train.epochz=3"], "unknown config key 'train.epochz'; valid keys: train."),
-    "unknown split key": (lambda f: ["data.seed.limitt=3"], "unknown config key 'data.seed.limitt'; valid keys: data.seed.path"),
+    "unknown key": (lambda f: ["train.epochz=3"], "unknown config key 'train.epochz'; did you mean 'train.epochs'? valid keys under train: train."),
+    "unknown split key": (lambda f: ["data.seed.limitt=3"], "unknown config key 'data.seed.limitt'; did you mean 'data.seed.limit'? valid keys under data.seed: data.seed.path"),
     "wrong type": (lambda f: ["train.epochs=three"], "train.epochs must be a whole number (the recipe has 15), not 'three'"),
     "wrong switch": (lambda f: ["monitor.score_teacher=maybe"], "monitor.score_teacher must be true or false"),
     "negative limit": (lambda f: ["data.seed.limit=-5"], "data.seed.limit must be a positive number of rows or null, not -5"),
@@ -289,10 +289,12 @@ def test_a_full_disk_stops_cleanly_and_a_rerun_with_space_finishes_every_row_onc
     mnt = tmpfs("1m")
     shutil.copytree(base, mnt / "run")
     cfg = ["teach", "recipe=demo", f"run_dir={mnt / 'run'}", "data.demo.sizes.seed=40", "data.demo.sizes.gold=20",
-           "data.demo.sizes.corpus=10", f"data.seed.path={tmp_path / 'seed.jsonl'}", UNLABELED, "monitor.score_teacher=false"]
+           "data.demo.sizes.corpus=10", f"data.seed.path={tmp_path / 'seed.jsonl'}", "monitor.score_teacher=false"]
     # 600 new rows, with long texts: the label file outgrows the disk
-    texts = [r["text"] for r in seed_rows(base)] + [f"Market story {i}: " + "shares rose again. " * 40 for i in range(600)]
-    (tmp_path / "seed.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    rows = seed_rows(base) + [{"text": f"Market story {i}: " + "shares rose again. " * 40, "label": "business"}
+                              for i in range(600)]
+    texts = [r["text"] for r in rows]
+    (tmp_path / "seed.jsonl").write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in rows))
     code, err = cli(capsys, *cfg)
     assert code == 2 and "cannot write" in err and ("No space left on device" in err or "disk is full" in err), err
     written = read_jsonl(mnt / "run" / "teacher" / "seed.jsonl")
@@ -335,9 +337,10 @@ def test_a_crash_while_the_label_file_is_rewritten_keeps_every_row(run, monkeypa
                 raise KeyboardInterrupt  # the user's Ctrl-C, half-way through the rewrite
         return dumps(obj, *args, **kwargs)
 
-    seed = run.file("seed.jsonl", "".join(json.dumps({"text": r["text"]}) + "\n" for r in seed_rows(run.dir))
-                    + '{"text": "one new row, so the teacher is called"}\n')
+    seed = run.file("seed.jsonl", "".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n"
+                                          for r in seed_rows(run.dir))
+                    + '{"text": "one new row, so the teacher is called", "label": "business"}\n')
     monkeypatch.setattr(client.json, "dumps", crash_midway)
     with pytest.raises(KeyboardInterrupt):
-        teach(load_config(["recipe=demo", f"run_dir={run.dir}", *SIZES, UNLABELED, f"data.seed.path={seed}"]))
+        teach(load_config(["recipe=demo", f"run_dir={run.dir}", *SIZES, f"data.seed.path={seed}"]))
     assert calls["n"] == 20 and path.read_bytes() == before

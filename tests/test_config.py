@@ -75,3 +75,17 @@ def test_open_mappings_take_new_keys_and_numbers_stay_numbers():
     assert load_config(["recipe=demo", "teacher.sim.accuracy=1"]).teacher.sim.accuracy == 1  # an int is a number
     with pytest.raises(ConfigError, match=r"train.epochs must be a whole number \(the recipe has 15\), not 'x'"):
         load_config(["recipe=demo", "train.epochs=x"])
+
+
+def test_unknown_key_lists_its_own_group_and_the_closest_key():
+    with pytest.raises(ConfigError) as e:
+        load_config(["recipe=demo", "refine.roundz=2"])
+    assert str(e.value) == ("unknown config key 'refine.roundz'; did you mean 'refine.rounds'? valid keys under "
+                            "refine: refine.rounds, refine.fraction, refine.explore, refine.min_gain")
+    with pytest.raises(ConfigError, match=r"'sed' at the top level; did you mean 'seed'\? valid keys: .*refine"):
+        load_config(["recipe=demo", "sed=1"])
+
+
+def test_a_group_given_with_a_plus_picks_the_option_as_without():
+    cfg = load_config(["recipe=demo", "+train=default", "++refine=default", "refine.rounds=3"])
+    assert cfg.train == load_config(["recipe=demo", "train=default"]).train and cfg.refine.rounds == 3

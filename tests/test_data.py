@@ -19,7 +19,7 @@ def write_jsonl(path, rows):
 
 @pytest.fixture
 def files(tmp_path):
-    seed = write_jsonl(tmp_path / "seed.jsonl", [{"text": f"the Rovers won match {i}"} for i in range(20)])
+    seed = write_jsonl(tmp_path / "seed.jsonl", [{"text": f"the Rovers won match {i}", "label": "sports"} for i in range(20)])
     gold = write_jsonl(tmp_path / "gold.jsonl", [{"text": f"rain in Oslo on day {i}", "label": "weather"}
                                                  for i in range(10)])
     return seed, gold
@@ -96,7 +96,7 @@ def test_drop_gold_overlap_leaves_out_seed_rows_also_in_gold(make_cfg, tmp_path,
     gold = write_jsonl(tmp_path / "leaky.jsonl", [{"text": "the Rovers won match 3", "label": "sports"},
                                                   {"text": "the  Rovers won match 7", "label": "sports"},
                                                   {"text": "new text", "label": "sports"}])
-    cfg = cfg_with(make_cfg, seed, gold, "data.drop_gold_overlap=true")
+    cfg = cfg_with(make_cfg, seed, gold, "data.drop_gold_overlap=true", "data.seed.label_column=label")  # the simulator answers from it
     rows = load_split(cfg, "seed", build_task(cfg.task))
     assert len(rows) == 18 and not {"the Rovers won match 3", "the Rovers won match 7"} & set(rows["text"])
     assert "seed data: 2 rows of" in capsys.readouterr().out

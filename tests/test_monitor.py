@@ -227,7 +227,9 @@ def test_monitor_catches_a_degraded_student_and_exits_1(demo_copy):
     assert first["baseline"] == "teacher" and first["history"]["runs"] == 1
     assert first["systems"]["student"]["ci"]["accuracy"][0] < first["systems"]["student"]["accuracy"]
     assert {"accuracy", "f1", "class_recall", "calibration", "label_mix_gold", "label_mix_seed", "input"} <= set(first["tests"])
-    assert first["label_free"]["rows"] == 300 and 0 < first["label_free"]["estimate"] < 1
+    lf = first["label_free"]
+    assert lf["rows"] == 300 and 0 < lf["atc"]["estimate"] <= 1 and 0 < lf["mean_confidence"]["estimate"] < 1
+    assert 0 <= lf["atc"]["gold_error"] < 1
 
     # monitoring the same student again changes nothing in the history
     again = cli("monitor", "recipe=demo", f"run_dir={run_dir}", "monitor.fail_on=never", "monitor.power=true")

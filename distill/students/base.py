@@ -27,7 +27,7 @@ from distill.data import read_json
 from distill.errors import ConfigError, OutputError
 from distill.rundir import StudentDir
 from distill.students.calibration import fit_temperature, mean_over, top_confidence
-from distill.students.trainer import Collator, MinSteps, SaveEvery
+from distill.students.trainer import Collator, MinSteps, SaveEvery, quiet_progress
 from distill.tasks import Task
 
 PROCESS_GROUP_TIMEOUT = 6 * 3600  # seconds other ranks wait at a collective: rank 0 exports and calibrates alone
@@ -243,6 +243,7 @@ class Student:
         trainer.data_collator = Collator(trainer.data_collator)
         trainer.add_callback(trainer.data_collator)
         trainer.add_callback(SaveEvery(train_cfg.save_steps))
+        quiet_progress(trainer)
         if has_dev and train_cfg.min_steps > 0 and train_cfg.max_steps <= 0:  # before early stopping reads the best
             trainer.add_callback(MinSteps(train_cfg.min_steps))
         if has_dev and train_cfg.early_stopping_patience:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import TrainerCallback
+from tqdm.auto import tqdm
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+from transformers.utils import logging as hf_logging
 
 
 class Collator(TrainerCallback):
@@ -85,6 +88,51 @@ class MinSteps(TrainerCallback):
         if state.best_global_step is not None and state.best_global_step < self.steps:
             state.best_metric, state.best_global_step, state.best_model_checkpoint = None, 0, None
         return control
+
+
+class Progress(TrainerCallback):
+    """In place of the Trainer's nested bars and its loss dictionary every `logging_steps`: one bar
+    over optimizer steps (on a terminal only: a log file gets no redraws) and about `lines` loss
+    lines a run, each with the last dev figures."""
+
+    KEYS = {"loss": "loss", "eval_loss": "dev loss", "eval_agreement": "dev agreement"}
+
+    def __init__(self, lines: int = 8):
+        self.lines, self.bar, self.latest, self.next, self.every = lines, None, {}, 0, 1
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", disable=None)
+        self.every = max(1, math.ceil(state.max_steps / self.lines))
+        self.next = state.global_step + self.every
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.latest.update({k: v for k, v in (logs or {}).items() if k in self.KEYS})
+        if not state.is_world_process_zero or not any(k in (logs or {}) for k in self.KEYS):
+            return
+        if state.global_step >= self.next or state.global_step >= state.max_steps:
+            self.next = state.global_step + self.every
+            figures = ", ".join(f"{name} {self.latest[k]:.4g}" for k, name in self.KEYS.items() if k in self.latest)
+            tqdm.write(f"train: step {state.global_step}/{state.max_steps} (epoch {state.epoch:.1f}): {figures}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def quiet_progress(trainer) -> None:
+    """`Progress` in place of the Trainer's own output, unless transformers logs warnings (the
+    default in a script or notebook; `distill STAGE --verbose`): entry points lower it to errors."""
+    if hf_logging.get_verbosity() < hf_logging.ERROR:
+        return
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(Progress())
 
 
 def first_epoch_rows(trainer) -> list[int]:

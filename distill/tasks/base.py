@@ -317,6 +317,8 @@ class Metrics(ABC):
 
     f1_key = "macro_f1"  # the F1 the monitor's paired test compares
 
+    accuracy_name = "accuracy"  # what `accuracy` (the share of rows entirely right) is called for this kind
+
     @abstractmethod
     def counts(self, gold: list, pred: list) -> np.ndarray:
         """Per row and class: (tp, predicted, gold) counts, [rows, classes, 3]."""

@@ -35,6 +35,7 @@ class Multilabel(Task):
     kind = "multilabel"
     answer_prefix = "Labels:"
     main_metric = "f1"  # micro F1 over label decisions
+    accuracy_name = "subset accuracy"  # the text's whole label set right
     f1_key = "f1"
     headline = ("f1", "macro_f1", "subset_accuracy", "hamming_loss")
     multi_label = True

@@ -73,6 +73,7 @@ class NER(Task):
     kind = "ner"
     answer_prefix = "Entities:"
     main_metric = "f1"
+    accuracy_name = "sentence exact match"  # every entity of the sentence right, and no other
     headline = ("precision", "recall", "f1", "macro_f1")
 
     # -- rows: a sentence as its tokens, labels as one IOB2 tag per token ------------------------

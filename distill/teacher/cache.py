@@ -1,8 +1,10 @@
 """A SQLite cache of paid teacher replies, keyed on everything that determines the reply.
 
 Only successful HTTP replies are stored (a malformed answer was still paid for, so it is kept;
-a 429, a 500 or a timeout is not). Each reply is committed before its row is written out, so a
-process killed at any moment loses no paid reply. WAL mode keeps readers and the writer apart.
+a 429, a 500 or a timeout is not). The engine asks anew for an invalid answer that a later run
+finds here: the new reply replaces it and its cost adds to the key's, so `spent` counts both.
+Each reply is committed before its row is written out, so a process killed at any moment loses
+no paid reply. WAL mode keeps readers and the writer apart.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ class Cache:
     def put_many(self, items) -> None:
         now = time.time()
         with self.db:  # one transaction
-            self.db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?)",
+            self.db.executemany("INSERT INTO replies VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                                "model = excluded.model, reply = excluded.reply, created = excluded.created, "
+                                "cost_usd = COALESCE(replies.cost_usd, 0) + COALESCE(excluded.cost_usd, 0)",
                                 [(k, m, json.dumps(r), c, now) for k, m, r, c in items])
 
     def meta(self, name: str, value: str | None = None) -> str | None:

@@ -5,12 +5,15 @@ endpoint (bounded concurrency, token-bucket rpm/tpm limits, retries with backoff
 `Retry-After`, API keys rotated when one is rate-limited or rejected), validates the answer and
 re-asks with the validation error when it is invalid. Each finished row is appended to a JSONL
 file right after its reply is committed to the cache, so a killed run loses nothing it paid for.
-A request that keeps failing ends as a row with an error type; a rerun retries only those.
+A request that keeps failing, and an answer still invalid after its re-asks, end as a row with an
+error type; a rerun asks again for only those (a cached answer that was invalid is not served
+again: the request is sent anew).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -48,8 +51,14 @@ REASK_CHOICE = "Your reply is not valid: {error}. Answer again with only one of 
 
 
 def finished(record: dict) -> bool:
-    """A row that needs no new request: labeled, or judged invalid (not failed by the endpoint)."""
-    return record.get("error") not in TRANSIENT
+    """A row that needs no new request on a rerun: one with a valid answer. Rows the endpoint
+    failed and answers judged invalid are asked again."""
+    return record.get("error") is None
+
+
+def invalid(record: dict) -> bool:
+    """An answer the teacher gave that stayed invalid after its re-asks (not a failed request)."""
+    return record.get("error") is not None and record["error"] not in TRANSIENT
 
 
 class RequestFailed(Exception):
@@ -136,6 +145,10 @@ class Teacher:
         self.cache_only: str | None = None  # None | "collect" | "fail" (Batch API mode)
         self.needed: dict[str, dict] = {}  # request key -> body, collected in a cache-only pass
         self.fresh: dict[str, float] = {}  # request key -> USD, replies a batch just fetched
+        # replies this Teacher got from the endpoint: served again from the cache even when invalid
+        # (a repeated text, a batch's next pass); an invalid one cached by an earlier run is asked anew
+        self.this_run: set[str] = set()
+        self.settled: set[str] = set()  # row ids this Teacher wrote with an invalid answer: kept for this run
         self.stats = self._new_stats()
 
     # -- request bodies and cost ----------------------------------------------------------------
@@ -200,7 +213,7 @@ class Teacher:
                 "batch_cost_usd": cost * self.cfg.batch_discount if cost is not None else None}
 
     # -- one HTTP request, with retries ---------------------------------------------------------
-    async def _send(self, body: dict, key: str, est: tuple[int, int]) -> dict:
+    async def _send(self, body: dict, key: str, est: tuple[int, int], again: str = "") -> dict:
         kind, detail = "server_error", ""
         for attempt in range(self.cfg.max_retries + 1):
             if attempt:
@@ -218,8 +231,9 @@ class Teacher:
                 if self._clients[k] is None:
                     self._clients[k] = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._keys[k][1],
                                                           timeout=self.cfg.timeout, max_retries=0)
+                # `again`: a new key when an invalid cached reply is asked anew, so it is not replayed
                 reply = await self._clients[k].chat.completions.create(
-                    **body, extra_headers={"Idempotency-Key": f"{self.cache.nonce[:8]}-{key}"})
+                    **body, extra_headers={"Idempotency-Key": f"{self.cache.nonce[:8]}-{key}{again}"})
                 if not hasattr(reply, "model_dump"):  # a proxy's HTML page, say, sent as 200
                     raise ValueError(f"{type(reply).__name__} {str(reply)[:80]!r}")
                 reply = compact(reply.model_dump())
@@ -267,9 +281,12 @@ class Teacher:
             reply = self.cache.get(key)
             if reply is not None:
                 if key in self.fresh:  # paid for by this run's batch: counted on its row
+                    self.this_run.add(key)
                     return reply, self.fresh.pop(key), False
-                self.stats["cache_hits"] += 1
-                return reply, 0.0, True
+                if key in self.this_run or self._valid(reply, row):
+                    self.stats["cache_hits"] += 1
+                    return reply, 0.0, True
+                # an invalid answer cached by an earlier run: asked anew below, replacing it
             if self.cache_only == "collect":
                 self.needed[key] = body
                 raise NotCached
@@ -285,10 +302,12 @@ class Teacher:
             self._reserved += reserve
             self._inflight[key] = sent = asyncio.Event()
             try:
-                reply = await self._send(body, key, est)
+                again = "" if reply is None else "-" + hashlib.sha256(json.dumps(reply).encode()).hexdigest()[:8]
+                reply = await self._send(body, key, est, again)
                 usage = reply["usage"]
                 cost = self.cost(usage["prompt_tokens"], usage["completion_tokens"])
                 self.cache.put(key, self.cfg.model, reply, cost)
+                self.this_run.add(key)
                 self.account(self.stats, usage, cost)
                 return reply, cost, False
             except FormatRefused as e:
@@ -351,6 +370,16 @@ class Teacher:
         record["cached"] = record["requests"] > 0 and record["cached"]
         record["time"] = round(time.time(), 3)
         return record
+
+    def _valid(self, reply: dict, row: dict) -> bool:
+        """Whether some choice of a reply parses into an answer."""
+        for choice in reply["choices"]:
+            try:
+                self.task.parse_teacher(choice["content"], row, choice=self.choice)
+                return True
+            except OutputError:
+                pass
+        return False
 
     def _read(self, reply: dict, row: dict, record: dict) -> OutputError | None:
         """Parse the reply's choices into the record; the validation error when none is valid."""
@@ -429,8 +458,11 @@ class Teacher:
         """Label every row of `rows` not yet in `out_path` (JSONL); return this call's stats."""
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        # keep finished rows (valid, or judged invalid); drop a torn last line and rows the endpoint failed
-        done = [r for r in read_jsonl(out_path) if finished(r)]
+        # drop a torn last line, rows the endpoint failed, and the asked rows whose answer an earlier
+        # run judged invalid (asked again); keep valid rows, other rows, and this run's invalid ones
+        wanted = {r["id"] for r in rows}
+        done = [r for r in read_jsonl(out_path) if finished(r) or r["id"] in self.settled
+                or (r["id"] not in wanted and invalid(r))]
         write_atomic(out_path, "".join(json.dumps(r) + "\n" for r in done))
         done_ids = {r["id"] for r in done}
         todo = [r for r in rows if r["id"] not in done_ids]
@@ -440,16 +472,35 @@ class Teacher:
             def sink(record):
                 f.write(json.dumps(record) + "\n")
                 f.flush()
+                if invalid(record):
+                    self.settled.add(record["id"])
             asyncio.run(self._run(todo, sink, bar))
         return dict(self.stats)
 
 
 def label_summary(records: list[dict]) -> dict:
-    """Counts for a label file: rows, valid labels, error types, tokens and USD spent."""
+    """Counts for a label file: rows, valid labels, invalid answers (asked again on a rerun), rows
+    that billed a request and rows answered from the cache alone, error types, tokens and USD spent."""
     errors = Counter(r["error"] for r in records if r["error"])
     return {"rows": len(records), "labeled": sum(r["label"] is not None for r in records),
+            "invalid": sum(map(invalid, records)),
+            "billed": sum(bool(r.get("requests")) and not r.get("cached") for r in records),
+            "cached": sum(bool(r.get("requests")) and bool(r.get("cached")) for r in records),
             "errors": dict(errors),
             "prompt_tokens": sum(r["prompt_tokens"] for r in records),
             "completion_tokens": sum(r["completion_tokens"] for r in records),
             "cost_usd": round(sum(r.get("cost_usd") or 0.0 for r in records), 6)}
 
+
+def answers_line(what: str, records: list[dict]) -> str:
+    """One line on the teacher's answers to some rows: usable, invalid (asked again on the next
+    run), failed."""
+    s = label_summary(records)
+    line = f"teacher: {what}: {s['labeled']} of {s['rows']} rows answered"
+    if s["invalid"]:
+        line += f", {s['invalid']} answers invalid (asked again on the next run)"
+    if failed := s["rows"] - s["labeled"] - s["invalid"]:
+        line += f", {failed} requests failed (retried on the next run)"
+    if s["errors"]:
+        line += " [" + ", ".join(f"{k} {n}" for k, n in sorted(s["errors"].items())) + "]"
+    return line
