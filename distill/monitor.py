@@ -83,8 +83,8 @@ def monitor(cfg) -> dict:
            "seed": task.label_counts(seed_labels) if seed_labels else None}
     corpus_conf = np.array([r["student_confidence"] for r in corpus if r["student_confidence"] is not None])
     if shipping is not None:
-        shipping["corpus"] = {"rows": len(corpus), **{k: n for k, n in Counter(r["route"] for r in corpus).items()},
-                              **_corpus_truth(cfg, task, run, mcfg)}
+        shipping["corpus"] = {"rows": len(corpus), **Counter(r["route"] for r in corpus)}
+    corpus_scored = _corpus_truth(cfg, task, run, mcfg)
 
     # -- baseline, embeddings, tests -----------------------------------------------------------------
     history_path = Path(mcfg.history or run.history)
@@ -142,6 +142,7 @@ def monitor(cfg) -> dict:
                     "sim_accuracy": teacher_summary.get("sim", {}).get("accuracy"),
                     "sim_noise": teacher_summary.get("sim", {}).get("noise") or "uniform"},
         "student": student_name, "baseline": baseline, "systems": systems, "shipping": shipping,
+        "corpus_scored": corpus_scored,
         "label_mix": {"gold": task.summarize(truth), "seed": task.summarize(seed_labels) if seed_labels else None,
                       "student_corpus": task.summarize(corpus_labels)},
         "corpus_rows": len(corpus), "corpus_invalid": sum(lab is None for lab in corpus_labels),
@@ -184,11 +185,11 @@ def _shipping(run: RunDir, pred: list, conf: np.ndarray, teacher_gold: list | No
             "labels": labels}
 
 
-def _corpus_truth(cfg, task, run: RunDir, mcfg) -> dict:
+def _corpus_truth(cfg, task, run: RunDir, mcfg) -> dict | None:
     """With human labels on the corpus split (data.corpus.label_column), the corpus labels as
     shipped and as the student gave them, scored on them."""
     if not cfg.data.corpus.get("label_column"):
-        return {}
+        return None
     human = load_split(cfg, "corpus", task, labels=True)
     rows = {r["id"]: r for r in read_parquet(run.labels("corpus"), columns=["id", "label", "student_label"])}
     keep = [k for k, i in enumerate(human["id"]) if i in rows]
@@ -370,13 +371,12 @@ def format_report(report: dict) -> str:
     if s := report.get("shipping"):
         lines += ["", f"shipped labels: as `distill route` sent corpus rows under confidence {s['threshold']:.4f} to the "
                       f"teacher, so {s['gold_rows_routed']} of {report['gold_rows']} gold rows ({s['gold_share']:.1%}) "
-                      f"take the teacher's answer here; corpus: " + ", ".join(
-                          f"{n} {k}" for k, n in s["corpus"].items() if k not in ("rows", "student", "shipped",
-                                                                                  "scored_on_human_labels"))]
-        if c := s["corpus"].get("shipped"):
-            lines.append(f"  on the corpus's own human labels ({s['corpus']['scored_on_human_labels']} rows): "
-                         + ", ".join(f"{k} {c[k]:.3f}" for k in report["headline"]) + " shipped, "
-                         + ", ".join(f"{k} {s['corpus']['student'][k]:.3f}" for k in report["headline"]) + " student alone")
+                      f"take the teacher's answer here; corpus rows: " + ", ".join(
+                          f"{n} {k}" for k, n in s["corpus"].items() if k != "rows")]
+    if c := report.get("corpus_scored"):
+        fig = lambda m: ", ".join(f"{k} {m[k]:.3f}" for k in report["headline"])  # noqa: E731
+        lines += ["", f"corpus labels on the corpus's own human labels ({c['scored_on_human_labels']} rows): "
+                      f"{fig(c['shipped'])} as shipped; {fig(c['student'])} from the student alone"]
     names = [n for n in report["systems"] if n != "majority baseline"]
     mix = report["label_mix"]
     first = max(20, *(len(label) + 2 for label in report["systems"]["student"]["per_class"]))
@@ -386,10 +386,11 @@ def format_report(report: dict) -> str:
         flag = " (insufficient support)" if m["insufficient_support"] else ""
         lines.append(f"{label:<{first}}" + "".join(f"{report['systems'][n]['per_class'][label]['f1']:>11.3f}" for n in names)
                      + f"{m['support']:>11}{mix['gold'][label]:>11.2f}{mix['student_corpus'][label]:>11.2f}{flag}")
-    lines += ["", f"{'test':<18}{'p':>10}{'Holm p':>10}  effect"]
-    for name, test in report["tests"].items():
-        lines.append(f"{name:<18}{fmt_p(test['p']):>10}{fmt_p(test['p_holm']):>10}  {effect(name, test)}")
+    lines += ["", f"{'test':<26}{'p':>10}{'Holm p':>10}  effect"]
     acc = report.get("accuracy_name", "accuracy")
+    for name, test in report["tests"].items():
+        shown = name.replace("accuracy", acc.replace(" ", "_"))  # NER: sentence_exact_match
+        lines.append(f"{shown:<26}{fmt_p(test['p']):>10}{fmt_p(test['p_holm']):>10}  {effect(name, test)}")
     lines += ["", *label_free_lines(report["label_free"], acc)]
     if a := report.get("audit"):
         est = (f"; estimated {acc} {a['estimate']:.3f} [{a['estimate_ci'][0]:.3f}, {a['estimate_ci'][1]:.3f}]"

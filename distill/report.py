@@ -131,10 +131,10 @@ def write_html(report: dict, runs: list[dict], path: Path) -> Path:
                          m["f1"], report["label_mix"]["gold"][c], report["label_mix"]["student_corpus"][c],
                          "insufficient support" if m["insufficient_support"] else ""]
                         for c, m in report["systems"]["student"]["per_class"].items()])
-    tests = html_table(["test", "p", "Holm p", "significant", "effect"],
-                   [[k, fmt_p(v["p"]), fmt_p(v["p_holm"]), "yes" if v["significant"] else "no",
-                     effect(k, v)] for k, v in report["tests"].items()])
     acc = report.get("accuracy_name", "accuracy")
+    tests = html_table(["test", "p", "Holm p", "significant", "effect"],
+                   [[k.replace("accuracy", acc.replace(" ", "_")), fmt_p(v["p"]), fmt_p(v["p_holm"]),
+                     "yes" if v["significant"] else "no", effect(k, v)] for k, v in report["tests"].items()])
     label_free = "".join(f"<p>{html.escape(line)}</p>" for line in label_free_lines(report["label_free"], acc))
     power = ""
     if report.get("power"):

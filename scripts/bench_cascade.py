@@ -177,8 +177,10 @@ def main() -> None:
     print_seeds(results)
     print(markdown_seeds(results))
     print(markdown_old_new(results))
+    print(markdown_estimates(results))
     if args.markdown:
         Path(args.markdown).write_text("\n\n".join([markdown_seeds(results), markdown_old_new(results),
+                                                    markdown_estimates(results),
                                                     markdown_full(results)]) + "\n")
     if args.plot:
         plot_seeds(results, Path(args.plot))
@@ -552,6 +554,22 @@ def markdown_seeds(results: dict) -> str:
         lines.append(f"| {name} | {plan} | {cost} | {labels} | {mm(teacher)} | {mm(at.get('student'))} | "
                      f"{mm(at.get('probe'))} |")
     return "\n".join(lines)
+
+
+def markdown_estimates(results: dict) -> str:
+    """The student's accuracy on the corpus and three estimates of it per seed cell: the audit slice
+    (2% answered by the teacher), the mean confidence and ATC fitted on gold (both label-free)."""
+    out = ["| dataset | seed rows | accuracy on the corpus | audit slice (error) | mean confidence (error) | "
+           "ATC (error; gold error) |", "|---|---|---|---|---|---|"]
+    for name, entry in results.items():
+        for n, cell in sorted((entry.get("seeds") or {}).items(), key=lambda kv: int(kv[0])):
+            e = cell.get("estimates") or {}
+            if "atc_estimate" not in e:
+                continue
+            out.append(f"| {name} | {int(n):,} | {e['gold_accuracy']:.3f} | {e['audit_estimate']:.3f} "
+                       f"({e['audit_error']:+.3f}) | {e['label_free_estimate']:.3f} ({e['label_free_error']:+.3f}) | "
+                       f"{e['atc_estimate']:.3f} ({e['atc_error']:+.3f}; {e['atc_gold_error']:.3f}) |")
+    return "\n".join(out)
 
 
 def markdown_old_new(results: dict) -> str:

@@ -75,3 +75,6 @@ def test_ner_demo_end_to_end(tmp_path):
     # the student learned the entities: entity F1 on gold was 0.93 here (0.88-0.94 over seeds 1-3);
     # a student that finds nothing scores 0. Floor: 0.6
     assert report["systems"]["student"]["f1"] >= 0.6, report["systems"]["student"]
+    # whole-sentence rightness is named for what it is, in metrics.json and the report page
+    assert report["accuracy_name"] == "sentence exact match"
+    assert "sentence_exact_match" in (run_dir / "monitor" / "report.html").read_text()

@@ -57,7 +57,9 @@ def test_monitor_scores_the_routed_labels_users_ship_and_warns_on_an_empty_audit
     assert got["accuracy"] != report["systems"]["student"]["accuracy"]
     assert report["shipping"]["corpus"]["teacher"] > 0
     # the demo corpus carries human labels: the corpus as shipped is scored on them too
-    assert report["shipping"]["corpus"]["scored_on_human_labels"] == report["corpus_rows"]
+    scored = report["corpus_scored"]
+    assert scored["scored_on_human_labels"] == report["corpus_rows"]
+    assert scored["shipped"]["accuracy"] != scored["student"]["accuracy"]
     assert "shipped labels" in proc.stdout and f"{threshold:.4f}" in proc.stdout
     assert report["audit"] is None and "no usable teacher answer" in report["warnings"][0]
     assert "warning: the audit slice" in proc.stdout
