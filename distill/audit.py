@@ -60,7 +60,7 @@ LEARNS = {"replace": "replace: learns from the previous generation's corpus labe
           "anchor": "anchor: from the previous generation's corpus labels plus {} fixed teacher rows"}
 SOURCES = {"replace": "generation {} (replace)", "accumulate": "the teacher and generations 0 to {} (accumulate)",
            "anchor": "generation {} and the teacher (anchor)"}  # who labeled what a generation learns from
-COLLAPSE_TESTS = ("accuracy", "f1", "class_recall")  # monitor alerts that say the labels got worse
+COLLAPSE_TESTS = ("accuracy", "f1", "macro_f1", "class_recall", "class_collapse")  # alerts: the labels got worse
 
 
 def audit(cfg) -> dict:

@@ -139,7 +139,8 @@ def _paired(ev: Evidence, base_counts: np.ndarray, base_correct: np.ndarray, who
 
 def _class_recall(ev: Evidence, base_counts: np.ndarray, cfg) -> dict:
     """Per class (entity type), a one-sided paired test of a recall drop, Holm across classes; the
-    worst is the smallest p, the largest drop among equal p-values."""
+    worst is the class with the largest drop among those significant after Holm, else the smallest p
+    (the largest drop among equal p-values)."""
     per, raw = {}, {}
     tp_b, tp_n, gold = base_counts[..., 0], ev.counts[..., 0], ev.counts[..., 2]
     for k, c in enumerate(ev.classes):
@@ -153,8 +154,11 @@ def _class_recall(ev: Evidence, base_counts: np.ndarray, cfg) -> dict:
     adjusted = stats.holm(raw) if raw else {}
     for c in per:
         per[c]["p_holm"] = adjusted[c]
-    worst = min(per, key=lambda c: (adjusted[c], per[c]["current"] - per[c]["baseline"])) if per else None
-    return {"p": adjusted[worst] if worst else 1.0, "worst": worst, "per_class": per}
+    drop = lambda c: per[c]["baseline"] - per[c]["current"]  # noqa: E731
+    fell = [c for c in per if adjusted[c] < float(cfg.alpha)]
+    worst = max(fell, key=drop) if fell else min(per, key=lambda c: (adjusted[c], -drop(c))) if per else None
+    return {"p": min(adjusted.values(), default=1.0), "worst": worst, "per_class": per,
+            "significant_classes": sorted(fell, key=drop, reverse=True)}
 
 
 def _class_collapse(ev: Evidence, base_counts: np.ndarray, recall: dict, cfg) -> dict:

@@ -37,7 +37,7 @@ from distill import drift, history, stats
 from distill.card import write_card
 from distill.data import load_split, prepare_data, read_json, read_jsonl, read_parquet
 from distill.drift import fmt_p
-from distill.errors import ConfigError
+from distill.errors import ConfigError, DataError
 from distill.report import LABEL_FREE_WITHIN, effect, label_free_lines, write_html
 from distill.rundir import RunDir
 from distill.tasks import build_task
@@ -98,7 +98,7 @@ def monitor(cfg) -> dict:
         base_correct=task.correct(truth, base_pred) if base_pred is not None else None,
         base_confidence=base_conf, mix=mix, emb_gold=emb_gold, emb_corpus=emb_corpus,
         cardinality={"corpus": task.cardinality(corpus_labels), "gold": task.cardinality(truth)})
-    if teacher and baseline != "teacher":  # beside a previous student, the teacher stays the bar
+    if teacher and baseline not in ("teacher", None):  # beside a previous student, the teacher stays the bar
         ev.teacher_counts, ev.teacher_correct = task.counts(truth, teacher[0]), task.correct(truth, teacher[0])
     tests = drift.run_tests(ev, mcfg)
     alerts = drift.alerts(tests, mcfg, baseline)
@@ -106,8 +106,7 @@ def monitor(cfg) -> dict:
                   "gold_accuracy": systems["student"]["accuracy"], "shown_within": LABEL_FREE_WITHIN,
                   "caveat": CBPE_CAVEAT}
     audit = _audit(task, audited, mcfg, corpus, truth, pred, teacher[0] if teacher else None) if audited else None
-    warnings = [f"the audit slice ({audited}) has no usable teacher answer, so the student is not checked against the "
-                "teacher on this batch: see the errors in that file"] if audited and audit is None else []
+    warnings = [_audit_warning(audited, corpus)] if audited and audit is None else []
 
     # -- history and the CUSUM over gold audits -----------------------------------------------------
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -181,23 +180,39 @@ def _shipping(run: RunDir, pred: list, conf: np.ndarray, teacher_gold: list | No
     for k in sent:
         if teacher_gold[k] is not None:  # a failed answer leaves the row to review: the student's label stays
             labels[k] = teacher_gold[k]
+    cascade = (summary.get("corpus") or {}).get("cascade") or {}
     return {"threshold": float(threshold), "gold_rows_routed": len(sent), "gold_share": len(sent) / max(1, len(pred)),
+            "corpus_left_unanswered": int(cascade.get("review_rows", 0)) + int(cascade.get("not_asked", 0)),
             "labels": labels}
+
+
+def _audit_warning(audited: Path, corpus: list[dict]) -> str:
+    answered = [r["id"] for r in read_jsonl(audited) if r.get("label") is not None]
+    if answered:
+        return (f"the audit slice ({audited}) answers {len(answered)} rows, none of them in this corpus batch: "
+                "rerun distill route for this batch")
+    return (f"the audit slice ({audited}) has no usable teacher answer, so the student is not checked against the "
+            "teacher on this batch: see the errors in that file")
 
 
 def _corpus_truth(cfg, task, run: RunDir, mcfg) -> dict | None:
     """With human labels on the corpus split (data.corpus.label_column), the corpus labels as
-    shipped and as the student gave them, scored on them."""
+    shipped and as the student gave them, scored on them (no CIs: the corpus may be millions of
+    rows). None when the corpus has no such labels, or not on every row."""
     if not cfg.data.corpus.get("label_column"):
         return None
-    human = load_split(cfg, "corpus", task, labels=True)
+    try:
+        human = load_split(cfg, "corpus", task, labels=True)
+    except DataError as e:
+        print(f"monitor: the corpus labels are not scored on data.corpus.label_column: {e}", file=sys.stderr)
+        return None
     rows = {r["id"]: r for r in read_parquet(run.labels("corpus"), columns=["id", "label", "student_label"])}
     keep = [k for k, i in enumerate(human["id"]) if i in rows]
     truth = [human["label"][k] for k in keep]
     ids = [human["id"][k] for k in keep]
     return {"scored_on_human_labels": len(keep),
-            "student": _brief(_scored(task, truth, [rows[i]["student_label"] for i in ids], mcfg, 0)[0]),
-            "shipped": _brief(_scored(task, truth, [rows[i]["label"] for i in ids], mcfg, 0)[0])}
+            "student": _brief(task.metrics(truth, [rows[i]["student_label"] for i in ids])),
+            "shipped": _brief(task.metrics(truth, [rows[i]["label"] for i in ids]))}
 
 
 def _brief(m: dict | None) -> dict | None:
@@ -373,6 +388,9 @@ def format_report(report: dict) -> str:
                       f"teacher, so {s['gold_rows_routed']} of {report['gold_rows']} gold rows ({s['gold_share']:.1%}) "
                       f"take the teacher's answer here; corpus rows: " + ", ".join(
                           f"{n} {k}" for k, n in s["corpus"].items() if k != "rows")]
+    if s and s.get("corpus_left_unanswered"):
+        lines.append(f"  {s['corpus_left_unanswered']} corpus rows under the threshold got no teacher answer (review, "
+                     "or not asked yet): the replay gives every routed gold row one, so it overstates what ships")
     if c := report.get("corpus_scored"):
         fig = lambda m: ", ".join(f"{k} {m[k]:.3f}" for k in report["headline"])  # noqa: E731
         lines += ["", f"corpus labels on the corpus's own human labels ({c['scored_on_human_labels']} rows): "

@@ -101,7 +101,7 @@ def label_free_lines(lf: dict, acc: str = "accuracy") -> list[str]:
         if abs(e["gold_error"]) >= lf.get("shown_within", LABEL_FREE_WITHIN):
             out.append(f"label-free {acc} estimate by {name}: not shown, it missed gold by {abs(e['gold_error']):.3f}")
         else:
-            out.append(f"label-free {acc} estimate by {name} on {lf['rows']} bulk labels: {e['estimate']:.3f} "
+            out.append(f"label-free {acc} estimate by {name} for the student's {lf['rows']} bulk labels: {e['estimate']:.3f} "
                        f"(missed gold by {abs(e['gold_error']):.3f}; gold {acc}: {lf['gold_accuracy']:.3f})")
     return out + ([f"  {lf['caveat']}"] if out else [])
 

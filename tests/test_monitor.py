@@ -44,6 +44,61 @@ def test_monte_carlo_p_values_count_the_observed_statistic():
     assert stats.paired_permutation(good, bad, stats.macro_f1, n_perm=200) == 1 / 201
 
 
+def test_atc_reproduces_the_accuracy_it_was_fitted_on_and_follows_a_shift():
+    rng = np.random.default_rng(0)
+    conf = np.round(rng.uniform(0.3, 1.0, 500), 2)  # rounded: many ties at the threshold
+    right = rng.uniform(size=500) < conf
+    fit = stats.atc_fit(conf, right)
+    assert stats.atc_estimate(conf, fit) == pytest.approx(right.mean(), abs=1e-12)
+    # a batch whose confidences all fall under the threshold is estimated wholly wrong, one above it right
+    assert stats.atc_estimate(conf[conf < fit[0]], fit) == 0.0
+    assert stats.atc_estimate(conf[conf > fit[0]], fit) == 1.0
+    est = stats.label_free_estimates(conf, right, conf[:100])
+    assert est["atc"]["estimate"] == pytest.approx(stats.atc_estimate(conf[:100], fit))
+    assert est["mean_confidence"]["gold_error"] == pytest.approx(conf.mean() - right.mean())
+
+
+def collapse_evidence(lost: bool, start: float = 0.9) -> drift.Evidence:
+    """Three classes of 40 gold rows; the baseline gets class c right at `start`, the current student
+    then either keeps it or (lost) never gets it right, still saying c on five other rows."""
+    task = build_task(OmegaConf.create({"kind": "classification", "labels": ["a", "b", "c"]}))
+    gold = ["a", "b", "c"] * 40
+    base = [g if g != "c" or k % 120 < 120 * start else "a" for k, g in enumerate(gold)]
+    now = [("b" if g == "c" else g) if lost else g for g in base]
+    if lost:
+        now[:15:3] = ["c"] * 5  # five "a" rows called c: the class is still named
+    counts, base_counts = task.counts(gold, now), task.counts(gold, base)
+    return drift.Evidence(classes=task.labels, f1_key="macro_f1", counts=counts, correct=task.correct(gold, now),
+                          baseline="previous student", base_counts=base_counts, base_correct=task.correct(gold, base))
+
+
+def test_a_class_lost_on_gold_is_a_critical_alert_and_a_kept_one_is_not():
+    tests = drift.run_tests(collapse_evidence(lost=True), CFG)
+    assert tests["class_collapse"]["significant"] and set(tests["class_collapse"]["classes"]) == {"c"}
+    alerts = {a["test"]: a for a in drift.alerts(tests, CFG, "previous student")}
+    assert alerts["class_collapse"]["severity"] == "critical" and "'c'" in alerts["class_collapse"]["reason"]
+    assert not drift.run_tests(collapse_evidence(lost=False), CFG)["class_collapse"]["significant"]
+    # a class the baseline never had (F1 under collapse_from) is not "lost"
+    assert not drift.run_tests(collapse_evidence(lost=True, start=0.05), CFG)["class_collapse"]["significant"]
+
+
+def test_the_class_recall_alert_names_the_largest_drop_not_the_first_label():
+    # 'person' loses a few of many right answers, 'product' nearly all of its: both p-values sit at
+    # the permutation floor, and the alert must name 'product'
+    task = build_task(OmegaConf.create({"kind": "classification", "labels": ["person", "product", "other"]}))
+    gold = ["person"] * 300 + ["product"] * 40 + ["other"] * 100
+    base = list(gold)
+    now = ["other" if (g == "person" and k % 10 == 0) or (g == "product" and k % 40 < 36) else g
+           for k, g in enumerate(gold)]
+    ev = drift.Evidence(classes=task.labels, f1_key="macro_f1", counts=task.counts(gold, now),
+                        correct=task.correct(gold, now), baseline="previous student",
+                        base_counts=task.counts(gold, base), base_correct=task.correct(gold, base))
+    tests = drift.run_tests(ev, CFG)
+    assert tests["class_recall"]["worst"] == "product" and tests["class_recall"]["significant_classes"][0] == "product"
+    reason = {a["test"]: a for a in drift.alerts(tests, CFG, "previous student")}["class_recall"]["reason"]
+    assert reason.startswith("recall of 'product' fell from 1.000")
+
+
 def test_holm_by_hand():
     adj = stats.holm({"a": 0.01, "b": 0.04, "c": 0.03})
     # sorted .01 x3 = .03, .03 x2 = .06, .04 x1 = .04 -> running maximum .06
@@ -229,7 +284,7 @@ def test_monitor_catches_a_degraded_student_and_exits_1(demo_copy):
     assert {"accuracy", "f1", "class_recall", "calibration", "label_mix_gold", "label_mix_seed", "input"} <= set(first["tests"])
     lf = first["label_free"]
     assert lf["rows"] == 300 and 0 < lf["atc"]["estimate"] <= 1 and 0 < lf["mean_confidence"]["estimate"] < 1
-    assert 0 <= lf["atc"]["gold_error"] < 1
+    assert lf["atc"]["gold_error"] < 0.05 and "label-free accuracy estimate by ATC" in (run_dir / "monitor" / "report.html").read_text()
 
     # monitoring the same student again changes nothing in the history
     again = cli("monitor", "recipe=demo", f"run_dir={run_dir}", "monitor.fail_on=never", "monitor.power=true")
