@@ -605,11 +605,13 @@ def plot_seeds(results: dict, path: Path) -> None:
     cols = min(3, len(names))
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    sizes = sorted({int(n) for name in names for n in results[name]["seeds"]})  # one colour per seed size
     for ax, name in zip(axes.flat, names):
         seeds = sorted(results[name]["seeds"].items(), key=lambda kv: int(kv[0]))
-        for k, (n, cell) in enumerate(seeds):
+        for n, cell in seeds:
             x = [100 * (int(n) / CORPUS_1M + p["share"]) for p in cell["confidence_curve"]]
-            ax.plot(x, [p["macro_f1"] for p in cell["confidence_curve"]], color=f"C{k}", label=f"{int(n):,} seed rows")
+            ax.plot(x, [p["macro_f1"] for p in cell["confidence_curve"]], color=f"C{sizes.index(int(n))}",
+                    label=f"{int(n):,} seed rows")
         teacher = seeds[0][1]["systems"]["teacher"]["macro_f1"]
         ax.axhline(teacher, color="grey", linestyle="--", label="teacher alone")
         c = results[name].get("cheapest")
@@ -619,9 +621,9 @@ def plot_seeds(results: dict, path: Path) -> None:
         ax.set(title=name, xscale="log", xlabel="teacher calls, % of a 1M-row corpus", ylabel="macro-F1")
         ax.set_xlim(0.1, 100)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="lower right")
     fig.suptitle("Labels against what the teacher is paid for, per seed size (teacher SIMULATED, MiniLM student)",
                  fontsize=10)
     fig.tight_layout()
