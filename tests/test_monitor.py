@@ -276,7 +276,7 @@ def cli(*args):
 
 
 @pytest.mark.slow
-def test_monitor_catches_a_degraded_student_and_exits_1(demo_copy):
+def test_monitor_catches_a_degraded_student_and_exits_1(demo_copy, capsys):
     run_dir = demo_copy
     first = json.loads((run_dir / "monitor" / "metrics.json").read_text())
     assert first["baseline"] == "teacher" and first["history"]["runs"] == 1
@@ -287,9 +287,10 @@ def test_monitor_catches_a_degraded_student_and_exits_1(demo_copy):
     assert lf["atc"]["gold_error"] < 0.05 and "label-free accuracy estimate by ATC" in (run_dir / "monitor" / "report.html").read_text()
 
     # monitoring the same student again changes nothing in the history
-    again = cli("monitor", "recipe=demo", f"run_dir={run_dir}", "monitor.fail_on=never", "monitor.power=true")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "smallest accuracy drop" in again.stdout
+    from distill.monitor import monitor
+
+    again = monitor(load_config(["recipe=demo", f"run_dir={run_dir}", "monitor.fail_on=never", "monitor.power=true"]))
+    assert again["exit_status"] == 0 and "smallest accuracy drop" in capsys.readouterr().out
     assert json.loads((run_dir / "monitor" / "metrics.json").read_text())["history"]["runs"] == 1
 
     # a degraded student: a third of its right gold answers turned wrong, weather gone from its bulk labels

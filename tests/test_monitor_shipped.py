@@ -2,21 +2,20 @@
 lost against a previous student is critical, and the teacher stays the bar beside it."""
 
 import json
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from distill.config import load_config
 from distill.data import load_split, read_jsonl
+from distill.monitor import monitor
+from distill.route import route
 from distill.tasks import build_task
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def cli(*args):
-    return subprocess.run(["distill", *args], capture_output=True, text=True, cwd=ROOT)
+def stage(fn, run_dir, *overrides) -> dict:
+    """A stage called as the library does (in process: no interpreter start per call)."""
+    return fn(load_config(["recipe=demo", f"run_dir={run_dir}", *overrides]))
 
 
 def gold_truth(run_dir) -> dict:
@@ -26,16 +25,15 @@ def gold_truth(run_dir) -> dict:
 
 
 @pytest.mark.slow
-def test_monitor_scores_the_routed_labels_users_ship_and_warns_on_an_empty_audit_slice(demo_copy):
+def test_monitor_scores_the_routed_labels_users_ship_and_warns_on_an_empty_audit_slice(demo_copy, capsys):
     run_dir = demo_copy
-    routed = cli("route", "recipe=demo", f"run_dir={run_dir}", "label.route_fraction=0.3")
-    assert routed.returncode == 0, routed.stderr[-3000:]
+    stage(route, run_dir, "label.route_fraction=0.3")
     # an audit slice whose every answer failed: a warning, not a silently missing line
     ids = pd.read_parquet(run_dir / "labels" / "corpus.parquet")["id"][:5]
     audit = run_dir / "labels" / "teacher" / "audit.jsonl"
     audit.write_text("".join(json.dumps({"id": i, "label": None, "error": "missing_field"}) + "\n" for i in ids))
-    proc = cli("monitor", "recipe=demo", f"run_dir={run_dir}", "monitor.fail_on=never")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    stage(monitor, run_dir, "monitor.fail_on=never")
+    out = capsys.readouterr().out
     report = json.loads((run_dir / "monitor" / "metrics.json").read_text())
 
     # the replay, computed here from the files: gold rows under the route's threshold take the teacher's answer
@@ -60,13 +58,13 @@ def test_monitor_scores_the_routed_labels_users_ship_and_warns_on_an_empty_audit
     scored = report["corpus_scored"]
     assert scored["scored_on_human_labels"] == report["corpus_rows"]
     assert scored["shipped"]["accuracy"] != scored["student"]["accuracy"]
-    assert "shipped labels" in proc.stdout and f"{threshold:.4f}" in proc.stdout
+    assert "shipped labels" in out and f"{threshold:.4f}" in out
     assert report["audit"] is None and "no usable teacher answer" in report["warnings"][0]
-    assert "warning: the audit slice" in proc.stdout
+    assert "warning: the audit slice" in out
 
 
 @pytest.mark.slow
-def test_a_class_lost_after_a_good_student_is_critical(demo_copy):
+def test_a_class_lost_after_a_good_student_is_critical(demo_copy, capsys):
     run_dir = demo_copy
     truth = gold_truth(run_dir)
     gold = pd.read_parquet(run_dir / "labels" / "gold.parquet")
@@ -76,7 +74,7 @@ def test_a_class_lost_after_a_good_student_is_critical(demo_copy):
     good["label"] = [truth[i] if k % 5 else "sports" for k, i in enumerate(good["id"])]
     good["student"] = "good-student"
     good.to_parquet(run_dir / "labels" / "gold.parquet")
-    assert cli("monitor", "recipe=demo", f"run_dir={run_dir}", "monitor.fail_on=never").returncode == 0
+    assert stage(monitor, run_dir, "monitor.fail_on=never")["exit_status"] == 0
 
     # the next student never labels weather right, and still says weather on a few other rows
     lost = good.copy()
@@ -85,8 +83,9 @@ def test_a_class_lost_after_a_good_student_is_critical(demo_copy):
     lost.loc[others, "label"] = "weather"
     lost["student"] = "collapsed-student"
     lost.to_parquet(run_dir / "labels" / "gold.parquet")
-    proc = cli("monitor", "recipe=demo", f"run_dir={run_dir}")
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    capsys.readouterr()
+    assert stage(monitor, run_dir)["exit_status"] == 1  # `distill monitor` exits 1
+    out = capsys.readouterr().out
 
     report = json.loads((run_dir / "monitor" / "metrics.json").read_text())
     assert report["baseline"].startswith("previous student good-student")
@@ -96,6 +95,6 @@ def test_a_class_lost_after_a_good_student_is_critical(demo_copy):
     assert "vanished" not in fired  # the bulk labels still name weather: only gold shows the loss
     # the teacher is tested too, whatever the baseline
     assert {"accuracy_vs_teacher", "class_recall_vs_teacher"} <= set(report["tests"])
-    assert "ALERT [critical] class_collapse" in proc.stdout
+    assert "ALERT [critical] class_collapse" in out
     assert report["history"]["run"] == report["history"]["runs"] == 3
 
