@@ -106,7 +106,7 @@ def monitor(cfg) -> dict:
                   "gold_accuracy": systems["student"]["accuracy"], "shown_within": LABEL_FREE_WITHIN,
                   "caveat": CBPE_CAVEAT}
     audit = _audit(task, audited, mcfg, corpus, truth, pred, teacher[0] if teacher else None) if audited else None
-    warnings = [_audit_warning(audited, corpus)] if audited and audit is None else []
+    warnings = [_audit_warning(audited)] if audited and audit is None else []
 
     # -- history and the CUSUM over gold audits -----------------------------------------------------
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -186,7 +186,7 @@ def _shipping(run: RunDir, pred: list, conf: np.ndarray, teacher_gold: list | No
             "labels": labels}
 
 
-def _audit_warning(audited: Path, corpus: list[dict]) -> str:
+def _audit_warning(audited: Path) -> str:
     answered = [r["id"] for r in read_jsonl(audited) if r.get("label") is not None]
     if answered:
         return (f"the audit slice ({audited}) answers {len(answered)} rows, none of them in this corpus batch: "

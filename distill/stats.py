@@ -304,8 +304,9 @@ def label_free_estimates(gold_conf: np.ndarray, gold_correct: np.ndarray, corpus
         for fit, check in ((half, ~half), (~half, half)):
             misses.append(atc_estimate(gold_conf[check], atc_fit(gold_conf[fit], gold_correct[fit]))
                           - float(gold_correct[check].mean()))
-    out["atc"] = {"estimate": atc_estimate(corpus_conf, atc_fit(gold_conf, gold_correct)),
-                  "gold_error": float(np.mean(np.abs(misses))), "threshold": atc_fit(gold_conf, gold_correct)[0]}
+    fit = atc_fit(gold_conf, gold_correct)
+    out["atc"] = {"estimate": atc_estimate(corpus_conf, fit), "gold_error": float(np.mean(np.abs(misses))),
+                  "threshold": fit[0]}
     return out
 
 
